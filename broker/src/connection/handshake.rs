@@ -1,0 +1,221 @@
+//! CONNECT to CONNACK: read the CONNECT, authenticate, open or resume the session, answer.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use bytestring::ByteString;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+use tracing::debug;
+
+use super::Accepted;
+use crate::auth::Credentials;
+use crate::codec::{self, ConnAck, Connect, DecodeError, Packet, Properties, Protocol, ReasonCode};
+use crate::context::Context;
+use crate::metrics::Metrics;
+use crate::router::{ConnectRequest, Event};
+
+/// Runs the handshake; `None` when the connection must close (the reason was already sent).
+pub(super) async fn accept<S>(
+    stream: &mut S,
+    rbuf: &mut BytesMut,
+    peer: Option<SocketAddr>,
+    ctx: &Arc<Context>,
+) -> Option<Accepted>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let connect = match tokio::time::timeout(
+        ctx.config.connect_timeout(),
+        read_connect(stream, rbuf, ctx),
+    )
+    .await
+    {
+        Ok(Ok(connect)) => connect,
+        Ok(Err(Some(e))) => {
+            debug!(?peer, error = %e, "Refusing a bad CONNECT");
+            Metrics::add(&ctx.metrics.protocol_errors, 1);
+            if let DecodeError::UnsupportedProtocol(_) = e {
+                refuse(
+                    stream,
+                    Protocol::V311,
+                    ReasonCode::UNSUPPORTED_PROTOCOL_VERSION,
+                )
+                .await;
+            }
+            return None;
+        }
+        Ok(Err(None)) => return None,
+        Err(_) => {
+            debug!(?peer, "No CONNECT in time; closing");
+            return None;
+        }
+    };
+    let protocol = connect.protocol;
+    match admit(*connect, peer, ctx).await {
+        Ok((accepted, connack)) => {
+            let mut buf = BytesMut::new();
+            codec::encode(&Packet::ConnAck(connack), protocol, &mut buf);
+            if stream.write_all(&buf).await.is_err() || stream.flush().await.is_err() {
+                // The session is with this task now; hand it back through the normal path.
+                return Some(accepted);
+            }
+            Some(accepted)
+        }
+        Err(code) => {
+            Metrics::add(&ctx.metrics.connections_refused, 1);
+            refuse(stream, protocol, code).await;
+            None
+        }
+    }
+}
+
+/// Reads until a whole first packet is there. `Err(None)` for a closed socket.
+async fn read_connect<S>(
+    stream: &mut S,
+    rbuf: &mut BytesMut,
+    ctx: &Context,
+) -> Result<Box<Connect>, Option<DecodeError>>
+where
+    S: AsyncRead + Unpin,
+{
+    let max = ctx.config.max_packet_size as usize;
+    loop {
+        match codec::decode(rbuf, Protocol::V311, max).map_err(Some)? {
+            Some(Packet::Connect(connect)) => return Ok(connect),
+            Some(_) => return Err(Some(DecodeError::Protocol("first packet is not CONNECT"))),
+            None => {}
+        }
+        rbuf.reserve(512);
+        match stream.read_buf(rbuf).await {
+            Ok(0) | Err(_) => return Err(None),
+            Ok(n) => Metrics::add(&ctx.metrics.bytes_received, n as u64),
+        }
+    }
+}
+
+async fn refuse<S: AsyncWrite + Unpin>(stream: &mut S, protocol: Protocol, code: ReasonCode) {
+    let mut buf = BytesMut::new();
+    let connack = ConnAck {
+        session_present: false,
+        code,
+        properties: Properties::default(),
+    };
+    codec::encode(&Packet::ConnAck(connack), protocol, &mut buf);
+    let _ = stream.write_all(&buf).await;
+    let _ = stream.flush().await;
+    let _ = stream.shutdown().await;
+}
+
+/// Decides whether the client may connect and opens its session.
+async fn admit(
+    mut connect: Connect,
+    peer: Option<SocketAddr>,
+    ctx: &Arc<Context>,
+) -> Result<(Accepted, ConnAck), ReasonCode> {
+    let protocol = connect.protocol;
+    let v5 = protocol.is_v5();
+    let config = &ctx.config;
+    let mut props = Properties::default();
+
+    let client_id = if connect.client_id.is_empty() {
+        // 3.1.1 allows an empty client id only with a clean session (MQTT-3.1.3-8).
+        if !v5 && !connect.clean_start {
+            return Err(ReasonCode::CLIENT_ID_NOT_VALID);
+        }
+        let id = ByteString::from(format!("ironbridge-{:016x}", rand::random::<u64>()));
+        if v5 {
+            props.assigned_client_identifier = Some(id.clone());
+        }
+        id
+    } else {
+        connect.client_id.clone()
+    };
+    if connect.properties.authentication_method.is_some() {
+        // Enhanced authentication (AUTH exchanges) is not offered.
+        return Err(ReasonCode::BAD_AUTHENTICATION_METHOD);
+    }
+
+    let credentials = Credentials {
+        client_id: client_id.to_string(),
+        username: connect.username.as_ref().map(|u| u.to_string()),
+        password: connect.password.clone(),
+        peer,
+    };
+    let principal = ctx.auth.authenticate(&credentials).await?;
+    if let Some(will) = &connect.will {
+        if !ctx.auth.authorize_publish(&principal, &will.topic) {
+            Metrics::add(&ctx.metrics.publishes_denied, 1);
+            return Err(ReasonCode::NOT_AUTHORIZED);
+        }
+        if let Some(1) = will.properties.payload_format_indicator {
+            if std::str::from_utf8(&will.payload).is_err() {
+                return Err(ReasonCode::PAYLOAD_FORMAT_INVALID);
+            }
+        }
+    }
+
+    let session_expiry = if v5 {
+        connect.properties.session_expiry_interval.unwrap_or(0)
+    } else if connect.clean_start {
+        0
+    } else {
+        config.persistent_session_expiry.unwrap_or(u32::MAX)
+    };
+
+    // MQTT 5 clients are told the keep alive we want (MQTT-3.2.2-21); 3.1.1 clients cannot be,
+    // so their own value is honoured.
+    let mut keep_alive = connect.keep_alive;
+    if v5 && config.max_keep_alive > 0 && (keep_alive == 0 || keep_alive > config.max_keep_alive) {
+        keep_alive = config.max_keep_alive;
+        props.server_keep_alive = Some(keep_alive);
+    }
+
+    let kick = CancellationToken::new();
+    let (reply_tx, reply_rx) = oneshot::channel();
+    let request = ConnectRequest {
+        client_id: client_id.clone(),
+        clean_start: connect.clean_start,
+        session_expiry,
+        kick: kick.clone(),
+        reply: reply_tx,
+    };
+    ctx.router
+        .send(Event::Connect(request))
+        .await
+        .map_err(|_| ReasonCode::SERVER_UNAVAILABLE)?;
+    // Dropped when yet another connection took the session over first.
+    let reply = reply_rx.await.map_err(|_| ReasonCode::SESSION_TAKEN_OVER)?;
+
+    if v5 {
+        props.receive_maximum = Some(config.receive_maximum);
+        props.topic_alias_maximum = Some(config.topic_alias_maximum);
+        props.maximum_packet_size = Some(config.max_packet_size);
+    }
+    let connack = ConnAck {
+        session_present: reply.session_present,
+        code: ReasonCode::SUCCESS,
+        properties: props,
+    };
+    let accepted = Accepted {
+        protocol,
+        client_id,
+        principal,
+        session: reply.session,
+        rx: reply.rx,
+        resumed: reply.resumed,
+        kick,
+        keep_alive,
+        will: connect.will.take(),
+        session_expiry,
+        client_receive_maximum: connect.properties.receive_maximum.unwrap_or(u16::MAX),
+        client_max_packet_size: connect
+            .properties
+            .maximum_packet_size
+            .map_or(usize::MAX, |m| m as usize),
+        client_topic_alias_maximum: connect.properties.topic_alias_maximum.unwrap_or(0),
+    };
+    Ok((accepted, connack))
+}

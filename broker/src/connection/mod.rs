@@ -1,0 +1,361 @@
+//! One task per network connection: the CONNECT handshake, then a loop that reads packets,
+//! writes deliveries and watches the keep alive, and finally hands the session back to the router.
+//!
+//! The task owns all per-connection protocol state (packet ids, in-flight window, topic aliases,
+//! QoS 2 ids). Acknowledgements for the client's own publishes are written by this task, after the
+//! router has accepted the messages, so a client that stops reading slows only itself.
+
+mod handshake;
+mod incoming;
+mod outgoing;
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use bytestring::ByteString;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::debug;
+
+use crate::auth::Principal;
+use crate::codec::{self, Disconnect, Packet, Properties, Protocol, ReasonCode, Will};
+use crate::context::Context;
+use crate::message::{Delivery, Message, MessageProperties, SessionKey};
+use crate::metrics::{LocalTally, Metrics};
+use crate::router::{self, Event, Handback, Inflight, SessionState};
+
+/// Smallest and largest read buffer; it grows while reads fill it and starts small so that idle
+/// connections cost little memory.
+const MIN_READ: usize = 512;
+const MAX_READ: usize = 64 * 1024;
+/// Deliveries taken from the queue in one go before writing them out.
+const DELIVERY_BATCH: usize = 512;
+/// A client that does not take our bytes for this long is disconnected.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Serves one client until it goes away, then hands its session back to the router.
+pub(crate) async fn serve<S>(mut stream: S, peer: Option<SocketAddr>, ctx: Arc<Context>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    Metrics::add(&ctx.metrics.connections_current, 1);
+    Metrics::add(&ctx.metrics.connections_total, 1);
+    let mut rbuf = BytesMut::with_capacity(MIN_READ);
+    let accepted = tokio::select! {
+        accepted = handshake::accept(&mut stream, &mut rbuf, peer, &ctx) => accepted,
+        _ = ctx.shutdown.cancelled() => None,
+    };
+    if let Some(accepted) = accepted {
+        let mut connection = Connection::new(stream, rbuf, accepted, ctx.clone());
+        let end = connection.run().await;
+        connection.finish(end).await;
+    }
+    ctx.metrics
+        .connections_current
+        .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Everything the handshake established.
+pub(crate) struct Accepted {
+    pub protocol: Protocol,
+    pub client_id: ByteString,
+    pub principal: Principal,
+    pub session: SessionKey,
+    pub rx: mpsc::Receiver<Delivery>,
+    pub resumed: SessionState,
+    pub kick: CancellationToken,
+    pub keep_alive: u16,
+    pub will: Option<Will>,
+    pub session_expiry: u32,
+    /// The client's limits (MQTT 5 CONNECT properties).
+    pub client_receive_maximum: u16,
+    pub client_max_packet_size: usize,
+    pub client_topic_alias_maximum: u16,
+}
+
+/// Why the connection loop ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum End {
+    /// DISCONNECT from the client; `with_will` for MQTT 5 reason 0x04.
+    ClientDisconnect { with_will: bool },
+    /// The client closed the socket or it failed.
+    Closed,
+    /// We close the connection for this reason, telling MQTT 5 clients with a DISCONNECT.
+    Server(ReasonCode),
+}
+
+pub(crate) struct Connection<S> {
+    stream: S,
+    ctx: Arc<Context>,
+    rbuf: BytesMut,
+    read_size: usize,
+    wbuf: BytesMut,
+    protocol: Protocol,
+    client_id: ByteString,
+    principal: Principal,
+    session: SessionKey,
+    kick: CancellationToken,
+    keep_alive: Option<Duration>,
+    will: Option<Will>,
+    session_expiry: u32,
+    tally: LocalTally,
+    /// Messages accepted from the client, sent to the router in one event per read.
+    accepted: Vec<Arc<Message>>,
+    // Incoming (client to broker) state.
+    qos2_incoming: HashSet<u16>,
+    aliases_in: HashMap<u16, ByteString>,
+    // Outgoing (broker to client) state.
+    rx: mpsc::Receiver<Delivery>,
+    inflight: HashMap<u16, (u64, Inflight)>,
+    send_seq: u64,
+    next_packet_id: u16,
+    send_quota: usize,
+    backlog: VecDeque<Delivery>,
+    aliases_out: HashMap<ByteString, u16>,
+    client_max_packet_size: usize,
+    client_topic_alias_maximum: u16,
+}
+
+impl<S> Connection<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    fn new(stream: S, rbuf: BytesMut, a: Accepted, ctx: Arc<Context>) -> Connection<S> {
+        let send_quota = usize::from(a.client_receive_maximum.min(ctx.config.max_inflight));
+        let mut connection = Connection {
+            stream,
+            rbuf,
+            read_size: MIN_READ,
+            wbuf: BytesMut::new(),
+            protocol: a.protocol,
+            client_id: a.client_id,
+            principal: a.principal,
+            session: a.session,
+            kick: a.kick,
+            keep_alive: (a.keep_alive > 0)
+                .then(|| Duration::from_millis(u64::from(a.keep_alive) * 1500)),
+            will: a.will,
+            session_expiry: a.session_expiry,
+            tally: LocalTally::default(),
+            accepted: Vec::new(),
+            qos2_incoming: a.resumed.qos2_incoming.into_iter().collect(),
+            aliases_in: HashMap::new(),
+            rx: a.rx,
+            inflight: HashMap::new(),
+            send_seq: 0,
+            next_packet_id: 1,
+            send_quota: send_quota.max(1),
+            backlog: a.resumed.backlog,
+            aliases_out: HashMap::new(),
+            client_max_packet_size: a.client_max_packet_size,
+            client_topic_alias_maximum: a.client_topic_alias_maximum,
+            ctx,
+        };
+        connection.resend_inflight(a.resumed.inflight);
+        connection.drain_backlog();
+        connection
+    }
+
+    async fn run(&mut self) -> End {
+        let mut deadline = self.keep_alive.map(|k| Instant::now() + k);
+        loop {
+            if let Err(end) = self.flush().await {
+                return end;
+            }
+            let can_pull = self.backlog.is_empty() && self.inflight.len() < self.send_quota;
+            if self.rbuf.capacity() - self.rbuf.len() < MIN_READ / 2 {
+                self.rbuf.reserve(self.read_size);
+            }
+            tokio::select! {
+                biased;
+                _ = self.ctx.shutdown.cancelled() => return End::Server(ReasonCode::SERVER_SHUTTING_DOWN),
+                _ = self.kick.cancelled() => return End::Server(ReasonCode::SESSION_TAKEN_OVER),
+                read = self.stream.read_buf(&mut self.rbuf) => {
+                    let n = match read {
+                        Ok(0) | Err(_) => return End::Closed,
+                        Ok(n) => n,
+                    };
+                    self.tally.bytes_received += n as u64;
+                    if self.rbuf.capacity() == self.rbuf.len() && self.read_size < MAX_READ {
+                        self.read_size *= 2;
+                    }
+                    deadline = self.keep_alive.map(|k| Instant::now() + k);
+                    if let Err(end) = self.process_input().await {
+                        return end;
+                    }
+                }
+                delivery = self.rx.recv(), if can_pull => {
+                    // The sender lives in the router's session table; it never closes first.
+                    let Some(delivery) = delivery else { return End::Server(ReasonCode::SERVER_SHUTTING_DOWN) };
+                    self.send_delivery(delivery);
+                    for _ in 0..DELIVERY_BATCH {
+                        if !self.backlog.is_empty() || self.inflight.len() >= self.send_quota {
+                            break;
+                        }
+                        match self.rx.try_recv() {
+                            Ok(delivery) => self.send_delivery(delivery),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                _ = sleep_until_opt(deadline) => return End::Server(ReasonCode::KEEP_ALIVE_TIMEOUT),
+            }
+        }
+    }
+
+    /// Decodes every whole packet in the read buffer and handles it.
+    async fn process_input(&mut self) -> Result<(), End> {
+        let max = self.ctx.config.max_packet_size as usize;
+        loop {
+            let packet = match codec::decode(&mut self.rbuf, self.protocol, max) {
+                Ok(Some(packet)) => packet,
+                Ok(None) => break,
+                Err(e) => {
+                    debug!(client_id = %self.client_id, error = %e, "Closing connection on a bad packet");
+                    Metrics::add(&self.ctx.metrics.protocol_errors, 1);
+                    self.forward_accepted().await?;
+                    return Err(End::Server(e.reason_code()));
+                }
+            };
+            if let Err(end) = self.handle_packet(packet).await {
+                // Messages before a DISCONNECT (or a protocol error) were accepted: route them.
+                self.forward_accepted().await?;
+                return Err(end);
+            }
+        }
+        self.forward_accepted().await?;
+        self.tally.flush(&self.ctx.metrics);
+        Ok(())
+    }
+
+    /// Hands the messages accepted so far to the router, before their acknowledgements go out.
+    async fn forward_accepted(&mut self) -> Result<(), End> {
+        if self.accepted.is_empty() {
+            return Ok(());
+        }
+        let batch = std::mem::take(&mut self.accepted);
+        self.ctx
+            .router
+            .send(Event::Publish(batch))
+            .await
+            .map_err(|_| End::Server(ReasonCode::SERVER_SHUTTING_DOWN))
+    }
+
+    /// Writes out whatever is buffered.
+    async fn flush(&mut self) -> Result<(), End> {
+        if self.wbuf.is_empty() {
+            return Ok(());
+        }
+        let write = async {
+            self.stream.write_all(&self.wbuf).await?;
+            self.stream.flush().await
+        };
+        let result = tokio::select! {
+            result = tokio::time::timeout(WRITE_TIMEOUT, write) => result,
+            _ = self.ctx.shutdown.cancelled() => return Err(End::Closed),
+        };
+        match result {
+            Ok(Ok(())) => {
+                self.tally.bytes_sent += self.wbuf.len() as u64;
+                self.wbuf.clear();
+                // Do not let one burst pin a large buffer for the life of the connection.
+                if self.wbuf.capacity() > 4 * MAX_READ {
+                    self.wbuf = BytesMut::new();
+                }
+                self.tally.flush(&self.ctx.metrics);
+                Ok(())
+            }
+            Ok(Err(_)) | Err(_) => Err(End::Closed),
+        }
+    }
+
+    fn write_packet(&mut self, packet: &Packet) {
+        codec::encode(packet, self.protocol, &mut self.wbuf);
+    }
+
+    /// Says goodbye where the protocol allows it, and hands the session back to the router.
+    async fn finish(&mut self, end: End) {
+        if let End::Server(code) = end {
+            if self.protocol.is_v5() {
+                self.write_packet(&Packet::Disconnect(Disconnect {
+                    code,
+                    properties: Properties::default(),
+                }));
+                let _ = tokio::time::timeout(Duration::from_secs(1), async {
+                    let _ = self.stream.write_all(&self.wbuf).await;
+                    let _ = self.stream.flush().await;
+                })
+                .await;
+            }
+            debug!(client_id = %self.client_id, reason = %code, "Connection closed by the broker");
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.stream.shutdown()).await;
+        let publish_will = !matches!(end, End::ClientDisconnect { with_will: false });
+        let will = self
+            .will
+            .take()
+            .filter(|_| publish_will)
+            .map(|w| will_message(w, self.session));
+        let handback = Handback {
+            session: self.session,
+            rx: std::mem::replace(&mut self.rx, mpsc::channel(1).1),
+            state: self.take_state(),
+            will,
+            session_expiry: self.session_expiry,
+        };
+        // Fails only when the router is gone, and then there is nobody to hand back to.
+        let _ = self
+            .ctx
+            .router
+            .send(Event::Disconnected(Box::new(handback)))
+            .await;
+        self.tally.flush(&self.ctx.metrics);
+    }
+
+    fn take_state(&mut self) -> SessionState {
+        let mut inflight: Vec<(u64, u16, Inflight)> = self
+            .inflight
+            .drain()
+            .map(|(id, (seq, f))| (seq, id, f))
+            .collect();
+        inflight.sort_unstable_by_key(|(seq, _, _)| *seq);
+        SessionState {
+            inflight: inflight.into_iter().map(|(_, id, f)| (id, f)).collect(),
+            backlog: std::mem::take(&mut self.backlog),
+            qos2_incoming: self.qos2_incoming.drain().collect(),
+        }
+    }
+}
+
+fn will_message(mut will: Will, session: SessionKey) -> router::Will {
+    let delay = will.properties.will_delay_interval.unwrap_or(0);
+    let expires_at = will
+        .properties
+        .message_expiry_interval
+        .map(|s| Instant::now() + Duration::from_secs(u64::from(s)));
+    let message = Message {
+        properties: MessageProperties::from_properties(&mut will.properties),
+        topic: will.topic,
+        payload: will.payload,
+        qos: will.qos,
+        retain: will.retain,
+        expires_at,
+        origin: Some(session),
+    };
+    router::Will {
+        message: Arc::new(message),
+        delay,
+    }
+}
+
+async fn sleep_until_opt(deadline: Option<Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,248 @@
+//! Converting the router's state to and from a [`Snapshot`].
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+use tokio::time::{Duration, Instant};
+use tracing::info;
+
+use super::sessions::{Link, Session};
+use super::{Entry, Inflight, Router, SessionState};
+use crate::codec::{QoS, SubscriptionOptions};
+use crate::message::{Delivery, Message, MessageProperties};
+use crate::persistence::{
+    DeliveryRecord, InflightRecord, MessageRecord, SessionRecord, Snapshot, SubscriptionRecord,
+};
+use crate::topic;
+
+fn secs_until(at: Instant, now: Instant) -> u32 {
+    u32::try_from(at.saturating_duration_since(now).as_secs()).unwrap_or(u32::MAX)
+}
+
+fn message_record(m: &Message, now: Instant) -> MessageRecord {
+    let props = m.properties.as_deref().cloned().unwrap_or_default();
+    MessageRecord {
+        topic: m.topic.clone(),
+        payload: m.payload.clone(),
+        qos: m.qos as u8,
+        retain: m.retain,
+        expires_in: m.expires_at.map(|at| secs_until(at, now)),
+        payload_format_indicator: props.payload_format_indicator,
+        content_type: props.content_type,
+        response_topic: props.response_topic,
+        correlation_data: props.correlation_data,
+        user_properties: props.user_properties,
+    }
+}
+
+fn message_from(r: MessageRecord, now: Instant) -> Arc<Message> {
+    let props = MessageProperties {
+        payload_format_indicator: r.payload_format_indicator,
+        content_type: r.content_type,
+        response_topic: r.response_topic,
+        correlation_data: r.correlation_data,
+        user_properties: r.user_properties,
+    };
+    Arc::new(Message {
+        topic: r.topic,
+        payload: r.payload,
+        qos: QoS::from_u8(r.qos).unwrap_or_default(),
+        retain: r.retain,
+        properties: (props != MessageProperties::default()).then(|| Box::new(props)),
+        expires_at: r
+            .expires_in
+            .map(|s| now + Duration::from_secs(u64::from(s))),
+        origin: None,
+    })
+}
+
+fn delivery_record(d: &Delivery, now: Instant) -> DeliveryRecord {
+    DeliveryRecord {
+        message: message_record(&d.message, now),
+        qos: d.qos as u8,
+        retain: d.retain,
+        subscription_ids: d.subscription_ids.clone(),
+    }
+}
+
+fn delivery_from(r: DeliveryRecord, now: Instant) -> Delivery {
+    Delivery {
+        message: message_from(r.message, now),
+        qos: QoS::from_u8(r.qos).unwrap_or_default(),
+        retain: r.retain,
+        subscription_ids: r.subscription_ids,
+    }
+}
+
+impl Router {
+    /// The state worth keeping: retained messages (but `$SYS`) and sessions that outlive their
+    /// connection. For online sessions only the subscriptions are known here; their in-flight
+    /// messages are saved once the connection hands them back at shutdown.
+    pub(super) fn snapshot(&mut self) -> crate::persistence::Snapshot {
+        let now = Instant::now();
+        let retained = self
+            .retained
+            .iter()
+            .filter(|m| !m.topic.starts_with("$SYS") && !m.is_expired(now))
+            .map(|m| message_record(m, now))
+            .collect();
+        let mut sessions = Vec::new();
+        for (_, session) in self.sessions.iter_mut() {
+            if session.expiry == 0 {
+                continue;
+            }
+            let subscriptions = session
+                .subscriptions
+                .iter()
+                .map(|(filter, e)| SubscriptionRecord {
+                    filter: filter.clone(),
+                    qos: e.options.qos as u8,
+                    no_local: e.options.no_local,
+                    retain_as_published: e.options.retain_as_published,
+                    retain_handling: e.options.retain_handling,
+                    id: e.id,
+                })
+                .collect();
+            let mut record = SessionRecord {
+                client_id: session.client_id.clone(),
+                expiry: session.expiry,
+                expires_in: session.expires_at.map(|at| secs_until(at, now)),
+                subscriptions,
+                inflight: Vec::new(),
+                queued: Vec::new(),
+                qos2_incoming: Vec::new(),
+                will: session
+                    .pending_will
+                    .as_ref()
+                    .map(|(at, m)| (secs_until(*at, now), message_record(m, now))),
+            };
+            if let Link::Offline { rx, state } = &mut session.link {
+                record.inflight = state
+                    .inflight
+                    .iter()
+                    .map(|(id, f)| {
+                        let f = match f {
+                            Inflight::Publish(d) => {
+                                InflightRecord::Publish(delivery_record(d, now))
+                            }
+                            Inflight::Released => InflightRecord::Released,
+                        };
+                        (*id, f)
+                    })
+                    .collect();
+                record.qos2_incoming = state.qos2_incoming.clone();
+                record.queued = state
+                    .backlog
+                    .iter()
+                    .map(|d| delivery_record(d, now))
+                    .collect();
+                // The queue is a channel: read it out and put it back in the same order.
+                let mut drained = Vec::new();
+                while let Ok(d) = rx.try_recv() {
+                    record.queued.push(delivery_record(&d, now));
+                    drained.push(d);
+                }
+                for d in drained {
+                    let _ = session.tx.try_send(d);
+                }
+            }
+            sessions.push(record);
+        }
+        Snapshot { retained, sessions }
+    }
+
+    /// Loads the saved state, if any, at start.
+    pub(super) fn restore(&mut self) {
+        let Some(store) = &self.store else { return };
+        let snapshot = store.load();
+        let now = Instant::now();
+        let (retained, sessions) = (snapshot.retained.len(), snapshot.sessions.len());
+        for record in snapshot.retained {
+            let message = message_from(record, now);
+            if !message.is_expired(now) {
+                self.retained.store(&message);
+            }
+        }
+        for record in snapshot.sessions {
+            self.restore_session(record, now);
+        }
+        if retained + sessions > 0 {
+            info!(retained, sessions, "Restored broker state");
+        }
+    }
+
+    fn restore_session(&mut self, r: SessionRecord, now: Instant) {
+        let (tx, rx) = mpsc::channel(self.config.max_queued_messages);
+        let mut backlog = std::collections::VecDeque::new();
+        for d in r.queued {
+            // Anything beyond the queue's capacity waits in the backlog, which is not bounded by
+            // the channel; it is bounded by what was saved.
+            if let Err(e) = tx.try_send(delivery_from(d, now)) {
+                backlog.push_back(e.into_inner());
+            }
+        }
+        let state = SessionState {
+            inflight: r
+                .inflight
+                .into_iter()
+                .map(|(id, f)| {
+                    let f = match f {
+                        InflightRecord::Publish(d) => Inflight::Publish(delivery_from(d, now)),
+                        InflightRecord::Released => Inflight::Released,
+                    };
+                    (id, f)
+                })
+                .collect(),
+            backlog,
+            qos2_incoming: r.qos2_incoming,
+        };
+        // An online session at save time counts as just disconnected now.
+        let expires_in = r.expires_in.unwrap_or(r.expiry);
+        let expires_at =
+            (r.expiry != u32::MAX).then(|| now + Duration::from_secs(u64::from(expires_in)));
+        let pending_will = r.will.map(|(secs, m)| {
+            (
+                now + Duration::from_secs(u64::from(secs)),
+                message_from(m, now),
+            )
+        });
+        let key = self.sessions.insert(Session {
+            client_id: r.client_id.clone(),
+            tx,
+            link: Link::Offline { rx, state },
+            subscriptions: HashMap::new(),
+            expiry: r.expiry,
+            expires_at,
+            pending_will: None,
+            waiting: None,
+        });
+        if let Some((due, will)) = pending_will {
+            self.sessions[key].pending_will = Some((due, will));
+            self.timers.insert((due, key));
+        }
+        if let Some(due) = expires_at {
+            self.timers.insert((due, key));
+        }
+        self.by_client_id.insert(r.client_id, key);
+        for s in r.subscriptions {
+            let entry = Entry {
+                options: SubscriptionOptions {
+                    qos: QoS::from_u8(s.qos).unwrap_or_default(),
+                    no_local: s.no_local,
+                    retain_as_published: s.retain_as_published,
+                    retain_handling: s.retain_handling,
+                },
+                id: s.id,
+            };
+            match topic::parse_shared(&s.filter) {
+                Ok(Some(shared)) => self
+                    .tree
+                    .insert(shared.filter, Some(shared.group), key, entry),
+                Ok(None) => self.tree.insert(&s.filter, None, key, entry),
+                Err(_) => continue,
+            };
+            self.sessions[key].subscriptions.insert(s.filter, entry);
+        }
+    }
+}

@@ -1,0 +1,98 @@
+//! TLS server settings: from PEM files, or a self-signed certificate kept in the data directory.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use rustls::ServerConfig;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("cannot read certificate file {path}: {reason}")]
+    Certificate { path: String, reason: String },
+    #[error("cannot read private key file {path}: {reason}")]
+    Key { path: String, reason: String },
+    #[error("certificate and key do not form a usable TLS configuration: {0}")]
+    Config(#[from] rustls::Error),
+    #[error("cannot create a self-signed certificate in {dir}: {reason}")]
+    SelfSigned { dir: String, reason: String },
+}
+
+/// Builds a server configuration from a PEM certificate chain and a PEM private key.
+pub fn server_config_from_pem(
+    cert_path: &Path,
+    key_path: &Path,
+) -> Result<Arc<ServerConfig>, TlsError> {
+    let certs = CertificateDer::pem_file_iter(cert_path)
+        .and_then(|iter| iter.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| TlsError::Certificate {
+            path: cert_path.display().to_string(),
+            reason: e.to_string(),
+        })?;
+    if certs.is_empty() {
+        return Err(TlsError::Certificate {
+            path: cert_path.display().to_string(),
+            reason: "no PEM certificate found".into(),
+        });
+    }
+    let key = PrivateKeyDer::from_pem_file(key_path).map_err(|e| TlsError::Key {
+        path: key_path.display().to_string(),
+        reason: e.to_string(),
+    })?;
+    build(certs, key)
+}
+
+/// Uses `tls-cert.pem`/`tls-key.pem` in `dir`, creating a self-signed pair for `localhost` and
+/// the host name on first use.
+pub fn self_signed(dir: &Path) -> Result<Arc<ServerConfig>, TlsError> {
+    let cert_path = dir.join("tls-cert.pem");
+    let key_path = dir.join("tls-key.pem");
+    if !cert_path.exists() || !key_path.exists() {
+        let fail = |reason: String| TlsError::SelfSigned {
+            dir: dir.display().to_string(),
+            reason,
+        };
+        let mut names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
+        if let Ok(host) = std::env::var("HOSTNAME") {
+            names.push(host);
+        }
+        let generated =
+            rcgen::generate_simple_self_signed(names).map_err(|e| fail(e.to_string()))?;
+        std::fs::create_dir_all(dir).map_err(|e| fail(e.to_string()))?;
+        std::fs::write(&cert_path, generated.cert.pem()).map_err(|e| fail(e.to_string()))?;
+        write_private(&key_path, generated.signing_key.serialize_pem().as_bytes())
+            .map_err(|e| fail(e.to_string()))?;
+    }
+    server_config_from_pem(&cert_path, &key_path)
+}
+
+fn build(
+    certs: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+) -> Result<Arc<ServerConfig>, TlsError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)?;
+    Ok(Arc::new(config))
+}
+
+#[cfg(unix)]
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(bytes)
+}
+
+#[cfg(not(unix))]
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    std::fs::write(path, bytes)
+}
