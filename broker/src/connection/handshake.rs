@@ -58,10 +58,10 @@ where
         Ok((accepted, connack)) => {
             let mut buf = BytesMut::new();
             codec::encode(&Packet::ConnAck(connack), protocol, &mut buf);
-            if stream.write_all(&buf).await.is_err() || stream.flush().await.is_err() {
-                // The session is with this task now; hand it back through the normal path.
-                return Some(accepted);
-            }
+            // A failed write shows up as a closed socket in the connection loop, which then
+            // hands the session back the normal way.
+            let _ = stream.write_all(&buf).await;
+            let _ = stream.flush().await;
             Some(accepted)
         }
         Err(code) => {
@@ -83,6 +83,11 @@ where
 {
     let max = ctx.config.max_packet_size as usize;
     loop {
+        // Refuse anything that is not a CONNECT from its first byte, rather than waiting for
+        // the body a random length prefix announces.
+        if rbuf.first().is_some_and(|&b| b != 0x10) {
+            return Err(Some(DecodeError::Protocol("first packet is not CONNECT")));
+        }
         match codec::decode(rbuf, Protocol::V311, max).map_err(Some)? {
             Some(Packet::Connect(connect)) => return Ok(connect),
             Some(_) => return Err(Some(DecodeError::Protocol("first packet is not CONNECT"))),

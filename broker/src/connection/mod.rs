@@ -217,7 +217,6 @@ where
                 Ok(None) => break,
                 Err(e) => {
                     debug!(client_id = %self.client_id, error = %e, "Closing connection on a bad packet");
-                    Metrics::add(&self.ctx.metrics.protocol_errors, 1);
                     self.forward_accepted().await?;
                     return Err(End::Server(e.reason_code()));
                 }
@@ -281,6 +280,9 @@ where
     /// Says goodbye where the protocol allows it, and hands the session back to the router.
     async fn finish(&mut self, end: End) {
         if let End::Server(code) = end {
+            if is_client_fault(code) {
+                Metrics::add(&self.ctx.metrics.protocol_errors, 1);
+            }
             if self.protocol.is_v5() {
                 self.write_packet(&Packet::Disconnect(Disconnect {
                     code,
@@ -351,6 +353,17 @@ fn will_message(mut will: Will, session: SessionKey) -> router::Will {
         message: Arc::new(message),
         delay,
     }
+}
+
+/// Reasons that blame the client's packets (as opposed to time-outs, takeovers and shutdown).
+fn is_client_fault(code: ReasonCode) -> bool {
+    code.is_error()
+        && ![
+            ReasonCode::SERVER_SHUTTING_DOWN,
+            ReasonCode::SESSION_TAKEN_OVER,
+            ReasonCode::KEEP_ALIVE_TIMEOUT,
+        ]
+        .contains(&code)
 }
 
 async fn sleep_until_opt(deadline: Option<Instant>) {

@@ -101,8 +101,10 @@ pub fn will(topic: &str, payload: &'static [u8], delay: Option<u32>) -> Will {
 
 impl Raw {
     pub async fn open(addr: SocketAddr, protocol: Protocol) -> Raw {
+        let stream = TcpStream::connect(addr).await.unwrap();
+        stream.set_nodelay(true).unwrap();
         Raw {
-            stream: TcpStream::connect(addr).await.unwrap(),
+            stream,
             buf: BytesMut::new(),
             protocol,
         }
