@@ -7,8 +7,8 @@ mod common;
 
 use std::time::Duration;
 
-use broker::codec::{Ack, Packet, Properties, Protocol, QoS, ReasonCode, SubscriptionOptions};
 use broker::BrokerConfig;
+use broker::codec::{Ack, Packet, Properties, Protocol, QoS, ReasonCode, SubscriptionOptions};
 use common::*;
 
 #[tokio::test]
@@ -16,7 +16,11 @@ async fn connack_announces_limits_and_assigns_client_ids() {
     let b = TestBroker::start(config()).await;
     let (_c, ack) = Raw::connect(b.addr, connect_packet(Protocol::V5, "", true)).await;
     let p = &ack.properties;
-    assert!(p.assigned_client_identifier.as_ref().is_some_and(|id| !id.is_empty()));
+    assert!(
+        p.assigned_client_identifier
+            .as_ref()
+            .is_some_and(|id| !id.is_empty())
+    );
     assert_eq!(p.receive_maximum, Some(b.config.receive_maximum));
     assert_eq!(p.topic_alias_maximum, Some(b.config.topic_alias_maximum));
     assert_eq!(p.maximum_packet_size, Some(b.config.max_packet_size));
@@ -31,7 +35,11 @@ async fn connack_announces_limits_and_assigns_client_ids() {
 
 #[tokio::test]
 async fn server_keep_alive_caps_what_v5_clients_ask_for() {
-    let b = TestBroker::start(BrokerConfig { max_keep_alive: 60, ..config() }).await;
+    let b = TestBroker::start(BrokerConfig {
+        max_keep_alive: 60,
+        ..config()
+    })
+    .await;
     let mut connect = connect_packet(Protocol::V5, "ka", true);
     connect.keep_alive = 0;
     let (_c, ack) = Raw::connect(b.addr, connect).await;
@@ -51,9 +59,15 @@ async fn keep_alive_timeout_closes_the_connection_and_publishes_the_will() {
     let started = std::time::Instant::now();
     let disconnect = sleepy.expect_close().await.expect("v5 client is told why");
     assert_eq!(disconnect.code, ReasonCode::KEEP_ALIVE_TIMEOUT);
-    assert!(started.elapsed() >= Duration::from_millis(1400), "1.5 x keep alive, not sooner");
+    assert!(
+        started.elapsed() >= Duration::from_millis(1400),
+        "1.5 x keep alive, not sooner"
+    );
     let will = watcher.recv_publish().await;
-    assert_eq!((&will.topic[..], &will.payload[..]), ("wills/sleepy", &b"gone"[..]));
+    assert_eq!(
+        (&will.topic[..], &will.payload[..]),
+        ("wills/sleepy", &b"gone"[..])
+    );
     b.stop().await;
 }
 
@@ -63,21 +77,46 @@ async fn qos2_is_routed_once_even_when_the_client_resends() {
     let mut sub = Raw::v311(b.addr, "sub").await;
     sub.subscribe("q2", QoS::ExactlyOnce).await;
     let mut publ = Raw::v311(b.addr, "pub").await;
-    publ.publish("q2", b"once", QoS::ExactlyOnce, false, 7).await;
-    assert_eq!(publ.recv().await, Packet::PubRec(Ack::new(7, ReasonCode::SUCCESS)));
+    publ.publish("q2", b"once", QoS::ExactlyOnce, false, 7)
+        .await;
+    assert_eq!(
+        publ.recv().await,
+        Packet::PubRec(Ack::new(7, ReasonCode::SUCCESS))
+    );
     // The client missed the PUBREC and resends with DUP.
     let mut again = publish("q2", b"once", QoS::ExactlyOnce, false, 7);
     again.dup = true;
     publ.send(&Packet::Publish(again)).await;
-    assert_eq!(publ.recv().await, Packet::PubRec(Ack::new(7, ReasonCode::SUCCESS)));
-    publ.send(&Packet::PubRel(Ack::new(7, ReasonCode::SUCCESS))).await;
-    assert_eq!(publ.recv().await, Packet::PubComp(Ack::new(7, ReasonCode::SUCCESS)));
+    assert_eq!(
+        publ.recv().await,
+        Packet::PubRec(Ack::new(7, ReasonCode::SUCCESS))
+    );
+    publ.send(&Packet::PubRel(Ack::new(7, ReasonCode::SUCCESS)))
+        .await;
+    assert_eq!(
+        publ.recv().await,
+        Packet::PubComp(Ack::new(7, ReasonCode::SUCCESS))
+    );
 
     let got = sub.recv_publish().await;
-    assert_eq!((got.qos, &got.payload[..]), (QoS::ExactlyOnce, &b"once"[..]));
-    sub.send(&Packet::PubRec(Ack::new(got.packet_id, ReasonCode::SUCCESS))).await;
-    assert_eq!(sub.recv().await, Packet::PubRel(Ack::new(got.packet_id, ReasonCode::SUCCESS)));
-    sub.send(&Packet::PubComp(Ack::new(got.packet_id, ReasonCode::SUCCESS))).await;
+    assert_eq!(
+        (got.qos, &got.payload[..]),
+        (QoS::ExactlyOnce, &b"once"[..])
+    );
+    sub.send(&Packet::PubRec(Ack::new(
+        got.packet_id,
+        ReasonCode::SUCCESS,
+    )))
+    .await;
+    assert_eq!(
+        sub.recv().await,
+        Packet::PubRel(Ack::new(got.packet_id, ReasonCode::SUCCESS))
+    );
+    sub.send(&Packet::PubComp(Ack::new(
+        got.packet_id,
+        ReasonCode::SUCCESS,
+    )))
+    .await;
     sub.expect_silence(Duration::from_millis(300)).await;
     b.stop().await;
 }
@@ -88,23 +127,36 @@ async fn unacknowledged_messages_are_resent_with_dup_after_reconnect() {
     let (mut sub, _) = Raw::connect(b.addr, connect_packet(Protocol::V311, "durable", false)).await;
     sub.subscribe("work/#", QoS::ExactlyOnce).await;
     let mut publ = Raw::v311(b.addr, "producer").await;
-    publ.publish_acked("work/1", b"one", QoS::AtLeastOnce, false).await;
-    publ.publish_acked("work/2", b"two", QoS::ExactlyOnce, false).await;
+    publ.publish_acked("work/1", b"one", QoS::AtLeastOnce, false)
+        .await;
+    publ.publish_acked("work/2", b"two", QoS::ExactlyOnce, false)
+        .await;
     let first = sub.recv_publish().await;
     let second = sub.recv_publish().await;
     assert!(!first.dup && !second.dup);
     // Acknowledge only the PUBREC of the QoS 2 message, then drop the connection.
-    sub.send(&Packet::PubRec(Ack::new(second.packet_id, ReasonCode::SUCCESS))).await;
+    sub.send(&Packet::PubRec(Ack::new(
+        second.packet_id,
+        ReasonCode::SUCCESS,
+    )))
+    .await;
     assert!(matches!(sub.recv().await, Packet::PubRel(_)));
     drop(sub);
     tokio::time::sleep(Duration::from_millis(100)).await;
 
-    let (mut sub, ack) = Raw::connect(b.addr, connect_packet(Protocol::V311, "durable", false)).await;
+    let (mut sub, ack) =
+        Raw::connect(b.addr, connect_packet(Protocol::V311, "durable", false)).await;
     assert!(ack.session_present);
     let resent = sub.recv_publish().await;
     assert!(resent.dup, "redelivery carries DUP (MQTT-3.3.1-1)");
-    assert_eq!((resent.packet_id, &resent.payload[..]), (first.packet_id, &b"one"[..]));
-    assert_eq!(sub.recv().await, Packet::PubRel(Ack::new(second.packet_id, ReasonCode::SUCCESS)));
+    assert_eq!(
+        (resent.packet_id, &resent.payload[..]),
+        (first.packet_id, &b"one"[..])
+    );
+    assert_eq!(
+        sub.recv().await,
+        Packet::PubRel(Ack::new(second.packet_id, ReasonCode::SUCCESS))
+    );
     b.stop().await;
 }
 
@@ -116,10 +168,13 @@ async fn offline_persistent_session_queues_qos1_but_not_qos0() {
     sub.disconnect().await;
     tokio::time::sleep(Duration::from_millis(100)).await;
     let mut publ = Raw::v311(b.addr, "p").await;
-    publ.publish_acked("plant/a", b"zero", QoS::AtMostOnce, false).await;
-    publ.publish_acked("plant/b", b"one", QoS::AtLeastOnce, false).await;
+    publ.publish_acked("plant/a", b"zero", QoS::AtMostOnce, false)
+        .await;
+    publ.publish_acked("plant/b", b"one", QoS::AtLeastOnce, false)
+        .await;
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let (mut sub, ack) = Raw::connect(b.addr, connect_packet(Protocol::V311, "offline", false)).await;
+    let (mut sub, ack) =
+        Raw::connect(b.addr, connect_packet(Protocol::V311, "offline", false)).await;
     assert!(ack.session_present);
     let got = sub.recv_publish().await;
     assert_eq!(&got.payload[..], b"one");
@@ -136,12 +191,14 @@ async fn outgoing_window_honours_the_clients_receive_maximum() {
     sub.subscribe("flow", QoS::AtLeastOnce).await;
     let mut publ = Raw::v5(b.addr, "p").await;
     for _ in 0..4 {
-        publ.publish_acked("flow", b"x", QoS::AtLeastOnce, false).await;
+        publ.publish_acked("flow", b"x", QoS::AtLeastOnce, false)
+            .await;
     }
     let a = sub.recv_publish().await;
     let _b = sub.recv_publish().await;
     sub.expect_silence(Duration::from_millis(300)).await;
-    sub.send(&Packet::PubAck(Ack::new(a.packet_id, ReasonCode::SUCCESS))).await;
+    sub.send(&Packet::PubAck(Ack::new(a.packet_id, ReasonCode::SUCCESS)))
+        .await;
     sub.recv_publish().await;
     sub.expect_silence(Duration::from_millis(300)).await;
     b.stop().await;
@@ -149,7 +206,11 @@ async fn outgoing_window_honours_the_clients_receive_maximum() {
 
 #[tokio::test]
 async fn too_many_unreleased_qos2_messages_exceed_the_receive_maximum() {
-    let b = TestBroker::start(BrokerConfig { receive_maximum: 2, ..config() }).await;
+    let b = TestBroker::start(BrokerConfig {
+        receive_maximum: 2,
+        ..config()
+    })
+    .await;
     let mut c = Raw::v5(b.addr, "greedy").await;
     for id in 1..=3 {
         c.publish("q", b"x", QoS::ExactlyOnce, false, id).await;
@@ -167,8 +228,10 @@ async fn client_maximum_packet_size_drops_larger_messages() {
     let (mut sub, _) = Raw::connect(b.addr, connect).await;
     sub.subscribe("m", QoS::AtMostOnce).await;
     let mut publ = Raw::v5(b.addr, "p").await;
-    publ.publish_acked("m", &[b'x'; 100], QoS::AtMostOnce, false).await;
-    publ.publish_acked("m", b"small", QoS::AtMostOnce, false).await;
+    publ.publish_acked("m", &[b'x'; 100], QoS::AtMostOnce, false)
+        .await;
+    publ.publish_acked("m", b"small", QoS::AtMostOnce, false)
+        .await;
     assert_eq!(&sub.recv_publish().await.payload[..], b"small");
     b.stop().await;
 }
@@ -193,13 +256,19 @@ async fn topic_aliases_work_in_both_directions() {
     assert_eq!(&a.topic[..], "line/speed");
     let alias = a.properties.topic_alias.expect("broker assigns an alias");
     let b2 = sub.recv_publish().await;
-    assert_eq!((&b2.topic[..], b2.properties.topic_alias, &b2.payload[..]), ("", Some(alias), &b"2"[..]));
+    assert_eq!(
+        (&b2.topic[..], b2.properties.topic_alias, &b2.payload[..]),
+        ("", Some(alias), &b"2"[..])
+    );
 
     // An alias above the announced maximum is a protocol error.
     let mut bad = publish("x", b"", QoS::AtMostOnce, false, 0);
     bad.properties.topic_alias = Some(b.config.topic_alias_maximum + 1);
     publ.send(&Packet::Publish(bad)).await;
-    assert_eq!(publ.expect_close().await.unwrap().code, ReasonCode::TOPIC_ALIAS_INVALID);
+    assert_eq!(
+        publ.expect_close().await.unwrap().code,
+        ReasonCode::TOPIC_ALIAS_INVALID
+    );
     b.stop().await;
 }
 
@@ -225,7 +294,10 @@ async fn message_expiry_drops_stale_messages_and_counts_down() {
     let got = sub.recv_publish().await;
     assert_eq!(&got.payload[..], b"long");
     let left = got.properties.message_expiry_interval.unwrap();
-    assert!((98..=99).contains(&left), "remaining lifetime is sent, got {left}");
+    assert!(
+        (98..=99).contains(&left),
+        "remaining lifetime is sent, got {left}"
+    );
     sub.expect_silence(Duration::from_millis(300)).await;
     b.stop().await;
 }
@@ -268,7 +340,10 @@ async fn will_delay_is_cancelled_by_a_reconnect_and_fires_otherwise() {
     let started = std::time::Instant::now();
     let got = watcher.recv_publish().await;
     assert_eq!(&got.payload[..], b"offline");
-    assert!(started.elapsed() >= Duration::from_millis(700), "not before the delay");
+    assert!(
+        started.elapsed() >= Duration::from_millis(700),
+        "not before the delay"
+    );
     b.stop().await;
 }
 
@@ -300,9 +375,13 @@ async fn a_second_connection_takes_the_session_over() {
     first.subscribe("t", QoS::AtLeastOnce).await;
     let (mut second, ack) = Raw::connect(b.addr, connect_packet(Protocol::V5, "twin", false)).await;
     assert!(ack.session_present);
-    assert_eq!(first.expect_close().await.unwrap().code, ReasonCode::SESSION_TAKEN_OVER);
+    assert_eq!(
+        first.expect_close().await.unwrap().code,
+        ReasonCode::SESSION_TAKEN_OVER
+    );
     let mut publ = Raw::v5(b.addr, "p").await;
-    publ.publish_acked("t", b"to-second", QoS::AtLeastOnce, false).await;
+    publ.publish_acked("t", b"to-second", QoS::AtLeastOnce, false)
+        .await;
     assert_eq!(&second.recv_publish().await.payload[..], b"to-second");
     b.stop().await;
 }
@@ -312,39 +391,64 @@ async fn subscription_options_and_identifiers() {
     let b = TestBroker::start(config()).await;
     let mut c = Raw::v5(b.addr, "opts").await;
     let mut publ = Raw::v5(b.addr, "p").await;
-    publ.publish_acked("r/kept", b"retained", QoS::AtLeastOnce, true).await;
+    publ.publish_acked("r/kept", b"retained", QoS::AtLeastOnce, true)
+        .await;
 
     // Retain handling 2: no retained message on subscribe. Subscription id is echoed.
-    let no_retained = SubscriptionOptions { qos: QoS::AtLeastOnce, retain_handling: 2, ..Default::default() };
+    let no_retained = SubscriptionOptions {
+        qos: QoS::AtLeastOnce,
+        retain_handling: 2,
+        ..Default::default()
+    };
     c.subscribe_with("r/#", no_retained, Some(11)).await;
     c.expect_silence(Duration::from_millis(200)).await;
     // Retain handling 1: retained only when the subscription is new.
-    let if_new = SubscriptionOptions { qos: QoS::AtLeastOnce, retain_handling: 1, ..Default::default() };
+    let if_new = SubscriptionOptions {
+        qos: QoS::AtLeastOnce,
+        retain_handling: 1,
+        ..Default::default()
+    };
     c.subscribe_with("r/+", if_new, Some(12)).await;
     let got = c.recv_publish().await;
     assert!(got.retain);
     assert_eq!(got.properties.subscription_identifiers, vec![12]);
-    c.send(&Packet::PubAck(Ack::new(got.packet_id, ReasonCode::SUCCESS))).await;
+    c.send(&Packet::PubAck(Ack::new(
+        got.packet_id,
+        ReasonCode::SUCCESS,
+    )))
+    .await;
     c.subscribe_with("r/+", if_new, Some(12)).await;
     c.expect_silence(Duration::from_millis(200)).await;
 
     // A live message matching both subscriptions arrives once with both identifiers; without
     // retain-as-published its retain flag is cleared.
-    publ.publish_acked("r/kept", b"live", QoS::AtLeastOnce, true).await;
+    publ.publish_acked("r/kept", b"live", QoS::AtLeastOnce, true)
+        .await;
     let got = c.recv_publish().await;
     assert!(!got.retain);
     let mut ids = got.properties.subscription_identifiers.clone();
     ids.sort_unstable();
     assert_eq!(ids, vec![11, 12]);
-    c.send(&Packet::PubAck(Ack::new(got.packet_id, ReasonCode::SUCCESS))).await;
+    c.send(&Packet::PubAck(Ack::new(
+        got.packet_id,
+        ReasonCode::SUCCESS,
+    )))
+    .await;
 
     // Retain as published keeps the flag; no local hides our own messages.
     let mut me = Raw::v5(b.addr, "me").await;
-    let rap = SubscriptionOptions { qos: QoS::AtMostOnce, retain_as_published: true, no_local: true, retain_handling: 2 };
+    let rap = SubscriptionOptions {
+        qos: QoS::AtMostOnce,
+        retain_as_published: true,
+        no_local: true,
+        retain_handling: 2,
+    };
     me.subscribe_with("own/#", rap, None).await;
-    me.publish_acked("own/x", b"mine", QoS::AtMostOnce, true).await;
+    me.publish_acked("own/x", b"mine", QoS::AtMostOnce, true)
+        .await;
     me.expect_silence(Duration::from_millis(200)).await;
-    publ.publish_acked("own/y", b"theirs", QoS::AtMostOnce, true).await;
+    publ.publish_acked("own/y", b"theirs", QoS::AtMostOnce, true)
+        .await;
     assert!(me.recv_publish().await.retain);
     b.stop().await;
 }
@@ -353,14 +457,21 @@ async fn subscription_options_and_identifiers() {
 async fn retained_messages_are_set_replaced_and_cleared() {
     let b = TestBroker::start(config()).await;
     let mut publ = Raw::v311(b.addr, "p").await;
-    publ.publish_acked("cell/state", b"idle", QoS::AtLeastOnce, true).await;
-    publ.publish_acked("cell/state", b"running", QoS::AtLeastOnce, true).await;
+    publ.publish_acked("cell/state", b"idle", QoS::AtLeastOnce, true)
+        .await;
+    publ.publish_acked("cell/state", b"running", QoS::AtLeastOnce, true)
+        .await;
     let mut a = Raw::v311(b.addr, "a").await;
     a.subscribe("cell/#", QoS::AtMostOnce).await;
     let got = a.recv_publish().await;
     assert_eq!((&got.payload[..], got.retain), (&b"running"[..], true));
-    publ.publish_acked("cell/state", b"", QoS::AtLeastOnce, true).await;
-    assert_eq!(&a.recv_publish().await.payload[..], b"", "the clearing message is delivered live");
+    publ.publish_acked("cell/state", b"", QoS::AtLeastOnce, true)
+        .await;
+    assert_eq!(
+        &a.recv_publish().await.payload[..],
+        b"",
+        "the clearing message is delivered live"
+    );
     let mut late = Raw::v311(b.addr, "late").await;
     late.subscribe("cell/#", QoS::AtMostOnce).await;
     late.expect_silence(Duration::from_millis(300)).await;
@@ -373,11 +484,13 @@ async fn shared_subscriptions_split_the_load() {
     let mut m1 = Raw::v5(b.addr, "m1").await;
     let mut m2 = Raw::v5(b.addr, "m2").await;
     let mut publ = Raw::v5(b.addr, "p").await;
-    publ.publish_acked("jobs/kept", b"r", QoS::AtMostOnce, true).await;
+    publ.publish_acked("jobs/kept", b"r", QoS::AtMostOnce, true)
+        .await;
     m1.subscribe("$share/workers/jobs/#", QoS::AtMostOnce).await;
     m2.subscribe("$share/workers/jobs/#", QoS::AtMostOnce).await;
     for _ in 0..10 {
-        publ.publish_acked("jobs/new", b"job", QoS::AtMostOnce, false).await;
+        publ.publish_acked("jobs/new", b"job", QoS::AtMostOnce, false)
+            .await;
     }
     let mut counts = [0, 0];
     for (i, m) in [&mut m1, &mut m2].into_iter().enumerate() {
@@ -396,7 +509,8 @@ async fn sys_topics_are_published_but_hidden_from_first_level_wildcards() {
     let mut all = Raw::v311(b.addr, "all").await;
     all.subscribe("#", QoS::AtMostOnce).await;
     let mut sys = Raw::v311(b.addr, "sys").await;
-    sys.subscribe("$SYS/broker/clients/connected", QoS::AtMostOnce).await;
+    sys.subscribe("$SYS/broker/clients/connected", QoS::AtMostOnce)
+        .await;
     // The first value is the retained one from start-up; a later one counts both clients.
     loop {
         let got = sys.recv_publish().await;
@@ -432,7 +546,10 @@ async fn v5_properties_pass_through_unchanged() {
     let mut bad = publish("req/2", b"\xff\xfe", QoS::AtLeastOnce, false, 9);
     bad.properties.payload_format_indicator = Some(1);
     publ.send(&Packet::Publish(bad)).await;
-    assert_eq!(publ.recv().await, Packet::PubAck(Ack::new(9, ReasonCode::PAYLOAD_FORMAT_INVALID)));
+    assert_eq!(
+        publ.recv().await,
+        Packet::PubAck(Ack::new(9, ReasonCode::PAYLOAD_FORMAT_INVALID))
+    );
     sub.expect_silence(Duration::from_millis(200)).await;
     b.stop().await;
 }
@@ -449,7 +566,10 @@ async fn unsubscribe_reports_what_existed() {
     }))
     .await;
     match c.recv().await {
-        Packet::UnsubAck(ack) => assert_eq!(ack.codes, vec![ReasonCode::SUCCESS, ReasonCode::NO_SUBSCRIPTION_EXISTED]),
+        Packet::UnsubAck(ack) => assert_eq!(
+            ack.codes,
+            vec![ReasonCode::SUCCESS, ReasonCode::NO_SUBSCRIPTION_EXISTED]
+        ),
         other => panic!("{other:?}"),
     }
     b.stop().await;

@@ -60,20 +60,41 @@ mod v4 {
     }
 
     pub async fn next(rx: &mut mpsc::Receiver<Publish>) -> Publish {
-        tokio::time::timeout(WAIT, rx.recv()).await.expect("a message in time").expect("client running")
+        tokio::time::timeout(WAIT, rx.recv())
+            .await
+            .expect("a message in time")
+            .expect("client running")
     }
 
     #[tokio::test]
     async fn publish_and_subscribe_at_every_qos() {
         let b = TestBroker::start(config()).await;
-        let Client { client: sub, mut rx, .. } = client(&b, "v4-sub", true, None).await;
-        sub.subscribe("plant/+/temp", QoS::ExactlyOnce).await.unwrap();
+        let Client {
+            client: sub,
+            mut rx,
+            ..
+        } = client(&b, "v4-sub", true, None).await;
+        sub.subscribe("plant/+/temp", QoS::ExactlyOnce)
+            .await
+            .unwrap();
         tokio::time::sleep(Duration::from_millis(100)).await;
         let publ = client(&b, "v4-pub", true, None).await.client;
-        for (i, qos) in [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce].into_iter().enumerate() {
-            publ.publish(format!("plant/{i}/temp"), qos, false, format!("{i}")).await.unwrap();
+        for (i, qos) in [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce]
+            .into_iter()
+            .enumerate()
+        {
+            publ.publish(format!("plant/{i}/temp"), qos, false, format!("{i}"))
+                .await
+                .unwrap();
             let got = next(&mut rx).await;
-            assert_eq!((got.topic.as_str(), got.qos, &got.payload[..]), (format!("plant/{i}/temp").as_str(), qos, format!("{i}").as_bytes()));
+            assert_eq!(
+                (got.topic.as_str(), got.qos, &got.payload[..]),
+                (
+                    format!("plant/{i}/temp").as_str(),
+                    qos,
+                    format!("{i}").as_bytes()
+                )
+            );
         }
         b.stop().await;
     }
@@ -82,10 +103,16 @@ mod v4 {
     async fn retained_will_and_persistent_session() {
         let b = TestBroker::start(config()).await;
         let publ = client(&b, "v4-pub", true, None).await.client;
-        publ.publish("cell/1/state", QoS::AtLeastOnce, true, "running").await.unwrap();
+        publ.publish("cell/1/state", QoS::AtLeastOnce, true, "running")
+            .await
+            .unwrap();
 
         // Retained message on subscribe, with the retain flag.
-        let Client { client: late, rx: mut late_rx, .. } = client(&b, "v4-late", true, None).await;
+        let Client {
+            client: late,
+            rx: mut late_rx,
+            ..
+        } = client(&b, "v4-late", true, None).await;
         tokio::time::sleep(Duration::from_millis(100)).await;
         late.subscribe("cell/#", QoS::AtLeastOnce).await.unwrap();
         let got = next(&mut late_rx).await;
@@ -97,16 +124,28 @@ mod v4 {
         let doomed = client(&b, "v4-doomed", true, Some(will)).await;
         doomed.event_loop.abort();
         let got = next(&mut late_rx).await;
-        assert_eq!((got.topic.as_str(), &got.payload[..]), ("cell/1/conn", &b"lost"[..]));
+        assert_eq!(
+            (got.topic.as_str(), &got.payload[..]),
+            ("cell/1/conn", &b"lost"[..])
+        );
 
         // A persistent session collects QoS 1 while offline.
-        let Client { client: durable, rx: drx, .. } = client(&b, "v4-durable", false, None).await;
-        durable.subscribe("orders/#", QoS::AtLeastOnce).await.unwrap();
+        let Client {
+            client: durable,
+            rx: drx,
+            ..
+        } = client(&b, "v4-durable", false, None).await;
+        durable
+            .subscribe("orders/#", QoS::AtLeastOnce)
+            .await
+            .unwrap();
         tokio::time::sleep(Duration::from_millis(100)).await;
         durable.disconnect().await.unwrap();
         drop(drx);
         tokio::time::sleep(Duration::from_millis(100)).await;
-        publ.publish("orders/7", QoS::AtLeastOnce, false, "queued").await.unwrap();
+        publ.publish("orders/7", QoS::AtLeastOnce, false, "queued")
+            .await
+            .unwrap();
         tokio::time::sleep(Duration::from_millis(100)).await;
         let mut back = client(&b, "v4-durable", false, None).await;
         assert!(back.session_present);
@@ -119,10 +158,17 @@ mod v5 {
     use super::*;
     use bytes::Bytes;
     use rumqttc::v5::mqttbytes::QoS;
-    use rumqttc::v5::mqttbytes::v5::{Filter, Packet, Publish, PublishProperties, RetainForwardRule, SubscribeProperties};
+    use rumqttc::v5::mqttbytes::v5::{
+        Filter, Packet, Publish, PublishProperties, RetainForwardRule, SubscribeProperties,
+    };
     use rumqttc::v5::{AsyncClient, Event, MqttOptions};
 
-    pub async fn client(b: &TestBroker, id: &str, clean: bool, expiry: Option<u32>) -> (AsyncClient, mpsc::Receiver<Publish>, bool) {
+    pub async fn client(
+        b: &TestBroker,
+        id: &str,
+        clean: bool,
+        expiry: Option<u32>,
+    ) -> (AsyncClient, mpsc::Receiver<Publish>, bool) {
         let mut options = MqttOptions::new(id, "127.0.0.1", b.addr.port());
         options.set_keep_alive(Duration::from_secs(5));
         options.set_clean_start(clean);
@@ -154,7 +200,10 @@ mod v5 {
     }
 
     async fn next(rx: &mut mpsc::Receiver<Publish>) -> Publish {
-        tokio::time::timeout(WAIT, rx.recv()).await.expect("a message in time").expect("client running")
+        tokio::time::timeout(WAIT, rx.recv())
+            .await
+            .expect("a message in time")
+            .expect("client running")
     }
 
     #[tokio::test]
@@ -172,7 +221,9 @@ mod v5 {
             id: Some(42),
             user_properties: vec![],
         };
-        sub.subscribe_with_properties(filter.path.clone(), filter.qos, props).await.unwrap();
+        sub.subscribe_with_properties(filter.path.clone(), filter.qos, props)
+            .await
+            .unwrap();
         tokio::time::sleep(Duration::from_millis(100)).await;
 
         let (publ, _prx, _) = client(&b, "v5-pub", true, None).await;
@@ -184,21 +235,36 @@ mod v5 {
             user_properties: vec![("machine".into(), "cnc-7".into())],
             ..PublishProperties::default()
         };
-        publ.publish_with_properties("req/1", QoS::AtLeastOnce, false, "{\"cmd\":\"start\"}", props).await.unwrap();
+        publ.publish_with_properties(
+            "req/1",
+            QoS::AtLeastOnce,
+            false,
+            "{\"cmd\":\"start\"}",
+            props,
+        )
+        .await
+        .unwrap();
         let got = next(&mut rx).await;
         let p = got.properties.expect("properties forwarded");
         assert_eq!(p.content_type.as_deref(), Some("application/json"));
         assert_eq!(p.response_topic.as_deref(), Some("res/1"));
         assert_eq!(p.correlation_data.as_deref(), Some(&b"c-1"[..]));
-        assert_eq!(p.user_properties, vec![("machine".to_string(), "cnc-7".to_string())]);
+        assert_eq!(
+            p.user_properties,
+            vec![("machine".to_string(), "cnc-7".to_string())]
+        );
         assert_eq!(p.subscription_identifiers, vec![42]);
         assert_eq!(p.payload_format_indicator, Some(1));
 
         // No local: our own publish on a matching topic does not come back.
         sub.subscribe_many([filter]).await.unwrap();
         tokio::time::sleep(Duration::from_millis(100)).await;
-        sub.publish("req/self", QoS::AtLeastOnce, false, "echo?").await.unwrap();
-        publ.publish("req/other", QoS::AtLeastOnce, false, "from-other").await.unwrap();
+        sub.publish("req/self", QoS::AtLeastOnce, false, "echo?")
+            .await
+            .unwrap();
+        publ.publish("req/other", QoS::AtLeastOnce, false, "from-other")
+            .await
+            .unwrap();
         let got = next(&mut rx).await;
         assert_eq!(&got.payload[..], b"from-other");
         b.stop().await;
@@ -208,18 +274,26 @@ mod v5 {
     async fn session_expiry_keeps_messages_for_a_returning_client() {
         let b = TestBroker::start(config()).await;
         let (durable, rx, _) = client(&b, "v5-durable", true, Some(300)).await;
-        durable.subscribe("alarms/#", QoS::ExactlyOnce).await.unwrap();
+        durable
+            .subscribe("alarms/#", QoS::ExactlyOnce)
+            .await
+            .unwrap();
         tokio::time::sleep(Duration::from_millis(100)).await;
         durable.disconnect().await.unwrap();
         drop(rx);
         tokio::time::sleep(Duration::from_millis(100)).await;
         let (publ, _prx, _) = client(&b, "v5-pub", true, None).await;
-        publ.publish("alarms/overheat", QoS::ExactlyOnce, false, "spindle 7").await.unwrap();
+        publ.publish("alarms/overheat", QoS::ExactlyOnce, false, "spindle 7")
+            .await
+            .unwrap();
         tokio::time::sleep(Duration::from_millis(200)).await;
         let (_durable, mut rx, present) = client(&b, "v5-durable", false, Some(300)).await;
         assert!(present);
         let got = next(&mut rx).await;
-        assert_eq!((got.qos, &got.payload[..]), (QoS::ExactlyOnce, &b"spindle 7"[..]));
+        assert_eq!(
+            (got.qos, &got.payload[..]),
+            (QoS::ExactlyOnce, &b"spindle 7"[..])
+        );
         b.stop().await;
     }
 
@@ -228,12 +302,18 @@ mod v5 {
         let b = TestBroker::start(config()).await;
         let (w1, mut r1, _) = client(&b, "w1", true, None).await;
         let (w2, mut r2, _) = client(&b, "w2", true, None).await;
-        w1.subscribe("$share/g/jobs", QoS::AtLeastOnce).await.unwrap();
-        w2.subscribe("$share/g/jobs", QoS::AtLeastOnce).await.unwrap();
+        w1.subscribe("$share/g/jobs", QoS::AtLeastOnce)
+            .await
+            .unwrap();
+        w2.subscribe("$share/g/jobs", QoS::AtLeastOnce)
+            .await
+            .unwrap();
         tokio::time::sleep(Duration::from_millis(100)).await;
         let (publ, _p, _) = client(&b, "boss", true, None).await;
         for i in 0..6 {
-            publ.publish("jobs", QoS::AtLeastOnce, false, format!("{i}")).await.unwrap();
+            publ.publish("jobs", QoS::AtLeastOnce, false, format!("{i}"))
+                .await
+                .unwrap();
         }
         let mut seen = Vec::new();
         for _ in 0..3 {

@@ -6,7 +6,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use broker::codec::{self, Ack, ConnAck, Connect, Packet, Properties, Protocol, Publish, QoS, Subscribe, SubscriptionOptions, Will};
+use broker::codec::{
+    self, Ack, ConnAck, Connect, Packet, Properties, Protocol, Publish, QoS, Subscribe,
+    SubscriptionOptions, Will,
+};
 use broker::{AnonymousOnly, AuthHook, Broker, BrokerConfig};
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -31,14 +34,23 @@ pub fn config() -> BrokerConfig {
 impl TestBroker {
     pub async fn start(config: BrokerConfig) -> TestBroker {
         let allow = config.allow_anonymous;
-        TestBroker::start_with_auth(config, Arc::new(AnonymousOnly { allow_anonymous: allow })).await
+        TestBroker::start_with_auth(
+            config,
+            Arc::new(AnonymousOnly {
+                allow_anonymous: allow,
+            }),
+        )
+        .await
     }
 
     pub async fn start_with_auth(mut config: BrokerConfig, auth: Arc<dyn AuthHook>) -> TestBroker {
         let dir = tempfile::tempdir().unwrap();
         config.persistence_dir = Some(dir.path().join("broker"));
         let broker = Broker::start(config.clone(), auth).unwrap();
-        let addr = broker.listen_tcp("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let addr = broker
+            .listen_tcp("127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
         TestBroker {
             broker: Some(broker),
             addr,
@@ -50,7 +62,13 @@ impl TestBroker {
     /// Stops the broker gracefully and starts a new one on the same data directory and port.
     pub async fn restart(&mut self) {
         self.broker.take().unwrap().shutdown().await;
-        let broker = Broker::start(self.config.clone(), Arc::new(AnonymousOnly { allow_anonymous: true })).unwrap();
+        let broker = Broker::start(
+            self.config.clone(),
+            Arc::new(AnonymousOnly {
+                allow_anonymous: true,
+            }),
+        )
+        .unwrap();
         self.addr = broker.listen_tcp(self.addr).await.unwrap();
         self.broker = Some(broker);
     }
@@ -127,11 +145,15 @@ impl Raw {
     }
 
     pub async fn v311(addr: SocketAddr, client_id: &str) -> Raw {
-        Raw::connect(addr, connect_packet(Protocol::V311, client_id, true)).await.0
+        Raw::connect(addr, connect_packet(Protocol::V311, client_id, true))
+            .await
+            .0
     }
 
     pub async fn v5(addr: SocketAddr, client_id: &str) -> Raw {
-        Raw::connect(addr, connect_packet(Protocol::V5, client_id, true)).await.0
+        Raw::connect(addr, connect_packet(Protocol::V5, client_id, true))
+            .await
+            .0
     }
 
     pub async fn send(&mut self, packet: &Packet) {
@@ -157,7 +179,9 @@ impl Raw {
     pub async fn recv_within(&mut self, wait: Duration) -> Result<Option<Packet>, ()> {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
-            if let Some(packet) = codec::decode(&mut self.buf, self.protocol, usize::MAX).expect("broker sent a valid packet") {
+            if let Some(packet) = codec::decode(&mut self.buf, self.protocol, usize::MAX)
+                .expect("broker sent a valid packet")
+            {
                 return Ok(Some(packet));
             }
             let read = tokio::time::timeout_at(deadline, self.stream.read_buf(&mut self.buf)).await;
@@ -190,10 +214,23 @@ impl Raw {
     }
 
     pub async fn subscribe(&mut self, filter: &str, qos: QoS) -> Vec<broker::ReasonCode> {
-        self.subscribe_with(filter, SubscriptionOptions { qos, ..Default::default() }, None).await
+        self.subscribe_with(
+            filter,
+            SubscriptionOptions {
+                qos,
+                ..Default::default()
+            },
+            None,
+        )
+        .await
     }
 
-    pub async fn subscribe_with(&mut self, filter: &str, options: SubscriptionOptions, id: Option<u32>) -> Vec<broker::ReasonCode> {
+    pub async fn subscribe_with(
+        &mut self,
+        filter: &str,
+        options: SubscriptionOptions,
+        id: Option<u32>,
+    ) -> Vec<broker::ReasonCode> {
         self.send(&Packet::Subscribe(Subscribe {
             packet_id: 1,
             properties: Properties {
@@ -209,19 +246,36 @@ impl Raw {
         }
     }
 
-    pub async fn publish(&mut self, topic: &str, payload: &'static [u8], qos: QoS, retain: bool, packet_id: u16) {
-        self.send(&Packet::Publish(publish(topic, payload, qos, retain, packet_id))).await;
+    pub async fn publish(
+        &mut self,
+        topic: &str,
+        payload: &'static [u8],
+        qos: QoS,
+        retain: bool,
+        packet_id: u16,
+    ) {
+        self.send(&Packet::Publish(publish(
+            topic, payload, qos, retain, packet_id,
+        )))
+        .await;
     }
 
     /// Publishes and completes the QoS flow as a well-behaved client.
-    pub async fn publish_acked(&mut self, topic: &str, payload: &'static [u8], qos: QoS, retain: bool) {
+    pub async fn publish_acked(
+        &mut self,
+        topic: &str,
+        payload: &'static [u8],
+        qos: QoS,
+        retain: bool,
+    ) {
         self.publish(topic, payload, qos, retain, 1).await;
         match qos {
             QoS::AtMostOnce => {}
             QoS::AtLeastOnce => assert!(matches!(self.recv().await, Packet::PubAck(_))),
             QoS::ExactlyOnce => {
                 assert!(matches!(self.recv().await, Packet::PubRec(_)));
-                self.send(&Packet::PubRel(Ack::new(1, broker::ReasonCode::SUCCESS))).await;
+                self.send(&Packet::PubRel(Ack::new(1, broker::ReasonCode::SUCCESS)))
+                    .await;
                 assert!(matches!(self.recv().await, Packet::PubComp(_)));
             }
         }
@@ -241,7 +295,13 @@ impl Raw {
     }
 }
 
-pub fn publish(topic: &str, payload: &'static [u8], qos: QoS, retain: bool, packet_id: u16) -> Publish {
+pub fn publish(
+    topic: &str,
+    payload: &'static [u8],
+    qos: QoS,
+    retain: bool,
+    packet_id: u16,
+) -> Publish {
     Publish {
         dup: false,
         qos,

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Runs every test of Ironbridge on a fresh Debian machine: installs what the tests need
+# (Mosquitto's clients, a Python virtual environment with paho-mqtt and pytest), checks
+# formatting and lints, runs the Rust test suites and the interoperability tests against the
+# real binary. Exits non-zero on the first failure.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+
+step "System packages"
+missing=()
+command -v mosquitto_pub >/dev/null || missing+=(mosquitto-clients)
+command -v mosquitto >/dev/null || missing+=(mosquitto)
+python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
+if [ ${#missing[@]} -gt 0 ]; then
+  as_root apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "${missing[@]}"
+fi
+
+step "Python environment (.venv)"
+if [ ! -x .venv/bin/pytest ]; then
+  python3 -m venv .venv
+  .venv/bin/pip install -q --upgrade pip
+  .venv/bin/pip install -q -r tests/interop/requirements.txt
+fi
+
+step "Formatting and lints"
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "Rust tests"
+cargo test --workspace --locked
+
+step "Interoperability tests (paho-mqtt, mosquitto clients) against the real binary"
+cargo build -p gateway --locked
+IRONBRIDGE_BIN="$PWD/target/debug/ironbridge" .venv/bin/pytest -q tests/interop

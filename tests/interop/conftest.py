@@ -1,0 +1,82 @@
+"""Starts the real `ironbridge` binary for the interoperability tests.
+
+The binary is taken from IRONBRIDGE_BIN (set by scripts/test-all.sh); each test module gets its
+own gateway with free ports, a fresh data directory and a self-signed TLS certificate.
+"""
+
+import os
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+
+import pytest
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port: int, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on port {port} after {timeout}s")
+
+
+@dataclass
+class Gateway:
+    process: subprocess.Popen
+    data_dir: str
+    mqtt: int
+    mqtts: int
+    http: int
+    https: int
+
+    @property
+    def ca_file(self) -> str:
+        return os.path.join(self.data_dir, "tls", "tls-cert.pem")
+
+
+def start_gateway(data_dir: str) -> Gateway:
+    binary = os.environ.get("IRONBRIDGE_BIN", "target/debug/ironbridge")
+    ports = {name: free_port() for name in ("mqtt", "mqtts", "http", "https")}
+    env = dict(os.environ)
+    env.update(
+        IRONBRIDGE_DATA_DIR=data_dir,
+        IRONBRIDGE_MQTT_PORT=str(ports["mqtt"]),
+        IRONBRIDGE_MQTTS_PORT=str(ports["mqtts"]),
+        IRONBRIDGE_HTTP_PORT=str(ports["http"]),
+        IRONBRIDGE_HTTPS_PORT=str(ports["https"]),
+        IRONBRIDGE_TLS="self-signed",
+        IRONBRIDGE_BROKER_SYS_INTERVAL_SECS="1",
+    )
+    log = open(os.path.join(data_dir, "gateway.log"), "ab")
+    process = subprocess.Popen([binary, "run"], env=env, stdout=log, stderr=subprocess.STDOUT)
+    for port in ports.values():
+        wait_for_port(port)
+    return Gateway(process, data_dir, **ports)
+
+
+def stop_gateway(gateway: Gateway) -> int:
+    gateway.process.send_signal(signal.SIGTERM)
+    return gateway.process.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def gateway():
+    with tempfile.TemporaryDirectory() as data_dir:
+        gw = start_gateway(data_dir)
+        try:
+            yield gw
+        finally:
+            if gw.process.poll() is None:
+                stop_gateway(gw)
