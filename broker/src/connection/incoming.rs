@@ -53,8 +53,8 @@ where
                 }
                 Ok(())
             }
-            Packet::Subscribe(subscribe) => self.on_subscribe(subscribe).await,
-            Packet::Unsubscribe(unsubscribe) => self.on_unsubscribe(unsubscribe).await,
+            Packet::Subscribe(subscribe) => Box::pin(self.on_subscribe(subscribe)).await,
+            Packet::Unsubscribe(unsubscribe) => Box::pin(self.on_unsubscribe(unsubscribe)).await,
             Packet::PingReq => {
                 self.write_packet(&Packet::PingResp);
                 Ok(())

@@ -30,11 +30,14 @@ use crate::metrics::{LocalTally, Metrics};
 use crate::router::{self, Event, Handback, Inflight, SessionState};
 
 /// Smallest and largest read buffer; it grows while reads fill it and starts small so that idle
-/// connections cost little memory.
+/// connections cost little memory. The largest read is kept modest so one busy publisher hands
+/// the router small batches and cannot monopolise a worker thread.
 const MIN_READ: usize = 512;
-const MAX_READ: usize = 64 * 1024;
-/// Deliveries taken from the queue in one go before writing them out.
-const DELIVERY_BATCH: usize = 512;
+const MAX_READ: usize = 16 * 1024;
+/// Bytes of deliveries encoded before they are written out. Consumers drain their queue in
+/// batches much larger than a publisher's read, so under overload the scheduler's round robin
+/// favours delivering over accepting, and fewer messages are accepted only to be dropped.
+const WRITE_BATCH: usize = 256 * 1024;
 /// A client that does not take our bytes for this long is disconnected.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -47,13 +50,14 @@ where
     Metrics::add(&ctx.metrics.connections_total, 1);
     let mut rbuf = BytesMut::with_capacity(MIN_READ);
     let accepted = tokio::select! {
-        accepted = handshake::accept(&mut stream, &mut rbuf, peer, &ctx) => accepted,
+        // Boxed, like the other rare paths below, so an idle connection's task stays small.
+        accepted = Box::pin(handshake::accept(&mut stream, &mut rbuf, peer, &ctx)) => accepted,
         _ = ctx.shutdown.cancelled() => None,
     };
     if let Some(accepted) = accepted {
         let mut connection = Connection::new(stream, rbuf, accepted, ctx.clone());
         let end = connection.run().await;
-        connection.finish(end).await;
+        Box::pin(connection.finish(end)).await;
     }
     ctx.metrics
         .connections_current
@@ -188,12 +192,16 @@ where
                     if let Err(end) = self.process_input().await {
                         return end;
                     }
+                    // One read's worth of messages per turn: a publisher that always has data
+                    // waiting would otherwise keep the worker (within tokio's budget) while the
+                    // consumers it feeds, whose queues are bounded, wait and overflow.
+                    tokio::task::yield_now().await;
                 }
                 delivery = self.rx.recv(), if can_pull => {
                     // The sender lives in the router's session table; it never closes first.
                     let Some(delivery) = delivery else { return End::Server(ReasonCode::SERVER_SHUTTING_DOWN) };
                     self.send_delivery(delivery);
-                    for _ in 0..DELIVERY_BATCH {
+                    while self.wbuf.len() < WRITE_BATCH {
                         if !self.backlog.is_empty() || self.inflight.len() >= self.send_quota {
                             break;
                         }
@@ -263,7 +271,7 @@ where
                 self.tally.bytes_sent += self.wbuf.len() as u64;
                 self.wbuf.clear();
                 // Do not let one burst pin a large buffer for the life of the connection.
-                if self.wbuf.capacity() > 4 * MAX_READ {
+                if self.wbuf.capacity() > 2 * WRITE_BATCH {
                     self.wbuf = BytesMut::new();
                 }
                 self.tally.flush(&self.ctx.metrics);

@@ -43,20 +43,26 @@ pub(crate) async fn accept_loop(
         };
         let _ = socket.set_nodelay(true);
         let ctx = ctx.clone();
-        let tls = tls.clone();
-        ctx.connections.clone().spawn(async move {
-            let _permit = permit;
-            match tls {
-                None => connection::serve(socket, Some(peer), ctx).await,
-                Some(acceptor) => {
+        let tracker = ctx.connections.clone();
+        // Two separate tasks, so a plain connection's task is not sized for a TLS stream.
+        match tls.clone() {
+            None => {
+                tracker.spawn(async move {
+                    let _permit = permit;
+                    connection::serve(socket, Some(peer), ctx).await;
+                });
+            }
+            Some(acceptor) => {
+                tracker.spawn(async move {
+                    let _permit = permit;
                     match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(socket)).await
                     {
                         Ok(Ok(stream)) => connection::serve(stream, Some(peer), ctx).await,
                         Ok(Err(e)) => debug!(%peer, error = %e, "TLS handshake failed"),
                         Err(_) => debug!(%peer, "TLS handshake timed out"),
                     }
-                }
+                });
             }
-        });
+        }
     }
 }

@@ -1,0 +1,170 @@
+//! The brokers under test, each started as its own process on a free port.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Ironbridge,
+    Mosquitto,
+    Rumqttd,
+}
+
+impl Kind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Ironbridge => "Ironbridge",
+            Kind::Mosquitto => "Mosquitto",
+            Kind::Rumqttd => "rumqttd",
+        }
+    }
+}
+
+pub struct RunningBroker {
+    pub port: u16,
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+fn wait_for_port(port: u16) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if Instant::now() > deadline {
+            bail!("broker did not open port {port}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
+}
+
+/// Where `cargo install rumqttd` puts the binary for the harness.
+pub fn rumqttd_path(tools: &Path) -> PathBuf {
+    tools.join("bin").join("rumqttd")
+}
+
+/// Installs rumqttd from crates.io into `tools` if it is not there yet.
+pub fn ensure_rumqttd(tools: &Path) -> anyhow::Result<PathBuf> {
+    let path = rumqttd_path(tools);
+    if !path.exists() {
+        eprintln!(
+            "installing rumqttd into {} (one-off, several minutes)",
+            tools.display()
+        );
+        let status = Command::new("cargo")
+            .args(["install", "rumqttd", "--version", "0.20.0", "--root"])
+            .arg(tools)
+            .status()
+            .context("running cargo install rumqttd")?;
+        if !status.success() {
+            bail!("cargo install rumqttd failed");
+        }
+    }
+    Ok(path)
+}
+
+impl RunningBroker {
+    pub fn start(kind: Kind, ironbridge: &Path, rumqttd: &Path) -> anyhow::Result<RunningBroker> {
+        let dir = tempfile::tempdir()?;
+        let port = free_port()?;
+        let mut command = match kind {
+            Kind::Ironbridge => {
+                let mut c = Command::new(ironbridge);
+                c.arg("run")
+                    .env("IRONBRIDGE_DATA_DIR", dir.path())
+                    .env("IRONBRIDGE_MQTT_PORT", port.to_string())
+                    .env("IRONBRIDGE_HTTP_PORT", free_port()?.to_string())
+                    .env("IRONBRIDGE_LOG_LEVEL", "warn");
+                c
+            }
+            Kind::Mosquitto => {
+                let conf = dir.path().join("mosquitto.conf");
+                std::fs::write(
+                    &conf,
+                    format!(
+                        "listener {port} 127.0.0.1\nallow_anonymous true\nmax_connections -1\npersistence false\nlog_dest none\n"
+                    ),
+                )?;
+                let mut c = Command::new("mosquitto");
+                c.arg("-c").arg(conf);
+                c
+            }
+            Kind::Rumqttd => {
+                let conf = dir.path().join("rumqttd.toml");
+                std::fs::write(&conf, rumqttd_config(port))?;
+                let mut c = Command::new(rumqttd);
+                c.arg("-q").arg("-c").arg(conf);
+                c
+            }
+        };
+        let child = command
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .with_context(|| format!("starting {}", kind.name()))?;
+        wait_for_port(port)?;
+        Ok(RunningBroker {
+            port,
+            child,
+            _dir: dir,
+        })
+    }
+
+    /// Resident memory of the broker process in bytes.
+    pub fn rss(&self) -> anyhow::Result<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
+        let kb: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .context("VmRSS not found")?;
+        Ok(kb * 1024)
+    }
+
+    pub fn stop(mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn rumqttd_config(port: u16) -> String {
+    format!(
+        r#"id = 0
+
+[router]
+id = 0
+max_connections = 11000
+max_outgoing_packet_count = 200
+max_segment_size = 104857600
+max_segment_count = 10
+
+[v4.1]
+name = "v4-1"
+listen = "127.0.0.1:{port}"
+next_connection_delay_ms = 0
+    [v4.1.connections]
+    connection_timeout_ms = 60000
+    max_payload_size = 20480
+    max_inflight_count = 100
+    dynamic_filters = true
+"#
+    )
+}

@@ -1,0 +1,406 @@
+//! `ironbridge-bench broker`: Ironbridge's broker, Mosquitto and rumqttd side by side, driven by
+//! the same load generator in one run. Prints a Markdown table for BENCHMARKS.md.
+//!
+//! Run it with `scripts/bench-broker.sh`, which builds in release mode and raises the open-file
+//! limit for the 10,000-connection memory measurement.
+
+mod brokers;
+mod load;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use broker::codec::QoS;
+use brokers::{Kind, RunningBroker};
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(name = "ironbridge-bench", about = "Benchmarks for Ironbridge")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Compare the broker with Mosquitto and rumqttd.
+    Broker {
+        /// Seconds measured per throughput scenario (after one second of warm-up).
+        #[arg(long, default_value_t = 4)]
+        seconds: u64,
+        /// Rate for the latency measurement, in messages per second.
+        #[arg(long, default_value_t = 5000)]
+        latency_rate: u64,
+        /// Idle connections for the memory measurement.
+        #[arg(long, default_value_t = 10_000)]
+        idle: usize,
+        /// Where rumqttd is installed (cargo install --root).
+        #[arg(long, default_value = "target/bench-tools")]
+        tools: PathBuf,
+        /// Only these brokers (ironbridge, mosquitto, rumqttd).
+        #[arg(long, value_delimiter = ',')]
+        only: Vec<String>,
+    },
+}
+
+struct Scenario {
+    name: &'static str,
+    publishers: usize,
+    subscribers: usize,
+    qos: QoS,
+}
+
+const SCENARIOS: [Scenario; 6] = [
+    Scenario {
+        name: "QoS 0, 1 -> 1",
+        publishers: 1,
+        subscribers: 1,
+        qos: QoS::AtMostOnce,
+    },
+    Scenario {
+        name: "QoS 0, 50 -> 1 (fan-in)",
+        publishers: 50,
+        subscribers: 1,
+        qos: QoS::AtMostOnce,
+    },
+    Scenario {
+        name: "QoS 0, 1 -> 50 (fan-out)",
+        publishers: 1,
+        subscribers: 50,
+        qos: QoS::AtMostOnce,
+    },
+    Scenario {
+        name: "QoS 1, 1 -> 1",
+        publishers: 1,
+        subscribers: 1,
+        qos: QoS::AtLeastOnce,
+    },
+    Scenario {
+        name: "QoS 1, 50 -> 1 (fan-in)",
+        publishers: 50,
+        subscribers: 1,
+        qos: QoS::AtLeastOnce,
+    },
+    Scenario {
+        name: "QoS 1, 1 -> 50 (fan-out)",
+        publishers: 1,
+        subscribers: 50,
+        qos: QoS::AtLeastOnce,
+    },
+];
+
+#[derive(Default, Clone)]
+struct Results {
+    throughput: Vec<f64>,
+    latency: Vec<(f64, f64)>,
+    idle_bytes_per_connection: Option<f64>,
+    idle_connected: usize,
+}
+
+fn main() -> anyhow::Result<()> {
+    let command = Cli::parse().command;
+    let clients = Clients::new()?;
+    // The runtimes are dropped here, outside any async context, whatever the outcome.
+    let orchestrator = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    orchestrator.block_on(run(&clients, command))
+}
+
+async fn run(clients: &Clients, command: Command) -> anyhow::Result<()> {
+    let Command::Broker {
+        seconds,
+        latency_rate,
+        idle,
+        tools,
+        only,
+    } = command;
+    let _ = rlimit::increase_nofile_limit(65_536);
+    let ironbridge = std::env::current_exe()?.with_file_name("ironbridge");
+    anyhow::ensure!(
+        ironbridge.exists(),
+        "{} not found: build it with cargo build --release -p gateway",
+        ironbridge.display()
+    );
+    let rumqttd = brokers::ensure_rumqttd(&tools)?;
+    let kinds: Vec<Kind> = [Kind::Ironbridge, Kind::Mosquitto, Kind::Rumqttd]
+        .into_iter()
+        .filter(|k| only.is_empty() || only.iter().any(|o| o.eq_ignore_ascii_case(k.name())))
+        .collect();
+
+    let mut all = Vec::new();
+    for kind in &kinds {
+        eprintln!("== {}", kind.name());
+        let mut results = Results::default();
+
+        // Memory first, on a fresh process, so freed buffers of earlier runs do not hide growth.
+        let broker = RunningBroker::start(*kind, &ironbridge, &rumqttd)?;
+        let addr: SocketAddr = ([127, 0, 0, 1], broker.port).into();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let before = broker.rss()?;
+        let stop = CancellationToken::new();
+        let connected = clients
+            .subscribers
+            .spawn(load::idle_connections(addr, idle, stop.clone()))
+            .await?;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let after = broker.rss()?;
+        stop.cancel();
+        results.idle_connected = connected;
+        if connected > 0 {
+            results.idle_bytes_per_connection =
+                Some(after.saturating_sub(before) as f64 / connected as f64);
+        }
+        eprintln!(
+            "   {connected} idle connections: {:.1} MiB -> {:.1} MiB",
+            before as f64 / 1048576.0,
+            after as f64 / 1048576.0
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        broker.stop();
+
+        let broker = RunningBroker::start(*kind, &ironbridge, &rumqttd)?;
+        let addr: SocketAddr = ([127, 0, 0, 1], broker.port).into();
+        for (i, s) in SCENARIOS.iter().enumerate() {
+            let rate = throughput(
+                clients,
+                addr,
+                s,
+                &format!("bench/{i}"),
+                Duration::from_secs(seconds),
+            )
+            .await?;
+            eprintln!("   {:<28} {:>12.0} msg/s", s.name, rate);
+            results.throughput.push(rate);
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        for qos in [QoS::AtMostOnce, QoS::AtLeastOnce] {
+            let (p50, p99) = latency(
+                clients,
+                addr,
+                qos,
+                latency_rate,
+                Duration::from_secs(seconds),
+            )
+            .await?;
+            eprintln!(
+                "   latency QoS {}: p50 {p50:.0} us, p99 {p99:.0} us",
+                qos as u8
+            );
+            results.latency.push((p50, p99));
+        }
+        broker.stop();
+        all.push((*kind, results));
+    }
+    print_table(&all, seconds, latency_rate, idle);
+    Ok(())
+}
+
+/// Publishers and subscribers run on separate single-threaded runtimes, like clients on separate
+/// machines: busy publishers cannot starve the subscribers whose receive rate is measured.
+struct Clients {
+    publishers: tokio::runtime::Runtime,
+    subscribers: tokio::runtime::Runtime,
+}
+
+impl Clients {
+    fn new() -> anyhow::Result<Clients> {
+        let build = |name: &str| {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .thread_name(name)
+                .enable_all()
+                .build()
+        };
+        Ok(Clients {
+            publishers: build("bench-publishers")?,
+            subscribers: build("bench-subscribers")?,
+        })
+    }
+}
+
+async fn throughput(
+    clients: &Clients,
+    addr: SocketAddr,
+    s: &Scenario,
+    topic: &str,
+    measure: Duration,
+) -> anyhow::Result<f64> {
+    let stop = CancellationToken::new();
+    let received = Arc::new(AtomicU64::new(0));
+    let ready = Arc::new(AtomicU64::new(0));
+    let epoch = Instant::now();
+    for i in 0..s.subscribers {
+        clients.subscribers.spawn(load::subscriber(
+            addr,
+            format!("sub-{i}"),
+            topic.to_string(),
+            s.qos,
+            received.clone(),
+            ready.clone(),
+            stop.clone(),
+            None,
+        ));
+    }
+    wait_ready(&ready, s.subscribers).await?;
+    let mut publishers = Vec::new();
+    for i in 0..s.publishers {
+        publishers.push(clients.publishers.spawn(load::publisher(
+            addr,
+            format!("pub-{i}"),
+            topic.to_string(),
+            s.qos,
+            load::Pace::Flat,
+            epoch,
+            stop.clone(),
+        )));
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let start = (received.load(Ordering::Relaxed), Instant::now());
+    tokio::time::sleep(measure).await;
+    let end = (received.load(Ordering::Relaxed), Instant::now());
+    stop.cancel();
+    for p in publishers {
+        let _ = p.await;
+    }
+    Ok((end.0 - start.0) as f64 / (end.1 - start.1).as_secs_f64())
+}
+
+async fn wait_ready(ready: &AtomicU64, n: usize) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while (ready.load(Ordering::Relaxed) as usize) < n {
+        anyhow::ensure!(Instant::now() < deadline, "subscribers did not get ready");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Let SUBACKs settle into each broker's routing state.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    Ok(())
+}
+
+/// p50 and p99 in microseconds, one publisher and one subscriber at a fixed rate.
+async fn latency(
+    clients: &Clients,
+    addr: SocketAddr,
+    qos: QoS,
+    rate: u64,
+    duration: Duration,
+) -> anyhow::Result<(f64, f64)> {
+    let stop = CancellationToken::new();
+    let epoch = Instant::now();
+    let samples = Arc::new(Mutex::new(Vec::with_capacity(
+        (rate * duration.as_secs()) as usize,
+    )));
+    let record = {
+        let samples = samples.clone();
+        Arc::new(move |payload: &[u8]| {
+            let Some(sent) = payload.get(..8).and_then(|b| <[u8; 8]>::try_from(b).ok()) else {
+                return;
+            };
+            let now = epoch.elapsed().as_nanos() as u64;
+            if let Ok(mut s) = samples.lock() {
+                s.push(now.saturating_sub(u64::from_le_bytes(sent)));
+            }
+        }) as Arc<dyn Fn(&[u8]) + Send + Sync>
+    };
+    let ready = Arc::new(AtomicU64::new(0));
+    let topic = format!("bench/latency/{}", qos as u8);
+    clients.subscribers.spawn(load::subscriber(
+        addr,
+        "lat-sub".into(),
+        topic.clone(),
+        qos,
+        Arc::new(AtomicU64::new(0)),
+        ready.clone(),
+        stop.clone(),
+        Some(record),
+    ));
+    wait_ready(&ready, 1).await?;
+    let publisher = clients.publishers.spawn(load::publisher(
+        addr,
+        "lat-pub".into(),
+        topic,
+        qos,
+        load::Pace::Rate(rate),
+        epoch,
+        stop.clone(),
+    ));
+    tokio::time::sleep(duration).await;
+    stop.cancel();
+    let _ = publisher.await;
+    let mut s = samples
+        .lock()
+        .map_err(|_| anyhow::anyhow!("poisoned"))?
+        .clone();
+    anyhow::ensure!(!s.is_empty(), "no latency samples");
+    s.sort_unstable();
+    let pick = |q: f64| s[((s.len() - 1) as f64 * q) as usize] as f64 / 1000.0;
+    Ok((pick(0.5), pick(0.99)))
+}
+
+fn print_table(all: &[(Kind, Results)], seconds: u64, rate: u64, idle: usize) {
+    let names: Vec<&str> = all.iter().map(|(k, _)| k.name()).collect();
+    let mosquitto = all.iter().position(|(k, _)| *k == Kind::Mosquitto);
+    let rumqttd = all.iter().position(|(k, _)| *k == Kind::Rumqttd);
+    let ironbridge = all.iter().position(|(k, _)| *k == Kind::Ironbridge);
+    println!(
+        "Throughput: messages per second delivered to subscribers, 100-byte payloads, {seconds} s measured after 1 s warm-up.\n"
+    );
+    println!(
+        "| scenario | {} | Ironbridge / Mosquitto | Ironbridge / rumqttd |",
+        names.join(" | ")
+    );
+    println!("|---|{}---|---|", "---:|".repeat(names.len()));
+    for (i, s) in SCENARIOS.iter().enumerate() {
+        let values: Vec<String> = all
+            .iter()
+            .map(|(_, r)| format!("{:.0}", r.throughput[i]))
+            .collect();
+        let ratio = |other: Option<usize>| match (ironbridge, other) {
+            (Some(a), Some(b)) if all[b].1.throughput[i] > 0.0 => {
+                format!("{:.2}x", all[a].1.throughput[i] / all[b].1.throughput[i])
+            }
+            _ => "-".into(),
+        };
+        println!(
+            "| {} | {} | {} | {} |",
+            s.name,
+            values.join(" | "),
+            ratio(mosquitto),
+            ratio(rumqttd)
+        );
+    }
+    println!(
+        "\nLatency at {rate} messages/s, one publisher and one subscriber (microseconds, p50 / p99).\n"
+    );
+    println!("| QoS | {} |", names.join(" | "));
+    println!("|---|{}", "---:|".repeat(names.len()));
+    for (i, qos) in ["0", "1"].iter().enumerate() {
+        let values: Vec<String> = all
+            .iter()
+            .map(|(_, r)| format!("{:.0} / {:.0}", r.latency[i].0, r.latency[i].1))
+            .collect();
+        println!("| {qos} | {} |", values.join(" | "));
+    }
+    println!(
+        "\nMemory for {idle} idle MQTT 3.1.1 connections (growth of the broker's resident set).\n"
+    );
+    println!("| | {} |", names.join(" | "));
+    println!("|---|{}", "---:|".repeat(names.len()));
+    let connected: Vec<String> = all
+        .iter()
+        .map(|(_, r)| r.idle_connected.to_string())
+        .collect();
+    println!("| connections accepted | {} |", connected.join(" | "));
+    let per: Vec<String> = all
+        .iter()
+        .map(|(_, r)| {
+            r.idle_bytes_per_connection
+                .map_or("-".into(), |b| format!("{:.1} KB", b / 1000.0))
+        })
+        .collect();
+    println!("| bytes per connection | {} |", per.join(" | "));
+}
