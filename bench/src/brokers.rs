@@ -89,7 +89,7 @@ impl RunningBroker {
                 std::fs::write(
                     &conf,
                     format!(
-                        "listener {port} 127.0.0.1\nallow_anonymous true\nmax_connections -1\npersistence false\nlog_dest none\n"
+                        "listener {port} 127.0.0.1\nallow_anonymous true\nmax_connections -1\nmax_inflight_messages 1024\nmax_queued_messages 10000\npersistence false\nlog_dest none\n"
                     ),
                 )?;
                 let mut c = Command::new("mosquitto");

@@ -100,7 +100,7 @@ pub fn decode_body(byte1: u8, mut body: Bytes, protocol: Protocol) -> Result<Pac
         }
         9 => {
             expect_flags(0)?;
-            Packet::SubAck(decode_suback(&mut body, v5)?)
+            Packet::SubAck(decode_suback(&mut body, v5, true)?)
         }
         10 => {
             expect_flags(0b0010)?;
@@ -108,7 +108,7 @@ pub fn decode_body(byte1: u8, mut body: Bytes, protocol: Protocol) -> Result<Pac
         }
         11 => {
             expect_flags(0)?;
-            Packet::UnsubAck(decode_suback(&mut body, v5)?)
+            Packet::UnsubAck(decode_suback(&mut body, v5, false)?)
         }
         12 => {
             expect_flags(0)?;
@@ -219,8 +219,10 @@ fn decode_connack(buf: &mut Bytes, v5: bool) -> Result<ConnAck, DecodeError> {
     let raw = wire::read_u8(buf)?;
     let (code, properties) = if v5 {
         (ReasonCode(raw), Properties::decode(buf, Allowed::CONNACK)?)
-    } else {
+    } else if raw <= 5 {
         (ReasonCode::from_v311_connack(raw), Properties::default())
+    } else {
+        return Err(DecodeError::Malformed("reserved CONNACK return code"));
     };
     Ok(ConnAck {
         session_present: flags & 1 != 0,
@@ -339,13 +341,25 @@ fn decode_subscribe(buf: &mut Bytes, v5: bool) -> Result<Subscribe, DecodeError>
     })
 }
 
-fn decode_suback(buf: &mut Bytes, v5: bool) -> Result<SubAck, DecodeError> {
+/// SUBACK (`is_suback`) or UNSUBACK. A 3.1.1 UNSUBACK has no return codes; a 3.1.1 SUBACK only
+/// 0, 1, 2 and 0x80 (MQTT-3.9.3-2).
+fn decode_suback(buf: &mut Bytes, v5: bool, is_suback: bool) -> Result<SubAck, DecodeError> {
     let packet_id = wire::read_u16(buf)?;
     let properties = if v5 {
         Properties::decode(buf, Allowed::ACK)?
     } else {
         Properties::default()
     };
+    if !v5 && !is_suback {
+        return Ok(SubAck {
+            packet_id,
+            properties,
+            codes: Vec::new(),
+        });
+    }
+    if !v5 && buf.iter().any(|c| !matches!(c, 0 | 1 | 2 | 0x80)) {
+        return Err(DecodeError::Malformed("reserved SUBACK return code"));
+    }
     let codes = buf.iter().map(|&c| ReasonCode(c)).collect();
     buf.advance(buf.remaining());
     Ok(SubAck {
