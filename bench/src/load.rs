@@ -69,18 +69,33 @@ async fn read_packet(rd: &mut OwnedReadHalf, rbuf: &mut BytesMut) -> anyhow::Res
     }
 }
 
-/// A subscriber counting what it receives (and acknowledging QoS 1). `on_message` sees each
-/// payload, for latency measurement.
-pub async fn subscriber(
-    addr: SocketAddr,
-    id: String,
-    topic: String,
-    qos: QoS,
-    received: Arc<AtomicU64>,
-    ready: Arc<AtomicU64>,
-    stop: CancellationToken,
-    on_message: Option<Arc<dyn Fn(&[u8]) + Send + Sync>>,
-) -> anyhow::Result<()> {
+/// Called with each received payload, for latency measurement.
+pub type OnMessage = Arc<dyn Fn(&[u8]) + Send + Sync>;
+
+/// One measuring subscriber.
+pub struct Subscriber {
+    pub addr: SocketAddr,
+    pub id: String,
+    pub topic: String,
+    pub qos: QoS,
+    /// Messages received, added to per read.
+    pub received: Arc<AtomicU64>,
+    /// Incremented once the SUBACK arrived.
+    pub ready: Arc<AtomicU64>,
+    pub on_message: Option<OnMessage>,
+}
+
+/// Runs a subscriber until `stop`, counting what it receives and acknowledging QoS 1.
+pub async fn subscriber(spec: Subscriber, stop: CancellationToken) -> anyhow::Result<()> {
+    let Subscriber {
+        addr,
+        id,
+        topic,
+        qos,
+        received,
+        ready,
+        on_message,
+    } = spec;
     let (mut rd, mut wr, mut rbuf) = connect(addr, &id, 600).await?;
     let mut out = BytesMut::new();
     encode(

@@ -235,16 +235,18 @@ async fn throughput(
     let ready = Arc::new(AtomicU64::new(0));
     let epoch = Instant::now();
     for i in 0..s.subscribers {
-        clients.subscribers.spawn(load::subscriber(
+        let spec = load::Subscriber {
             addr,
-            format!("sub-{i}"),
-            topic.to_string(),
-            s.qos,
-            received.clone(),
-            ready.clone(),
-            stop.clone(),
-            None,
-        ));
+            id: format!("sub-{i}"),
+            topic: topic.to_string(),
+            qos: s.qos,
+            received: received.clone(),
+            ready: ready.clone(),
+            on_message: None,
+        };
+        clients
+            .subscribers
+            .spawn(load::subscriber(spec, stop.clone()));
     }
     wait_ready(&ready, s.subscribers).await?;
     let mut publishers = Vec::new();
@@ -304,20 +306,22 @@ async fn latency(
             if let Ok(mut s) = samples.lock() {
                 s.push(now.saturating_sub(u64::from_le_bytes(sent)));
             }
-        }) as Arc<dyn Fn(&[u8]) + Send + Sync>
+        }) as load::OnMessage
     };
     let ready = Arc::new(AtomicU64::new(0));
     let topic = format!("bench/latency/{}", qos as u8);
-    clients.subscribers.spawn(load::subscriber(
+    let spec = load::Subscriber {
         addr,
-        "lat-sub".into(),
-        topic.clone(),
+        id: "lat-sub".into(),
+        topic: topic.clone(),
         qos,
-        Arc::new(AtomicU64::new(0)),
-        ready.clone(),
-        stop.clone(),
-        Some(record),
-    ));
+        received: Arc::new(AtomicU64::new(0)),
+        ready: ready.clone(),
+        on_message: Some(record),
+    };
+    clients
+        .subscribers
+        .spawn(load::subscriber(spec, stop.clone()));
     wait_ready(&ready, 1).await?;
     let publisher = clients.publishers.spawn(load::publisher(
         addr,

@@ -49,7 +49,7 @@ pub struct DeliveryRecord {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum InflightRecord {
-    Publish(DeliveryRecord),
+    Publish(Box<DeliveryRecord>),
     Released,
 }
 

@@ -371,9 +371,11 @@ async fn disconnect_reason_decides_about_the_will() {
 #[tokio::test]
 async fn a_second_connection_takes_the_session_over() {
     let b = TestBroker::start(config()).await;
-    let (mut first, _) = Raw::connect(b.addr, connect_packet(Protocol::V5, "twin", false)).await;
+    let mut connect = connect_packet(Protocol::V5, "twin", false);
+    connect.properties.session_expiry_interval = Some(60);
+    let (mut first, _) = Raw::connect(b.addr, connect.clone()).await;
     first.subscribe("t", QoS::AtLeastOnce).await;
-    let (mut second, ack) = Raw::connect(b.addr, connect_packet(Protocol::V5, "twin", false)).await;
+    let (mut second, ack) = Raw::connect(b.addr, connect).await;
     assert!(ack.session_present);
     assert_eq!(
         first.expect_close().await.unwrap().code,
@@ -572,5 +574,27 @@ async fn unsubscribe_reports_what_existed() {
         ),
         other => panic!("{other:?}"),
     }
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn taking_over_a_session_that_ends_with_its_connection_starts_afresh() {
+    let b = TestBroker::start(config()).await;
+    // MQTT 5 with session expiry 0: the session ends when the first connection is closed, so the
+    // second connection finds none even though it asks to resume.
+    let (mut first, _) =
+        Raw::connect(b.addr, connect_packet(Protocol::V5, "short-lived", true)).await;
+    first.subscribe("t", QoS::AtLeastOnce).await;
+    let (mut second, ack) =
+        Raw::connect(b.addr, connect_packet(Protocol::V5, "short-lived", false)).await;
+    assert!(!ack.session_present);
+    assert_eq!(
+        first.expect_close().await.unwrap().code,
+        ReasonCode::SESSION_TAKEN_OVER
+    );
+    let mut publ = Raw::v5(b.addr, "p").await;
+    publ.publish_acked("t", b"nobody", QoS::AtLeastOnce, false)
+        .await;
+    second.expect_silence(Duration::from_millis(300)).await;
     b.stop().await;
 }

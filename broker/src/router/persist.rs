@@ -124,7 +124,7 @@ impl Router {
                     .map(|(id, f)| {
                         let f = match f {
                             Inflight::Publish(d) => {
-                                InflightRecord::Publish(delivery_record(d, now))
+                                InflightRecord::Publish(Box::new(delivery_record(d, now)))
                             }
                             Inflight::Released => InflightRecord::Released,
                         };
@@ -188,7 +188,7 @@ impl Router {
                 .into_iter()
                 .map(|(id, f)| {
                     let f = match f {
-                        InflightRecord::Publish(d) => Inflight::Publish(delivery_from(d, now)),
+                        InflightRecord::Publish(d) => Inflight::Publish(delivery_from(*d, now)),
                         InflightRecord::Released => Inflight::Released,
                     };
                     (id, f)

@@ -151,7 +151,13 @@ impl Router {
         session.expiry = handback.session_expiry;
         self.dirty = true;
         if let Some(waiting) = session.waiting.take() {
-            self.connect_to_offline(key, waiting);
+            if handback.session_expiry == 0 {
+                // The old session ended with its connection; the new one starts afresh.
+                self.remove_session(key);
+                self.create_session(waiting);
+            } else {
+                self.connect_to_offline(key, waiting);
+            }
             return;
         }
         if handback.session_expiry == 0 {
