@@ -15,6 +15,9 @@ pub struct BrokerConfig {
     pub max_packet_size: u32,
     /// Concurrent network connections; more are refused at accept.
     pub max_connections: usize,
+    /// Sessions kept, online and offline; a client needing a new one beyond this is refused
+    /// (CONNACK 0x97 quota exceeded / 3.1.1 server unavailable).
+    pub max_sessions: usize,
     /// Unacknowledged QoS 1/2 messages towards one client (capped by the client's receive maximum).
     pub max_inflight: u16,
     /// QoS 2 messages from one client awaiting PUBREL (announced as receive maximum).
@@ -46,6 +49,7 @@ impl Default for BrokerConfig {
             allow_anonymous: true,
             max_packet_size: 1024 * 1024,
             max_connections: 100_000,
+            max_sessions: 200_000,
             max_inflight: 1024,
             receive_maximum: 1024,
             max_queued_messages: 10_000,
@@ -86,6 +90,9 @@ impl BrokerConfig {
         }
         if self.max_queued_messages == 0 {
             problems.push("broker.max_queued_messages: must be at least 1".into());
+        }
+        if self.max_sessions == 0 {
+            problems.push("broker.max_sessions: must be at least 1".into());
         }
         if self.max_connections == 0 {
             problems.push("broker.max_connections: must be at least 1".into());

@@ -23,6 +23,8 @@ pub enum LinkError {
     BrokerGone,
     #[error("another client took over the client id")]
     TakenOver,
+    #[error("the broker refused the session (reason {0})")]
+    Refused(ReasonCode),
     #[error("invalid topic filter {0:?}")]
     InvalidFilter(String),
     #[error("invalid topic name {0:?}: it must be non-empty and contain no wildcards")]
@@ -59,7 +61,10 @@ impl LocalClient {
             .send(Event::Connect(request))
             .await
             .map_err(|_| LinkError::BrokerGone)?;
-        let reply = reply_rx.await.map_err(|_| LinkError::TakenOver)?;
+        let reply = reply_rx
+            .await
+            .map_err(|_| LinkError::TakenOver)?
+            .map_err(LinkError::Refused)?;
         Ok(LocalClient {
             ctx,
             session: reply.session,

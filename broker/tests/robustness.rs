@@ -425,3 +425,30 @@ async fn shutdown_tells_v5_clients_and_completes_quickly() {
     stopper.await.unwrap();
     assert!(started.elapsed() < Duration::from_secs(5));
 }
+
+#[tokio::test]
+async fn the_session_limit_counts_offline_sessions_too() {
+    let b = TestBroker::start(BrokerConfig {
+        max_sessions: 2,
+        ..config()
+    })
+    .await;
+    let (kept, _) = Raw::connect(b.addr, connect_packet(Protocol::V311, "kept", false)).await;
+    kept.disconnect().await;
+    let _online = Raw::v311(b.addr, "online").await;
+    for protocol in [Protocol::V311, Protocol::V5] {
+        let (_c, ack) = Raw::try_connect(b.addr, connect_packet(protocol, "third", true)).await;
+        assert_eq!(
+            ack.code.v311_connack(),
+            0x03,
+            "server unavailable in 3.1.1 terms: {protocol:?}"
+        );
+        if protocol == Protocol::V5 {
+            assert_eq!(ack.code, ReasonCode::QUOTA_EXCEEDED);
+        }
+    }
+    // Resuming an existing session needs no new one.
+    let (_again, ack) = Raw::connect(b.addr, connect_packet(Protocol::V311, "kept", false)).await;
+    assert!(ack.session_present);
+    b.stop().await;
+}

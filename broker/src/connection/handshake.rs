@@ -192,7 +192,9 @@ async fn admit(
         .await
         .map_err(|_| ReasonCode::SERVER_UNAVAILABLE)?;
     // Dropped when yet another connection took the session over first.
-    let reply = reply_rx.await.map_err(|_| ReasonCode::SESSION_TAKEN_OVER)?;
+    let reply = reply_rx
+        .await
+        .map_err(|_| ReasonCode::SESSION_TAKEN_OVER)??;
 
     if v5 {
         props.receive_maximum = Some(config.receive_maximum);

@@ -56,7 +56,8 @@ pub(crate) struct ConnectRequest {
     pub session_expiry: u32,
     /// Cancelled by the router when another connection takes this session over.
     pub kick: CancellationToken,
-    pub reply: oneshot::Sender<ConnectReply>,
+    /// The session, or why none could be opened.
+    pub reply: oneshot::Sender<Result<ConnectReply, ReasonCode>>,
 }
 
 pub(crate) struct ConnectReply {

@@ -8,11 +8,12 @@ use bytestring::ByteString;
 use tokio::sync::mpsc;
 use tokio::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
-use tracing::debug;
+use tracing::{debug, warn};
 
 use super::{
     ConnectReply, ConnectRequest, Entry, Handback, Router, SessionState, remove_from_tree,
 };
+use crate::codec::ReasonCode;
 use crate::message::{Delivery, Message, SessionKey};
 
 pub(crate) struct Session {
@@ -92,7 +93,7 @@ impl Router {
             rx,
             resumed: state,
         };
-        if let Err(reply) = request.reply.send(reply) {
+        if let Err(Ok(reply)) = request.reply.send(Ok(reply)) {
             // The connection went away while waiting: the session goes back offline untouched.
             self.sessions[key].link = Link::Offline {
                 rx: reply.rx,
@@ -102,6 +103,12 @@ impl Router {
     }
 
     fn create_session(&mut self, request: ConnectRequest) {
+        if self.sessions.len() >= self.config.max_sessions {
+            // Offline persistent sessions count too: they hold queues and subscriptions.
+            warn!(limit = self.config.max_sessions, client_id = %request.client_id, "Session limit reached; refusing a new session");
+            let _ = request.reply.send(Err(ReasonCode::QUOTA_EXCEEDED));
+            return;
+        }
         let (tx, rx) = mpsc::channel(self.config.max_queued_messages);
         let key = self.sessions.insert(Session {
             client_id: request.client_id.clone(),
@@ -121,7 +128,7 @@ impl Router {
             rx,
             resumed: SessionState::default(),
         };
-        if request.reply.send(reply).is_err() {
+        if request.reply.send(Ok(reply)).is_err() {
             self.remove_session(key);
         }
     }
