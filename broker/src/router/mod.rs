@@ -33,8 +33,10 @@ use retained::RetainedStore;
 use sessions::Session;
 pub use subscriptions::{Entry, Match, SharedGroup, SubscriptionTree};
 
-/// How many events the router takes from its channel before looking at its timers again.
-const EVENT_BATCH: usize = 256;
+/// Events the router handles before it yields. Consumers woken by its deliveries wait in this
+/// worker's run queue until it yields, so it yields often: a few batches of a publisher's read
+/// (each up to ~150 small messages) stay well inside a consumer's queue.
+const EVENT_BATCH: usize = 16;
 
 /// Requests to the router.
 pub(crate) enum Event {
@@ -174,7 +176,7 @@ impl Router {
                         self.shutdown(done).await;
                         return;
                     }
-                    for _ in 0..EVENT_BATCH {
+                    for _ in 1..EVENT_BATCH {
                         match events.try_recv() {
                             Ok(event) => {
                                 if let Some(done) = self.handle(event) {
@@ -185,6 +187,7 @@ impl Router {
                             Err(_) => break,
                         }
                     }
+                    tokio::task::yield_now().await;
                 }
                 _ = tick.tick() => {
                     let now = Instant::now();
