@@ -200,13 +200,13 @@ where
                 delivery = self.rx.recv(), if can_pull => {
                     // The sender lives in the router's session table; it never closes first.
                     let Some(delivery) = delivery else { return End::Server(ReasonCode::SERVER_SHUTTING_DOWN) };
-                    self.send_delivery(delivery);
+                    self.send_or_queue(delivery);
                     while self.wbuf.len() < WRITE_BATCH {
                         if !self.backlog.is_empty() || self.inflight.len() >= self.send_quota {
                             break;
                         }
                         match self.rx.try_recv() {
-                            Ok(delivery) => self.send_delivery(delivery),
+                            Ok(delivery) => self.send_or_queue(delivery),
                             Err(_) => break,
                         }
                     }

@@ -13,11 +13,8 @@ impl<S> Connection<S>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
-    /// A delivery from the queue: sent now, or kept for when the window has room.
-    pub(super) fn send_delivery(&mut self, delivery: Delivery) {
-        self.send_or_queue(delivery);
-    }
-
+    /// Sends a delivery now, or keeps it for when the in-flight window has room. QoS 0 needs no
+    /// window and goes out at once.
     pub(super) fn send_or_queue(&mut self, delivery: Delivery) {
         if delivery.qos != QoS::AtMostOnce
             && (self.inflight.len() >= self.send_quota || !self.backlog.is_empty())
@@ -25,7 +22,7 @@ where
             self.backlog.push_back(delivery);
             return;
         }
-        self.transmit(delivery, false);
+        self.transmit(delivery);
     }
 
     /// Sends from the backlog while the in-flight window has room.
@@ -34,7 +31,7 @@ where
             let Some(delivery) = self.backlog.pop_front() else {
                 break;
             };
-            self.transmit(delivery, false);
+            self.transmit(delivery);
         }
     }
 
@@ -62,16 +59,17 @@ where
         self.inflight.insert(id, (self.send_seq, entry));
     }
 
-    fn transmit(&mut self, delivery: Delivery, dup: bool) {
+    /// First transmission of a delivery (redeliveries go through `resend_inflight`).
+    fn transmit(&mut self, delivery: Delivery) {
         if delivery.message.is_expired(Instant::now()) {
             return;
         }
         if delivery.qos == QoS::AtMostOnce {
-            self.encode_delivery(&delivery, 0, dup);
+            self.encode_delivery(&delivery, 0, false);
             return;
         }
         let id = self.allocate_packet_id();
-        if self.encode_delivery(&delivery, id, dup) {
+        if self.encode_delivery(&delivery, id, false) {
             self.track(id, Inflight::Publish(delivery));
         }
     }
