@@ -249,7 +249,7 @@ pub async fn publisher(
                 properties: Properties::default(),
                 payload: Bytes::from(payload),
             };
-            codec::encode_publish(&publish, false, &mut out);
+            codec::encode_publish((&publish).into(), false, &mut out);
         }
         tokio::select! {
             _ = stop.cancelled() => break,

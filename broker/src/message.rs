@@ -49,6 +49,11 @@ impl Message {
         self.expires_at.is_some_and(|at| at <= now)
     }
 
+    /// Like [`Message::is_expired`], reading the clock only for messages that can expire.
+    pub fn is_expired_now(&self) -> bool {
+        self.expires_at.is_some_and(|at| at <= Instant::now())
+    }
+
     /// Seconds left before expiry, rounded up, for the property sent to the subscriber.
     pub fn remaining_expiry(&self, now: Instant) -> Option<u32> {
         self.expires_at.map(|at| {

@@ -24,7 +24,7 @@ pub fn encode(packet: &Packet, protocol: Protocol, buf: &mut BytesMut) {
                 p.encode(buf);
             }
         }
-        Packet::Publish(publish) => encode_publish(publish, v5, buf),
+        Packet::Publish(publish) => encode_publish(publish.into(), v5, buf),
         Packet::PubAck(ack) => encode_ack(0x40, ack, v5, buf),
         Packet::PubRec(ack) => encode_ack(0x50, ack, v5, buf),
         Packet::PubRel(ack) => encode_ack(0x62, ack, v5, buf),
@@ -85,33 +85,60 @@ pub fn encode(packet: &Packet, protocol: Protocol, buf: &mut BytesMut) {
     }
 }
 
+/// A PUBLISH to encode, borrowing its topic and payload, so a message delivered to many clients
+/// is written into each write buffer without touching its reference counts.
+#[derive(Debug, Clone, Copy)]
+pub struct PublishRef<'a> {
+    pub dup: bool,
+    pub qos: QoS,
+    pub retain: bool,
+    pub topic: &'a str,
+    pub packet_id: u16,
+    pub properties: &'a super::Properties,
+    pub payload: &'a [u8],
+}
+
+impl<'a> From<&'a Publish> for PublishRef<'a> {
+    fn from(p: &'a Publish) -> PublishRef<'a> {
+        PublishRef {
+            dup: p.dup,
+            qos: p.qos,
+            retain: p.retain,
+            topic: &p.topic,
+            packet_id: p.packet_id,
+            properties: &p.properties,
+            payload: &p.payload,
+        }
+    }
+}
+
 /// Size in bytes of the whole encoded PUBLISH, used to honour a client's maximum packet size.
-pub fn publish_size(publish: &Publish, v5: bool) -> usize {
+pub fn publish_size(publish: PublishRef<'_>, v5: bool) -> usize {
     let len = publish_remaining_len(publish, v5);
     1 + wire::varint_len(len) + len
 }
 
-fn publish_remaining_len(publish: &Publish, v5: bool) -> usize {
+fn publish_remaining_len(publish: PublishRef<'_>, v5: bool) -> usize {
     let id_len = if publish.qos == QoS::AtMostOnce { 0 } else { 2 };
     2 + publish.topic.len()
         + id_len
-        + props_len(v5.then_some(&publish.properties))
+        + props_len(v5.then_some(publish.properties))
         + publish.payload.len()
 }
 
-pub fn encode_publish(publish: &Publish, v5: bool, buf: &mut BytesMut) {
+pub fn encode_publish(publish: PublishRef<'_>, v5: bool, buf: &mut BytesMut) {
     let len = publish_remaining_len(publish, v5);
     let byte1 =
         0x30 | u8::from(publish.dup) << 3 | (publish.qos as u8) << 1 | u8::from(publish.retain);
     header(buf, byte1, len);
-    wire::write_string(buf, &publish.topic);
+    wire::write_string(buf, publish.topic);
     if publish.qos != QoS::AtMostOnce {
         buf.put_u16(publish.packet_id);
     }
     if v5 {
         publish.properties.encode(buf);
     }
-    buf.put_slice(&publish.payload);
+    buf.put_slice(publish.payload);
 }
 
 fn encode_connect(c: &Connect, buf: &mut BytesMut) {

@@ -9,7 +9,7 @@ mod reason;
 mod wire;
 
 pub use decode::{decode, decode_body};
-pub use encode::{encode, encode_publish, publish_size};
+pub use encode::{PublishRef, encode, encode_publish, publish_size};
 pub use packet::*;
 pub use properties::{Allowed, Properties};
 pub use reason::ReasonCode;

@@ -10,6 +10,7 @@ mod incoming;
 mod outgoing;
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -111,11 +112,11 @@ pub(crate) struct Connection<S> {
     /// Messages accepted from the client, sent to the router in one event per read.
     accepted: Vec<Arc<Message>>,
     // Incoming (client to broker) state.
-    qos2_incoming: HashSet<u16>,
+    qos2_incoming: HashSet<u16, BuildHasherDefault<PacketIdHasher>>,
     aliases_in: HashMap<u16, ByteString>,
     // Outgoing (broker to client) state.
     rx: mpsc::Receiver<Delivery>,
-    inflight: HashMap<u16, (u64, Inflight)>,
+    inflight: HashMap<u16, (u64, Inflight), BuildHasherDefault<PacketIdHasher>>,
     send_seq: u64,
     next_packet_id: u16,
     send_quota: usize,
@@ -150,7 +151,7 @@ where
             qos2_incoming: a.resumed.qos2_incoming.into_iter().collect(),
             aliases_in: HashMap::new(),
             rx: a.rx,
-            inflight: HashMap::new(),
+            inflight: HashMap::default(),
             send_seq: 0,
             next_packet_id: 1,
             send_quota: send_quota.max(1),
@@ -360,6 +361,28 @@ fn will_message(mut will: Will, session: SessionKey) -> router::Will {
     router::Will {
         message: Arc::new(message),
         delay,
+    }
+}
+
+/// Hashes packet ids, small integers looked up for every QoS 1/2 message, with one
+/// multiplication (Fibonacci hashing) instead of SipHash. The maps it serves are bounded by the
+/// in-flight window and the receive maximum, so a client choosing colliding ids gains nothing.
+#[derive(Default)]
+struct PacketIdHasher(u64);
+
+impl Hasher for PacketIdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 << 8 | u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+
+    fn write_u16(&mut self, id: u16) {
+        self.0 = u64::from(id).wrapping_mul(0x9E37_79B9_7F4A_7C15);
     }
 }
 

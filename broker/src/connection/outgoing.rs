@@ -5,7 +5,9 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 
 use super::Connection;
-use crate::codec::{self, Ack, Packet, Properties, Publish, QoS, ReasonCode};
+use bytestring::ByteString;
+
+use crate::codec::{self, Ack, Packet, Properties, PublishRef, QoS, ReasonCode};
 use crate::message::Delivery;
 use crate::router::Inflight;
 
@@ -61,7 +63,7 @@ where
 
     /// First transmission of a delivery (redeliveries go through `resend_inflight`).
     fn transmit(&mut self, delivery: Delivery) {
-        if delivery.message.is_expired(Instant::now()) {
+        if delivery.message.is_expired_now() {
             return;
         }
         if delivery.qos == QoS::AtMostOnce {
@@ -90,47 +92,69 @@ where
     fn encode_delivery(&mut self, delivery: &Delivery, packet_id: u16, dup: bool) -> bool {
         let message = &delivery.message;
         let v5 = self.protocol.is_v5();
-        let mut publish = Publish {
-            dup,
-            qos: delivery.qos,
-            retain: delivery.retain,
-            topic: message.topic.clone(),
-            packet_id,
-            properties: Properties::default(),
-            payload: message.payload.clone(),
-        };
+        let mut properties = Properties::default();
         if v5 {
             if let Some(props) = &message.properties {
-                props.write_to(&mut publish.properties);
+                props.write_to(&mut properties);
             }
-            publish.properties.message_expiry_interval = message.remaining_expiry(Instant::now());
-            publish
-                .properties
+            if message.expires_at.is_some() {
+                properties.message_expiry_interval = message.remaining_expiry(Instant::now());
+            }
+            properties
                 .subscription_identifiers
                 .clone_from(&delivery.subscription_ids);
         }
-        let size = codec::publish_size(&publish, v5);
+        let mut topic: &str = &message.topic;
+        let size = codec::publish_size(
+            PublishRef {
+                dup,
+                qos: delivery.qos,
+                retain: delivery.retain,
+                topic,
+                packet_id,
+                properties: &properties,
+                payload: &message.payload,
+            },
+            v5,
+        );
         if size > self.client_max_packet_size {
             self.tally.messages_dropped += 1;
             return false;
         }
+        // An alias only makes the packet shorter, so the size check above stays valid.
         if v5 && self.client_topic_alias_maximum > 0 {
-            self.apply_topic_alias(&mut publish);
+            if let Some((alias, send_topic)) = self.topic_alias(&message.topic) {
+                properties.topic_alias = Some(alias);
+                if !send_topic {
+                    topic = "";
+                }
+            }
         }
-        codec::encode_publish(&publish, v5, &mut self.wbuf);
+        let publish = PublishRef {
+            dup,
+            qos: delivery.qos,
+            retain: delivery.retain,
+            topic,
+            packet_id,
+            properties: &properties,
+            payload: &message.payload,
+        };
+        codec::encode_publish(publish, v5, &mut self.wbuf);
         self.tally.messages_sent += 1;
         true
     }
 
-    /// Gives topics aliases while the client allows more; a known topic is then sent empty.
-    fn apply_topic_alias(&mut self, publish: &mut Publish) {
-        if let Some(&alias) = self.aliases_out.get(&publish.topic) {
-            publish.properties.topic_alias = Some(alias);
-            publish.topic = Default::default();
-        } else if self.aliases_out.len() < usize::from(self.client_topic_alias_maximum) {
-            let alias = self.aliases_out.len() as u16 + 1;
-            self.aliases_out.insert(publish.topic.clone(), alias);
-            publish.properties.topic_alias = Some(alias);
+    /// The alias for `topic`, and whether the topic must still be sent with it (its first use).
+    /// Aliases are handed out while the client allows more; later topics go without one.
+    fn topic_alias(&mut self, topic: &ByteString) -> Option<(u16, bool)> {
+        if let Some(&alias) = self.aliases_out.get(topic) {
+            return Some((alias, false));
         }
+        if self.aliases_out.len() >= usize::from(self.client_topic_alias_maximum) {
+            return None;
+        }
+        let alias = self.aliases_out.len() as u16 + 1;
+        self.aliases_out.insert(topic.clone(), alias);
+        Some((alias, true))
     }
 }
