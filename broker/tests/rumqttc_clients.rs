@@ -152,6 +152,31 @@ mod v4 {
         assert_eq!(&next(&mut back.rx).await.payload[..], b"queued");
         b.stop().await;
     }
+
+    #[tokio::test]
+    async fn pings_keep_an_idle_client_connected() {
+        let b = TestBroker::start(config()).await;
+        let mut options = MqttOptions::new("idle-but-alive", "127.0.0.1", b.addr.port());
+        options.set_keep_alive(Duration::from_secs(1));
+        let (client, mut events) = AsyncClient::new(options, 10);
+        client
+            .subscribe("heartbeat", QoS::AtMostOnce)
+            .await
+            .unwrap();
+        // Three keep-alive periods of silence but for rumqttc's PINGREQs: no disconnect.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+        let mut pings = 0;
+        while tokio::time::Instant::now() < deadline {
+            match tokio::time::timeout_at(deadline, events.poll()).await {
+                Ok(Ok(Event::Incoming(Packet::PingResp))) => pings += 1,
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => panic!("connection lost while idle: {e}"),
+                Err(_) => break,
+            }
+        }
+        assert!(pings >= 2, "PINGREQ answered ({pings} PINGRESP)");
+        b.stop().await;
+    }
 }
 
 mod v5 {
@@ -159,30 +184,38 @@ mod v5 {
     use bytes::Bytes;
     use rumqttc::v5::mqttbytes::QoS;
     use rumqttc::v5::mqttbytes::v5::{
-        Filter, Packet, Publish, PublishProperties, RetainForwardRule, SubscribeProperties,
+        ConnAck, Filter, LastWill, LastWillProperties, Packet, Publish, PublishProperties,
+        RetainForwardRule, SubscribeProperties,
     };
     use rumqttc::v5::{AsyncClient, Event, MqttOptions};
 
-    pub async fn client(
+    pub struct Client {
+        pub client: AsyncClient,
+        pub rx: mpsc::Receiver<Publish>,
+        pub connack: ConnAck,
+        /// Aborting the event loop drops the socket without DISCONNECT, like a pulled cable.
+        pub event_loop: tokio::task::AbortHandle,
+    }
+
+    /// Connects with options adjusted by `configure`; received PUBLISHes arrive on `rx`.
+    pub async fn connect(
         b: &TestBroker,
         id: &str,
-        clean: bool,
-        expiry: Option<u32>,
-    ) -> (AsyncClient, mpsc::Receiver<Publish>, bool) {
+        configure: impl FnOnce(&mut MqttOptions),
+    ) -> Client {
         let mut options = MqttOptions::new(id, "127.0.0.1", b.addr.port());
         options.set_keep_alive(Duration::from_secs(5));
-        options.set_clean_start(clean);
-        options.set_session_expiry_interval(expiry);
+        configure(&mut options);
         let (client, mut events) = AsyncClient::new(options, 100);
         let (tx, rx) = mpsc::channel(1000);
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
-        tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             let mut ready = Some(ready_tx);
             loop {
                 match events.poll().await {
                     Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                         if let Some(r) = ready.take() {
-                            let _ = r.send(ack.session_present);
+                            let _ = r.send(ack);
                         }
                     }
                     Ok(Event::Incoming(Packet::Publish(p))) => {
@@ -195,8 +228,27 @@ mod v5 {
                 }
             }
         });
-        let present = tokio::time::timeout(WAIT, ready_rx).await.unwrap().unwrap();
-        (client, rx, present)
+        let connack = tokio::time::timeout(WAIT, ready_rx).await.unwrap().unwrap();
+        Client {
+            client,
+            rx,
+            connack,
+            event_loop: task.abort_handle(),
+        }
+    }
+
+    pub async fn client(
+        b: &TestBroker,
+        id: &str,
+        clean: bool,
+        expiry: Option<u32>,
+    ) -> (AsyncClient, mpsc::Receiver<Publish>, bool) {
+        let c = connect(b, id, |o| {
+            o.set_clean_start(clean);
+            o.set_session_expiry_interval(expiry);
+        })
+        .await;
+        (c.client, c.rx, c.connack.session_present)
     }
 
     async fn next(rx: &mut mpsc::Receiver<Publish>) -> Publish {
@@ -324,6 +376,148 @@ mod v5 {
         assert_eq!(seen.len(), 6);
         seen.dedup();
         assert_eq!(seen.len(), 6, "each job went to exactly one worker");
+        b.stop().await;
+    }
+
+    #[tokio::test]
+    async fn connack_assigns_an_id_and_announces_limits() {
+        let b = TestBroker::start(config()).await;
+        let c = connect(&b, "", |_| {}).await;
+        let props = c.connack.properties.expect("MQTT 5 CONNACK properties");
+        assert!(
+            props
+                .assigned_client_identifier
+                .is_some_and(|id| !id.is_empty())
+        );
+        assert_eq!(props.receive_max, Some(b.config.receive_maximum));
+        assert_eq!(props.topic_alias_max, Some(b.config.topic_alias_maximum));
+        assert_eq!(props.max_packet_size, Some(b.config.max_packet_size));
+        b.stop().await;
+    }
+
+    #[tokio::test]
+    async fn topic_aliases_both_ways_with_rumqttc() {
+        let b = TestBroker::start(config()).await;
+        let mut sub = connect(&b, "alias-sub", |o| {
+            o.set_topic_alias_max(Some(8));
+        })
+        .await;
+        sub.client
+            .subscribe("line/+/speed", QoS::AtLeastOnce)
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let publ = connect(&b, "alias-pub", |_| {}).await;
+        let with_alias = |alias| PublishProperties {
+            topic_alias: Some(alias),
+            ..PublishProperties::default()
+        };
+        // The publisher binds alias 3, then sends with an empty topic.
+        publ.client
+            .publish_with_properties("line/7/speed", QoS::AtLeastOnce, false, "1", with_alias(3))
+            .await
+            .unwrap();
+        publ.client
+            .publish_with_properties("", QoS::AtLeastOnce, false, "2", with_alias(3))
+            .await
+            .unwrap();
+        for expected in ["1", "2"] {
+            let got = next(&mut sub.rx).await;
+            assert_eq!(&got.payload[..], expected.as_bytes());
+            let alias = got.properties.as_ref().and_then(|p| p.topic_alias);
+            assert!(
+                alias.is_some(),
+                "the broker aliases topics for a client that allows it"
+            );
+        }
+        b.stop().await;
+    }
+
+    #[tokio::test]
+    async fn retain_handling_with_rumqttc() {
+        let b = TestBroker::start(config()).await;
+        let publ = connect(&b, "retainer", |_| {}).await;
+        publ.client
+            .publish("cfg/line1", QoS::AtLeastOnce, true, "v1")
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let mut sub = connect(&b, "rh", |_| {}).await;
+        let filter = |rule| Filter {
+            path: "cfg/#".into(),
+            qos: QoS::AtLeastOnce,
+            nolocal: false,
+            preserve_retain: false,
+            retain_forward_rule: rule,
+        };
+        sub.client
+            .subscribe_many([filter(RetainForwardRule::Never)])
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(
+            sub.rx.try_recv().is_err(),
+            "retain handling 2 sends nothing"
+        );
+        // Now the subscription exists: OnNewSubscribe sends nothing either...
+        sub.client
+            .subscribe_many([filter(RetainForwardRule::OnNewSubscribe)])
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(
+            sub.rx.try_recv().is_err(),
+            "retain handling 1 on an existing subscription"
+        );
+        // ...and OnEverySubscribe does.
+        sub.client
+            .subscribe_many([filter(RetainForwardRule::OnEverySubscribe)])
+            .await
+            .unwrap();
+        let got = next(&mut sub.rx).await;
+        assert!(got.retain);
+        assert_eq!(&got.payload[..], b"v1");
+        b.stop().await;
+    }
+
+    #[tokio::test]
+    async fn will_delay_with_rumqttc() {
+        let b = TestBroker::start(config()).await;
+        let mut watcher = connect(&b, "watcher", |_| {}).await;
+        watcher
+            .client
+            .subscribe("status/#", QoS::AtLeastOnce)
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let will = LastWill::new(
+            "status/cnc-7",
+            "offline",
+            QoS::AtLeastOnce,
+            false,
+            Some(LastWillProperties {
+                delay_interval: Some(1),
+                payload_format_indicator: None,
+                message_expiry_interval: None,
+                content_type: None,
+                response_topic: None,
+                correlation_data: None,
+                user_properties: vec![],
+            }),
+        );
+        let machine = connect(&b, "cnc-7", |o| {
+            o.set_session_expiry_interval(Some(60));
+            o.set_last_will(will);
+        })
+        .await;
+        machine.event_loop.abort();
+        let lost = std::time::Instant::now();
+        let got = next(&mut watcher.rx).await;
+        assert_eq!(&got.payload[..], b"offline");
+        assert!(
+            lost.elapsed() >= Duration::from_millis(700),
+            "sent after the will delay"
+        );
         b.stop().await;
     }
 }
