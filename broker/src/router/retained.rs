@@ -29,22 +29,21 @@ impl RetainedStore {
         self.messages.len()
     }
 
-    /// Sets, replaces, or (with an empty payload) clears the retained message of its topic.
-    /// Returns false when a new topic was refused because the store is full.
-    pub fn store(&mut self, message: &Arc<Message>) -> bool {
+    /// Sets, replaces, or (with an empty payload) clears the retained message of its topic. A new
+    /// topic is not kept while the store is full (logged once).
+    pub fn store(&mut self, message: &Arc<Message>) {
         if message.payload.is_empty() {
             self.messages.remove(&message.topic);
-            return true;
+            return;
         }
         if self.messages.len() >= self.limit && !self.messages.contains_key(&message.topic) {
             if !self.warned_full {
                 warn!(limit = self.limit, topic = %message.topic, "Retained store is full; new retained topics are not kept");
                 self.warned_full = true;
             }
-            return false;
+            return;
         }
         self.messages.insert(message.topic.clone(), message.clone());
-        true
     }
 
     /// Calls `found` for every unexpired retained message matching `filter`; drops expired ones.
