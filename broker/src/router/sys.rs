@@ -11,64 +11,41 @@ use super::Router;
 impl Router {
     pub(super) fn publish_sys(&mut self) {
         let m = &self.metrics;
-        let values: [(&str, String); 14] = [
+        let counters = [
+            ("clients/refused", &m.connections_refused),
+            ("connections/total", &m.connections_total),
+            ("messages/received", &m.messages_received),
+            ("messages/sent", &m.messages_sent),
+            ("messages/dropped", &m.messages_dropped),
+            ("messages/denied", &m.publishes_denied),
+            ("bytes/received", &m.bytes_received),
+            ("bytes/sent", &m.bytes_sent),
+            ("subscriptions/denied", &m.subscriptions_denied),
+            ("protocol errors", &m.protocol_errors),
+        ];
+        let mut values: Vec<(&str, String)> = vec![
             (
-                "$SYS/broker/version",
+                "version",
                 format!("ironbridge {}", env!("CARGO_PKG_VERSION")),
             ),
             (
-                "$SYS/broker/uptime",
+                "uptime",
                 format!("{} seconds", self.started.elapsed().as_secs()),
             ),
-            (
-                "$SYS/broker/clients/connected",
-                self.sessions_online().to_string(),
-            ),
-            ("$SYS/broker/clients/total", self.sessions.len().to_string()),
-            (
-                "$SYS/broker/clients/refused",
-                Metrics::get(&m.connections_refused).to_string(),
-            ),
-            (
-                "$SYS/broker/messages/received",
-                Metrics::get(&m.messages_received).to_string(),
-            ),
-            (
-                "$SYS/broker/messages/sent",
-                Metrics::get(&m.messages_sent).to_string(),
-            ),
-            (
-                "$SYS/broker/messages/dropped",
-                Metrics::get(&m.messages_dropped).to_string(),
-            ),
-            (
-                "$SYS/broker/messages/denied",
-                Metrics::get(&m.publishes_denied).to_string(),
-            ),
-            (
-                "$SYS/broker/bytes/received",
-                Metrics::get(&m.bytes_received).to_string(),
-            ),
-            (
-                "$SYS/broker/bytes/sent",
-                Metrics::get(&m.bytes_sent).to_string(),
-            ),
-            (
-                "$SYS/broker/subscriptions/count",
-                self.tree.len().to_string(),
-            ),
-            (
-                "$SYS/broker/retained messages/count",
-                self.retained.len().to_string(),
-            ),
-            (
-                "$SYS/broker/protocol errors",
-                Metrics::get(&m.protocol_errors).to_string(),
-            ),
+            ("clients/connected", self.sessions_online().to_string()),
+            ("clients/total", self.sessions.len().to_string()),
+            ("subscriptions/count", self.tree.len().to_string()),
+            ("retained messages/count", self.retained.len().to_string()),
         ];
+        values.extend(
+            counters
+                .iter()
+                .map(|(name, c)| (*name, Metrics::get(c).to_string())),
+        );
         // $SYS values are regenerated at start, so they never make the state worth saving.
         let dirty = self.dirty;
-        for (topic, value) in values {
+        for (name, value) in values {
+            let topic = format!("$SYS/broker/{name}");
             self.route(Arc::new(Message::new(topic, value, QoS::AtMostOnce, true)));
         }
         self.dirty = dirty;
