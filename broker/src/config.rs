@@ -40,6 +40,8 @@ pub struct BrokerConfig {
     /// Where retained messages and sessions are saved; `None` keeps everything in memory.
     pub persistence_dir: Option<PathBuf>,
     /// How often changed state is saved, in seconds; everything is saved on shutdown as well.
+    /// Each save rewrites the whole snapshot, so the interval bounds both the loss window after a
+    /// crash and the write load on the storage (flash wears).
     pub autosave_interval_secs: u64,
 }
 
@@ -60,7 +62,7 @@ impl Default for BrokerConfig {
             connect_timeout_secs: 10,
             sys_interval_secs: 10,
             persistence_dir: None,
-            autosave_interval_secs: 10,
+            autosave_interval_secs: 60,
         }
     }
 }
