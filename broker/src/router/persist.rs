@@ -83,6 +83,7 @@ impl Router {
         let now = Instant::now();
         let retained = self
             .retained
+            .all()
             .iter()
             .filter(|m| !m.topic.starts_with("$SYS") && !m.is_expired(now))
             .map(|m| message_record(m, now))
