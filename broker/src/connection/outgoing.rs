@@ -104,57 +104,47 @@ where
                 .subscription_identifiers
                 .clone_from(&delivery.subscription_ids);
         }
-        let mut topic: &str = &message.topic;
-        let size = codec::publish_size(
-            PublishRef {
-                dup,
-                qos: delivery.qos,
-                retain: delivery.retain,
-                topic,
-                packet_id,
-                properties: &properties,
-                payload: &message.payload,
-            },
-            v5,
-        );
-        if size > self.client_max_packet_size {
-            self.tally.messages_dropped += 1;
-            return false;
-        }
-        // An alias only makes the packet shorter, so the size check above stays valid.
-        if v5 && self.client_topic_alias_maximum > 0 {
-            if let Some((alias, send_topic)) = self.topic_alias(&message.topic) {
-                properties.topic_alias = Some(alias);
-                if !send_topic {
-                    topic = "";
-                }
-            }
-        }
+        // The alias goes into the size check (a new one adds 3 bytes) but is only recorded once
+        // the message is really sent: the client must see every alias binding.
+        let alias = match v5 && self.client_topic_alias_maximum > 0 {
+            true => self.topic_alias(&message.topic),
+            false => None,
+        };
+        properties.topic_alias = alias.map(|(alias, _)| alias);
         let publish = PublishRef {
             dup,
             qos: delivery.qos,
             retain: delivery.retain,
-            topic,
+            topic: if matches!(alias, Some((_, false))) {
+                ""
+            } else {
+                &message.topic
+            },
             packet_id,
             properties: &properties,
             payload: &message.payload,
         };
+        if codec::publish_size(publish, v5) > self.client_max_packet_size {
+            self.tally.messages_dropped += 1;
+            return false;
+        }
+        if let Some((alias, true)) = alias {
+            self.aliases_out.insert(message.topic.clone(), alias);
+        }
         codec::encode_publish(publish, v5, &mut self.wbuf);
         self.tally.messages_sent += 1;
         true
     }
 
-    /// The alias for `topic`, and whether the topic must still be sent with it (its first use).
+    /// The alias for `topic` and whether it is new (then the topic is sent along to bind it).
     /// Aliases are handed out while the client allows more; later topics go without one.
-    fn topic_alias(&mut self, topic: &ByteString) -> Option<(u16, bool)> {
+    fn topic_alias(&self, topic: &ByteString) -> Option<(u16, bool)> {
         if let Some(&alias) = self.aliases_out.get(topic) {
             return Some((alias, false));
         }
         if self.aliases_out.len() >= usize::from(self.client_topic_alias_maximum) {
             return None;
         }
-        let alias = self.aliases_out.len() as u16 + 1;
-        self.aliases_out.insert(topic.clone(), alias);
-        Some((alias, true))
+        Some((self.aliases_out.len() as u16 + 1, true))
     }
 }
