@@ -1,0 +1,65 @@
+//! One problem found in a commissioning file, with where it is.
+
+use std::fmt;
+
+use serde::Serialize;
+
+/// A position in the YAML source: 1-based line and column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+pub struct Pos {
+    pub line: usize,
+    pub column: usize,
+}
+
+/// A problem in a commissioning file or its parameters. `path` is the YAML path
+/// (`resources.plc.properties.connection.port`); `pos` is absent when the problem is not in the
+/// file (a missing parameter value given at install, say).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Diagnostic {
+    pub path: String,
+    pub message: String,
+    #[serde(skip_serializing_if = "Option::is_none", flatten)]
+    pub pos: Option<Pos>,
+}
+
+impl Diagnostic {
+    pub fn new(path: impl Into<String>, pos: Option<Pos>, message: impl Into<String>) -> Diagnostic {
+        Diagnostic {
+            path: path.into(),
+            message: message.into(),
+            pos,
+        }
+    }
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.path.is_empty(), self.pos) {
+            (true, Some(pos)) => write!(
+                f,
+                "{} (line {}, column {})",
+                self.message, pos.line, pos.column
+            ),
+            (true, None) => f.write_str(&self.message),
+            (false, Some(pos)) => write!(
+                f,
+                "{}: {} (line {}, column {})",
+                self.path, self.message, pos.line, pos.column
+            ),
+            (false, None) => write!(f, "{}: {}", self.path, self.message),
+        }
+    }
+}
+
+/// Builds dotted YAML paths: `resources.plc.properties`, `mappings[0].subscribe`.
+pub(crate) fn join(path: &str, key: &str) -> String {
+    if path.is_empty() {
+        key.to_string()
+    } else {
+        format!("{path}.{key}")
+    }
+}
+
+pub(crate) fn index(path: &str, i: usize) -> String {
+    format!("{path}[{i}]")
+}

@@ -1,0 +1,17 @@
+//! Commissioning files: the YAML that declares a service (SPEC section 2).
+//!
+//! [`load`] takes the file text, the service id and the parameter values and returns either a
+//! resolved, typed [`Service`] or every problem found, each with its YAML path and position.
+//! Nothing here does I/O; the admin API and the `ironbridge validate` command call it.
+
+pub mod diagnostic;
+pub mod model;
+pub mod params;
+pub mod resolve;
+pub mod service;
+mod typed;
+pub mod yaml;
+
+pub use diagnostic::{Diagnostic, Pos};
+pub use resolve::OtherServices;
+pub use service::{Environment, Resource, Service, check_service_id, derive_service_id, load, service_id_for};

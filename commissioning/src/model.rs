@@ -1,0 +1,628 @@
+//! Typed resources, with every property SPEC sections 2 and 4 name. Unknown properties are
+//! rejected (`deny_unknown_fields`) so a typo is an error, not a silently ignored setting.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Deserializer, Serialize, de};
+use serde_json::Value as Json;
+
+use crate::resolve::REF_KEY;
+
+/// `!ref resource` after resolution: which resource of which service.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct ResourceRef {
+    pub service: String,
+    pub resource: String,
+}
+
+impl fmt::Display for ResourceRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}::{}", self.service, self.resource)
+    }
+}
+
+impl<'de> Deserialize<'de> for ResourceRef {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> de::Visitor<'de> for Visitor {
+            type Value = ResourceRef;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a !ref to a resource")
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<ResourceRef, A::Error> {
+                let mut target: Option<String> = None;
+                while let Some(key) = map.next_key::<String>()? {
+                    if key != REF_KEY {
+                        return Err(de::Error::invalid_type(de::Unexpected::Map, &self));
+                    }
+                    target = Some(map.next_value()?);
+                }
+                let target = target.ok_or_else(|| de::Error::invalid_type(de::Unexpected::Map, &self))?;
+                let (service, resource) = target
+                    .split_once("::")
+                    .ok_or_else(|| de::Error::invalid_value(de::Unexpected::Str(&target), &self))?;
+                Ok(ResourceRef {
+                    service: service.to_string(),
+                    resource: resource.to_string(),
+                })
+            }
+        }
+        deserializer.deserialize_map(Visitor)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+pub enum Protocol {
+    Modbus,
+    Opcua,
+    Mqtt,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum ConnectionTargetState {
+    #[default]
+    Connected,
+    Disconnected,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum MappingTargetState {
+    #[default]
+    Enabled,
+    Disabled,
+}
+
+/// Reconnect back-off: wait `initial_delay` ms, multiply by `increment_factor` after each
+/// failure, never more than `max_delay` ms.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ConnectionStrategy {
+    #[serde(default = "default_initial_delay")]
+    pub initial_delay: u64,
+    #[serde(default = "default_increment_factor")]
+    pub increment_factor: f64,
+    #[serde(default = "default_max_delay")]
+    pub max_delay: u64,
+}
+
+fn default_initial_delay() -> u64 {
+    1000
+}
+fn default_increment_factor() -> f64 {
+    2.0
+}
+fn default_max_delay() -> u64 {
+    30_000
+}
+
+/// `Cybus::Connection` properties apart from the protocol-specific `connection`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(crate) struct ConnectionShape {
+    pub protocol: Protocol,
+    pub connection: Json,
+    #[serde(default)]
+    pub target_state: ConnectionTargetState,
+    #[serde(default)]
+    pub agent_name: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Connection {
+    pub protocol: Protocol,
+    pub params: ConnectionParams,
+    pub target_state: ConnectionTargetState,
+    pub agent_name: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum ConnectionParams {
+    Modbus(ModbusConnection),
+    Opcua(OpcuaConnection),
+    Mqtt(MqttConnection),
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ModbusConnection {
+    pub host: String,
+    #[serde(default = "default_modbus_port")]
+    pub port: u16,
+    #[serde(default = "default_unit_id")]
+    pub unit_id: u8,
+    /// Milliseconds to wait for a response.
+    #[serde(default)]
+    pub socket_timeout: Option<u64>,
+    #[serde(default)]
+    pub batch_read_enabled: bool,
+    #[serde(default)]
+    pub max_batch_size: Option<u16>,
+    #[serde(default)]
+    pub connection_strategy: Option<ConnectionStrategy>,
+}
+
+fn default_modbus_port() -> u16 {
+    502
+}
+fn default_unit_id() -> u8 {
+    1
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct OpcuaConnection {
+    pub host: String,
+    #[serde(default = "default_opcua_port")]
+    pub port: u16,
+    #[serde(default)]
+    pub resource_path: Option<String>,
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password: Option<String>,
+    #[serde(default)]
+    pub options: Option<OpcuaOptions>,
+    /// Client certificate (PEM) for certificate authentication and message security.
+    #[serde(default)]
+    pub client_certificate: Option<String>,
+    /// Private key (PEM) of the client certificate.
+    #[serde(default)]
+    pub client_private_key: Option<String>,
+    /// Server certificates (PEM) to trust.
+    #[serde(default)]
+    pub trusted_server_certificates: Vec<String>,
+}
+
+fn default_opcua_port() -> u16 {
+    4840
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct OpcuaOptions {
+    #[serde(default)]
+    pub security_policy: Option<SecurityPolicy>,
+    #[serde(default)]
+    pub message_security_mode: Option<MessageSecurityMode>,
+    #[serde(default)]
+    pub connection_strategy: Option<ConnectionStrategy>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+pub enum SecurityPolicy {
+    None,
+    Basic256Sha256,
+    #[serde(rename = "Aes128_Sha256_RsaOaep")]
+    Aes128Sha256RsaOaep,
+    #[serde(rename = "Aes256_Sha256_RsaPss")]
+    Aes256Sha256RsaPss,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+pub enum MessageSecurityMode {
+    None,
+    Sign,
+    SignAndEncrypt,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct MqttConnection {
+    pub host: String,
+    #[serde(default)]
+    pub port: Option<u16>,
+    #[serde(default)]
+    pub scheme: MqttScheme,
+    #[serde(default)]
+    pub client_id: Option<String>,
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password: Option<String>,
+    /// Seconds.
+    #[serde(default)]
+    pub keepalive: Option<u16>,
+    #[serde(default)]
+    pub clean: Option<bool>,
+    #[serde(default)]
+    pub ca_cert: Option<String>,
+    #[serde(default)]
+    pub client_cert: Option<String>,
+    #[serde(default)]
+    pub client_private_key: Option<String>,
+    #[serde(default)]
+    pub mutual_authentication: bool,
+    #[serde(default)]
+    pub trust_all_certificates: bool,
+    #[serde(default)]
+    pub connection_strategy: Option<ConnectionStrategy>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MqttScheme {
+    #[default]
+    Mqtt,
+    Mqtts,
+    Ws,
+    Wss,
+}
+
+/// `Cybus::Endpoint` properties apart from the protocol-specific address.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(crate) struct EndpointShape {
+    pub protocol: Protocol,
+    pub connection: ResourceRef,
+    #[serde(default)]
+    pub subscribe: Option<Json>,
+    #[serde(default)]
+    pub read: Option<Json>,
+    #[serde(default)]
+    pub write: Option<Json>,
+    #[serde(default)]
+    pub topic: Option<String>,
+    #[serde(default)]
+    pub qos: Option<Qos>,
+    #[serde(default)]
+    pub retain: bool,
+    #[serde(default)]
+    pub rules: Vec<Rule>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Endpoint {
+    pub protocol: Protocol,
+    pub connection: ResourceRef,
+    pub operation: Operation,
+    pub address: Address,
+    /// The topic under the service root: `topic` or the resource id.
+    pub topic: String,
+    pub qos: Qos,
+    pub retain: bool,
+    pub rules: Vec<Rule>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Operation {
+    Subscribe,
+    Read,
+    Write,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum Address {
+    Modbus(ModbusAddress),
+    Opcua(OpcuaAddress),
+    Mqtt(MqttAddress),
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ModbusAddress {
+    pub fc: u8,
+    pub address: u16,
+    #[serde(default = "default_length")]
+    pub length: u16,
+    #[serde(default)]
+    pub data_type: Option<ModbusDataType>,
+    #[serde(default)]
+    pub unit_id: Option<u8>,
+    /// Milliseconds between polls (default 1000).
+    #[serde(default)]
+    pub interval: Option<u64>,
+    #[serde(default)]
+    pub cron_expression: Option<String>,
+}
+
+fn default_length() -> u16 {
+    1
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum ModbusDataType {
+    Raw,
+    Base64,
+    Boolean,
+    #[serde(rename = "int16BE")]
+    Int16Be,
+    #[serde(rename = "int16LE")]
+    Int16Le,
+    #[serde(rename = "uint16BE")]
+    Uint16Be,
+    #[serde(rename = "uint16LE")]
+    Uint16Le,
+    #[serde(rename = "int32BE")]
+    Int32Be,
+    #[serde(rename = "int32LE")]
+    Int32Le,
+    #[serde(rename = "uint32BE")]
+    Uint32Be,
+    #[serde(rename = "uint32LE")]
+    Uint32Le,
+    #[serde(rename = "int64BE")]
+    Int64Be,
+    #[serde(rename = "int64LE")]
+    Int64Le,
+    #[serde(rename = "uint64BE")]
+    Uint64Be,
+    #[serde(rename = "uint64LE")]
+    Uint64Le,
+    #[serde(rename = "floatBE")]
+    FloatBe,
+    #[serde(rename = "floatLE")]
+    FloatLe,
+    #[serde(rename = "floatBEWS")]
+    FloatBeWs,
+    #[serde(rename = "floatLEWS")]
+    FloatLeWs,
+    #[serde(rename = "doubleBE")]
+    DoubleBe,
+    #[serde(rename = "doubleLE")]
+    DoubleLe,
+    /// Text, two characters per register, high byte first.
+    #[serde(rename = "stringBE")]
+    StringBe,
+    #[serde(rename = "stringLE")]
+    StringLe,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct OpcuaAddress {
+    #[serde(default)]
+    pub node_id: Option<String>,
+    #[serde(default)]
+    pub browse_path: Option<String>,
+    #[serde(default)]
+    pub sampling_interval: Option<u64>,
+    #[serde(default)]
+    pub publish_interval: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct MqttAddress {
+    pub topic: String,
+    #[serde(default)]
+    pub qos: Option<Qos>,
+    #[serde(default)]
+    pub retain: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+pub struct Qos(pub u8);
+
+impl<'de> Deserialize<'de> for Qos {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let value = u8::deserialize(deserializer)?;
+        if value > 2 {
+            return Err(de::Error::invalid_value(
+                de::Unexpected::Unsigned(value.into()),
+                &"QoS 0, 1 or 2",
+            ));
+        }
+        Ok(Qos(value))
+    }
+}
+
+/// One step of a rule chain: `- transform: {expression: ...}`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub enum Rule {
+    Parse(ParseRule),
+    Transform(ExpressionRule),
+    Filter(ExpressionRule),
+    SetContextVars(SetContextVarsRule),
+    Cov(CovRule),
+    Burst(BurstRule),
+    Collect(CollectRule),
+    Stash(StashRule),
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ParseRule {
+    pub format: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExpressionRule {
+    pub expression: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetContextVarsRule {
+    pub vars: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct CovRule {
+    pub key: String,
+    #[serde(default)]
+    pub deadband: Option<f64>,
+    #[serde(default)]
+    pub deadband_mode: Option<DeadbandMode>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum DeadbandMode {
+    Absolute,
+    Relative,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct BurstRule {
+    #[serde(default)]
+    pub interval: Option<u64>,
+    #[serde(default)]
+    pub max_size: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CollectRule {
+    #[serde(default)]
+    pub label: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct StashRule {
+    pub label: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Mapping {
+    pub mappings: Vec<MappingEntry>,
+    #[serde(default)]
+    pub target_state: MappingTargetState,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MappingEntry {
+    pub subscribe: OneOrMany<Source>,
+    pub publish: Sink,
+    #[serde(default)]
+    pub rules: Vec<Rule>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum OneOrMany<T> {
+    One(T),
+    Many(Vec<T>),
+}
+
+impl<T> OneOrMany<T> {
+    pub fn iter(&self) -> std::slice::Iter<'_, T> {
+        match self {
+            OneOrMany::One(one) => std::slice::from_ref(one).iter(),
+            OneOrMany::Many(many) => many.iter(),
+        }
+    }
+}
+
+/// Where a mapping reads: an endpoint of the gateway or a topic (internal, or of an MQTT
+/// connection).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Source {
+    #[serde(default)]
+    pub endpoint: Option<ResourceRef>,
+    #[serde(default)]
+    pub topic: Option<String>,
+    #[serde(default)]
+    pub qos: Option<Qos>,
+    #[serde(default)]
+    pub label: Option<String>,
+    #[serde(default)]
+    pub connection: Option<ResourceRef>,
+}
+
+/// Where a mapping writes: a write endpoint or a topic.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Sink {
+    #[serde(default)]
+    pub endpoint: Option<ResourceRef>,
+    #[serde(default)]
+    pub topic: Option<String>,
+    #[serde(default)]
+    pub qos: Option<Qos>,
+    #[serde(default)]
+    pub retain: bool,
+    #[serde(default)]
+    pub connection: Option<ResourceRef>,
+}
+
+/// `{resource, operation, context}`: the unit of every access decision (SPEC section 7).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Permission {
+    pub resource: String,
+    pub operation: AccessOperation,
+    pub context: AccessContext,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum AccessOperation {
+    Read,
+    Write,
+    ReadWrite,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum AccessContext {
+    Mqtt,
+    Http,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct User {
+    pub password: String,
+    #[serde(default)]
+    pub roles: Vec<ResourceRef>,
+    #[serde(default)]
+    pub permissions: Vec<Permission>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Role {
+    #[serde(default)]
+    pub permissions: Vec<Permission>,
+}
+
+/// A resource of any supported type.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "type", content = "properties")]
+pub enum ResourceKind {
+    #[serde(rename = "Cybus::Connection")]
+    Connection(Connection),
+    #[serde(rename = "Cybus::Endpoint")]
+    Endpoint(Endpoint),
+    #[serde(rename = "Cybus::Mapping")]
+    Mapping(Mapping),
+    #[serde(rename = "Cybus::User")]
+    User(User),
+    #[serde(rename = "Cybus::Role")]
+    Role(Role),
+}
+
+impl ResourceKind {
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            ResourceKind::Connection(_) => "Cybus::Connection",
+            ResourceKind::Endpoint(_) => "Cybus::Endpoint",
+            ResourceKind::Mapping(_) => "Cybus::Mapping",
+            ResourceKind::User(_) => "Cybus::User",
+            ResourceKind::Role(_) => "Cybus::Role",
+        }
+    }
+}
+
+pub const RESOURCE_TYPES: [&str; 5] = [
+    "Cybus::Connection",
+    "Cybus::Endpoint",
+    "Cybus::Mapping",
+    "Cybus::User",
+    "Cybus::Role",
+];

@@ -1,0 +1,577 @@
+//! A whole commissioning file: metadata, parameters, definitions and resources, resolved and
+//! typed for one service id and one set of parameter values.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value as Json};
+
+use crate::diagnostic::{Diagnostic, Pos, index, join};
+use crate::model::{
+    Address, Connection, ConnectionParams, ConnectionShape, Endpoint, EndpointShape, Mapping,
+    ModbusAddress, Operation, Protocol, Qos, RESOURCE_TYPES, ResourceKind, ResourceRef, Role, User,
+};
+use crate::params::{self, ParameterSpec};
+use crate::resolve::{OtherServices, Resolved, Scope, position_of};
+use crate::typed::typed;
+use crate::yaml::{self, Node, Value};
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Metadata {
+    pub name: String,
+    #[serde(default)]
+    pub version: Option<String>,
+    #[serde(default)]
+    pub icon: Option<String>,
+    #[serde(default)]
+    pub provider: Option<String>,
+    #[serde(default)]
+    pub homepage: Option<String>,
+}
+
+/// What the gateway tells a service about itself: the `Cybus::Mqtt*` pseudo parameters and the
+/// other installed services.
+pub struct Environment<'a> {
+    pub mqtt_host: String,
+    pub mqtt_port: u16,
+    /// Password of the service's broker user; the user name is the service id.
+    pub mqtt_password: String,
+    /// `None` validates offline: references to other services are accepted unchecked.
+    pub other_services: Option<&'a dyn OtherServices>,
+}
+
+impl Environment<'_> {
+    /// For `ironbridge validate`: default ports, no broker credentials, no other services.
+    pub fn offline() -> Environment<'static> {
+        Environment {
+            mqtt_host: "localhost".into(),
+            mqtt_port: 1883,
+            mqtt_password: String::new(),
+            other_services: None,
+        }
+    }
+}
+
+/// A resolved, typed, valid service.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Service {
+    pub id: String,
+    pub description: Option<String>,
+    pub metadata: Metadata,
+    pub mqtt_root: String,
+    pub parameters: BTreeMap<String, Json>,
+    pub resources: BTreeMap<String, Resource>,
+    /// Resource ids in an order where every resource comes after those it references.
+    pub start_order: Vec<String>,
+    /// Other services this one references with `!ref service::resource`.
+    pub depends_on: BTreeSet<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Resource {
+    pub id: String,
+    pub kind: ResourceKind,
+    /// The resolved properties as JSON: what reconfigure compares to decide what restarts.
+    pub properties: Json,
+    /// Resources of this service it references.
+    pub depends_on: BTreeSet<String>,
+}
+
+/// The service id from `metadata.name`: lower-cased, everything outside `[a-z0-9]` removed.
+pub fn derive_service_id(name: &str) -> String {
+    name.to_lowercase()
+        .chars()
+        .filter(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        .collect()
+}
+
+/// Service ids match `[a-zA-Z0-9][a-zA-Z0-9_.]*` (at most 128 characters).
+pub fn check_service_id(id: &str) -> Result<(), String> {
+    let mut chars = id.chars();
+    let valid = chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
+        && id.len() <= 128;
+    if valid {
+        Ok(())
+    } else {
+        Err(format!(
+            "service id {id:?} must start with a letter or digit and contain only letters, digits, `_` and `.` (at most 128 characters)"
+        ))
+    }
+}
+
+/// The id a file would be installed under: the given one, or the one derived from its name.
+pub fn service_id_for(source: &str, given: Option<&str>) -> Result<String, Vec<Diagnostic>> {
+    if let Some(id) = given {
+        check_service_id(id).map_err(|e| vec![Diagnostic::new("id", None, e)])?;
+        return Ok(id.to_string());
+    }
+    let root = yaml::parse(source)?;
+    let name = root
+        .get("metadata")
+        .and_then(|m| m.get("name"))
+        .and_then(|n| match &n.value {
+            Value::Str(s) => Some(s.clone()),
+            _ => None,
+        })
+        .ok_or_else(|| {
+            vec![Diagnostic::new(
+                "metadata.name",
+                Some(root.pos),
+                "missing: a service needs a name (or an explicit id at install)",
+            )]
+        })?;
+    let id = derive_service_id(&name);
+    check_service_id(&id).map_err(|e| vec![Diagnostic::new("metadata.name", None, e)])?;
+    Ok(id)
+}
+
+/// Parses, resolves and validates a commissioning file. Every problem found is reported.
+pub fn load(
+    source: &str,
+    service_id: &str,
+    given: &Map<String, Json>,
+    env: &Environment<'_>,
+) -> Result<Service, Vec<Diagnostic>> {
+    let root = yaml::parse(source)?;
+    let mut diagnostics = Vec::new();
+    let service = load_tree(&root, service_id, given, env, &mut diagnostics);
+    match service {
+        Some(service) if diagnostics.is_empty() => Ok(service),
+        _ => Err(diagnostics),
+    }
+}
+
+fn load_tree(
+    root: &Node,
+    service_id: &str,
+    given: &Map<String, Json>,
+    env: &Environment<'_>,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Option<Service> {
+    let Value::Map(top) = &root.value else {
+        diagnostics.push(Diagnostic::new(
+            "",
+            Some(root.pos),
+            format!("a commissioning file is a map with `metadata` and `resources`, got {}", root.describe()),
+        ));
+        return None;
+    };
+    for (key, _) in top {
+        if !["description", "metadata", "parameters", "definitions", "resources"].contains(&key.name.as_str()) {
+            diagnostics.push(Diagnostic::new(
+                &key.name,
+                Some(key.pos),
+                "unknown top-level key; allowed: description, metadata, parameters, definitions, resources",
+            ));
+        }
+    }
+    if let Err(e) = check_service_id(service_id) {
+        diagnostics.push(Diagnostic::new("id", None, e));
+    }
+
+    // Parameters first: everything else may refer to them.
+    let mut specs = BTreeMap::new();
+    let mut scratch = Resolved::default();
+    let empty_values = BTreeMap::new();
+    let no_resources = BTreeSet::new();
+    let plain = Scope {
+        service_id,
+        values: &empty_values,
+        resources: &no_resources,
+        other_services: None,
+    };
+    if let Some(node) = root.get("parameters") {
+        for (name, spec_node) in entries(node, "parameters", diagnostics) {
+            let path = join("parameters", &name.name);
+            let json = plain.resolve(spec_node, &path, &mut scratch, diagnostics);
+            if let Some(spec) = typed::<ParameterSpec>(json, &path, &scratch.positions, diagnostics) {
+                specs.insert(name.name.clone(), (spec, spec_node.pos));
+            }
+        }
+    }
+    let mut values = params::resolve(&specs, given, diagnostics);
+    let parameters = values.clone();
+
+    // Pseudo parameters, then definitions in file order (each may use the ones before it).
+    values.insert("Cybus::ServiceId".into(), Json::String(service_id.into()));
+    values.insert("Cybus::MqttHost".into(), Json::String(env.mqtt_host.clone()));
+    values.insert("Cybus::MqttPort".into(), Json::from(env.mqtt_port));
+    values.insert("Cybus::MqttUser".into(), Json::String(service_id.into()));
+    values.insert("Cybus::MqttPassword".into(), Json::String(env.mqtt_password.clone()));
+    values.insert("Cybus::MqttRoot".into(), Json::String(format!("services/{service_id}")));
+    if let Some(node) = root.get("definitions") {
+        for (name, definition) in entries(node, "definitions", diagnostics) {
+            let scope = Scope { values: &values, ..plain };
+            let path = join("definitions", &name.name);
+            let value = scope.resolve(definition, &path, &mut scratch, diagnostics);
+            if name.name == "CYBUS_MQTT_ROOT" {
+                match &value {
+                    Json::String(root) => {
+                        values.insert("Cybus::MqttRoot".into(), Json::String(root.trim_end_matches('/').into()));
+                    }
+                    other => diagnostics.push(Diagnostic::new(
+                        &path,
+                        Some(definition.pos),
+                        format!("expected a topic, got {}", params::describe(other)),
+                    )),
+                }
+            }
+            values.insert(name.name.clone(), value);
+        }
+    }
+    let mqtt_root = values
+        .get("Cybus::MqttRoot")
+        .and_then(Json::as_str)
+        .unwrap_or_default()
+        .to_string();
+
+    let metadata = root.get("metadata").and_then(|node| {
+        let json = Scope { values: &values, ..plain }.resolve(node, "metadata", &mut scratch, diagnostics);
+        let metadata = typed::<Metadata>(json, "metadata", &scratch.positions, diagnostics)?;
+        if metadata.name.chars().count() > 80 {
+            diagnostics.push(Diagnostic::new("metadata.name", position_of(&scratch.positions, "metadata.name"), "must be at most 80 characters"));
+        }
+        Some(metadata)
+    });
+    if root.get("metadata").is_none() {
+        diagnostics.push(Diagnostic::new("metadata", Some(root.pos), "missing: every commissioning file needs `metadata` with a `name`"));
+    }
+    let description = root.get("description").and_then(|node| {
+        match (Scope { values: &values, ..plain }).resolve(node, "description", &mut scratch, diagnostics) {
+            Json::String(s) => Some(s),
+            other => {
+                diagnostics.push(Diagnostic::new("description", Some(node.pos), format!("expected text, got {}", params::describe(&other))));
+                None
+            }
+        }
+    });
+
+    // Resources: first their ids and types (so references can be checked), then each one.
+    let resource_nodes: Vec<_> = match root.get("resources") {
+        Some(node) => entries(node, "resources", diagnostics),
+        None => {
+            diagnostics.push(Diagnostic::new("resources", Some(root.pos), "missing: a service needs at least one resource"));
+            Vec::new()
+        }
+    };
+    let ids: BTreeSet<String> = resource_nodes.iter().map(|(k, _)| k.name.clone()).collect();
+    let mut types = BTreeMap::new();
+    for (key, node) in &resource_nodes {
+        if let Some(Node { value: Value::Str(t), .. }) = node.get("type") {
+            types.insert(key.name.clone(), t.clone());
+        }
+    }
+    let scope = Scope {
+        service_id,
+        values: &values,
+        resources: &ids,
+        other_services: env.other_services,
+    };
+    let mut resources = BTreeMap::new();
+    let mut depends_on = BTreeSet::new();
+    for (key, node) in &resource_nodes {
+        let path = join("resources", &key.name);
+        let mut out = Resolved::default();
+        if let Some(resource) = load_resource(&scope, &key.name, node, &path, &types, &mqtt_root, &mut out, diagnostics) {
+            depends_on.extend(out.service_refs.iter().filter(|s| *s != service_id).cloned());
+            resources.insert(key.name.clone(), resource);
+        }
+    }
+    let start_order = start_order(&resources, diagnostics);
+    Some(Service {
+        id: service_id.to_string(),
+        description,
+        metadata: metadata?,
+        mqtt_root,
+        parameters,
+        resources,
+        start_order,
+        depends_on,
+    })
+}
+
+fn entries<'n>(node: &'n Node, path: &str, diagnostics: &mut Vec<Diagnostic>) -> Vec<(&'n crate::yaml::Key, &'n Node)> {
+    match &node.value {
+        Value::Map(entries) => entries.iter().map(|(k, v)| (k, v)).collect(),
+        Value::Null => Vec::new(),
+        _ => {
+            diagnostics.push(Diagnostic::new(path, Some(node.pos), format!("expected a map, got {}", node.describe())));
+            Vec::new()
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn load_resource(
+    scope: &Scope<'_>,
+    id: &str,
+    node: &Node,
+    path: &str,
+    types: &BTreeMap<String, String>,
+    mqtt_root: &str,
+    out: &mut Resolved,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Option<Resource> {
+    let before = diagnostics.len();
+    if !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') || id.is_empty() {
+        diagnostics.push(Diagnostic::new(path, Some(node.pos), "resource ids may contain only letters, digits, `_` and `-`"));
+    }
+    let Value::Map(fields) = &node.value else {
+        diagnostics.push(Diagnostic::new(path, Some(node.pos), format!("expected a map with `type` and `properties`, got {}", node.describe())));
+        return None;
+    };
+    for (key, _) in fields {
+        if key.name != "type" && key.name != "properties" {
+            diagnostics.push(Diagnostic::new(join(path, &key.name), Some(key.pos), "unknown key; a resource has only `type` and `properties`"));
+        }
+    }
+    let type_name = match node.get("type").map(|t| &t.value) {
+        Some(Value::Str(t)) if RESOURCE_TYPES.contains(&t.as_str()) => t.clone(),
+        Some(Value::Str(t)) => {
+            let pos = node.get("type").map(|t| t.pos);
+            diagnostics.push(Diagnostic::new(join(path, "type"), pos, format!("unknown resource type `{t}`; supported: {}", RESOURCE_TYPES.join(", "))));
+            return None;
+        }
+        _ => {
+            diagnostics.push(Diagnostic::new(join(path, "type"), Some(node.pos), "missing: every resource needs a `type`"));
+            return None;
+        }
+    };
+    let props_path = join(path, "properties");
+    let mut properties = match node.get("properties") {
+        Some(props) => scope.resolve(props, &props_path, out, diagnostics),
+        None => Json::Object(Map::new()),
+    };
+    if type_name == "Cybus::Mapping" {
+        expand_mqtt_root(&mut properties, mqtt_root);
+    }
+    let positions = &out.positions;
+    let kind = match type_name.as_str() {
+        "Cybus::Connection" => {
+            let shape: ConnectionShape = typed(properties.clone(), &props_path, positions, diagnostics)?;
+            let conn_path = join(&props_path, "connection");
+            let params = match shape.protocol {
+                Protocol::Modbus => ConnectionParams::Modbus(typed(shape.connection, &conn_path, positions, diagnostics)?),
+                Protocol::Opcua => ConnectionParams::Opcua(typed(shape.connection, &conn_path, positions, diagnostics)?),
+                Protocol::Mqtt => ConnectionParams::Mqtt(typed(shape.connection, &conn_path, positions, diagnostics)?),
+            };
+            if let ConnectionParams::Modbus(m) = &params
+                && let Some(size) = m.max_batch_size
+                && !(1..=2000).contains(&size)
+            {
+                let p = join(&conn_path, "maxBatchSize");
+                diagnostics.push(Diagnostic::new(&p, position_of(positions, &p), format!("expected 1-2000 (at most 125 are used for registers), got {size}")));
+            }
+            ResourceKind::Connection(Connection { protocol: shape.protocol, params, target_state: shape.target_state, agent_name: shape.agent_name })
+        }
+        "Cybus::Endpoint" => {
+            let shape: EndpointShape = typed(properties.clone(), &props_path, positions, diagnostics)?;
+            check_ref(scope, &shape.connection, "Cybus::Connection", types, &join(&props_path, "connection"), positions, diagnostics);
+            let chosen: Vec<(Operation, Json, &str)> = [
+                (Operation::Subscribe, shape.subscribe, "subscribe"),
+                (Operation::Read, shape.read, "read"),
+                (Operation::Write, shape.write, "write"),
+            ]
+            .into_iter()
+            .filter_map(|(op, v, name)| v.map(|v| (op, v, name)))
+            .collect();
+            let [(operation, address, name)] = <[_; 1]>::try_from(chosen).ok().or_else(|| {
+                diagnostics.push(Diagnostic::new(&props_path, position_of(positions, &props_path), "an endpoint needs exactly one of `subscribe`, `read` or `write`"));
+                None
+            })?;
+            let address_path = join(&props_path, name);
+            let address = match shape.protocol {
+                Protocol::Modbus => {
+                    let a: ModbusAddress = typed(address, &address_path, positions, diagnostics)?;
+                    check_modbus_address(&a, operation, &address_path, positions, diagnostics);
+                    Address::Modbus(a)
+                }
+                Protocol::Opcua => {
+                    let a: crate::model::OpcuaAddress = typed(address, &address_path, positions, diagnostics)?;
+                    if a.node_id.is_some() == a.browse_path.is_some() {
+                        diagnostics.push(Diagnostic::new(&address_path, position_of(positions, &address_path), "give exactly one of `nodeId` or `browsePath`"));
+                    }
+                    Address::Opcua(a)
+                }
+                Protocol::Mqtt => Address::Mqtt(typed(address, &address_path, positions, diagnostics)?),
+            };
+            let topic = shape.topic.unwrap_or_else(|| id.to_string());
+            check_topic(&topic, false, false, &join(&props_path, "topic"), positions, diagnostics);
+            ResourceKind::Endpoint(Endpoint { protocol: shape.protocol, connection: shape.connection, operation, address, topic, qos: shape.qos.unwrap_or(Qos(0)), retain: shape.retain, rules: shape.rules })
+        }
+        "Cybus::Mapping" => {
+            let mapping: Mapping = typed(properties.clone(), &props_path, positions, diagnostics)?;
+            check_mapping(scope, &mapping, types, &props_path, positions, diagnostics);
+            ResourceKind::Mapping(mapping)
+        }
+        "Cybus::User" => {
+            let user: User = typed(properties.clone(), &props_path, positions, diagnostics)?;
+            for (i, role) in user.roles.iter().enumerate() {
+                check_ref(scope, role, "Cybus::Role", types, &index(&join(&props_path, "roles"), i), positions, diagnostics);
+            }
+            if user.password.is_empty() {
+                let p = join(&props_path, "password");
+                diagnostics.push(Diagnostic::new(&p, position_of(positions, &p), "must not be empty"));
+            }
+            ResourceKind::User(user)
+        }
+        "Cybus::Role" => ResourceKind::Role(typed::<Role>(properties.clone(), &props_path, positions, diagnostics)?),
+        _ => return None,
+    };
+    (diagnostics.len() == before).then(|| Resource {
+        id: id.to_string(),
+        kind,
+        properties,
+        depends_on: out.local_refs.clone(),
+    })
+}
+
+/// `${Cybus::MqttRoot}` in a mapping topic is expanded even without `!sub` (SPEC section 2).
+fn expand_mqtt_root(value: &mut Json, root: &str) {
+    match value {
+        Json::Object(map) => {
+            for (key, child) in map.iter_mut() {
+                match child {
+                    Json::String(s) if key == "topic" => *s = s.replace("${Cybus::MqttRoot}", root),
+                    _ => expand_mqtt_root(child, root),
+                }
+            }
+        }
+        Json::Array(items) => items.iter_mut().for_each(|item| expand_mqtt_root(item, root)),
+        _ => {}
+    }
+}
+
+fn check_ref(
+    scope: &Scope<'_>,
+    reference: &ResourceRef,
+    expected: &str,
+    types: &BTreeMap<String, String>,
+    path: &str,
+    positions: &BTreeMap<String, Pos>,
+    diagnostics: &mut Vec<Diagnostic>,
+) {
+    let actual = if reference.service == scope.service_id {
+        types.get(&reference.resource).cloned()
+    } else {
+        match scope.other_services {
+            Some(others) => others.resource_type(&reference.service, &reference.resource),
+            None => return,
+        }
+    };
+    if let Some(actual) = actual
+        && actual != expected
+    {
+        diagnostics.push(Diagnostic::new(path, position_of(positions, path), format!("`{reference}` is a {actual}; expected a {expected}")));
+    }
+}
+
+fn check_modbus_address(a: &ModbusAddress, operation: Operation, path: &str, positions: &BTreeMap<String, Pos>, diagnostics: &mut Vec<Diagnostic>) {
+    let fc_path = join(path, "fc");
+    let allowed: &[u8] = match operation {
+        Operation::Subscribe | Operation::Read => &[1, 2, 3, 4],
+        Operation::Write => &[5, 6, 15, 16],
+    };
+    if !allowed.contains(&a.fc) {
+        let list: Vec<String> = allowed.iter().map(u8::to_string).collect();
+        diagnostics.push(Diagnostic::new(&fc_path, position_of(positions, &fc_path), format!("function code {} cannot be used here; expected one of {}", a.fc, list.join(", "))));
+    }
+    if a.interval.is_some() && a.cron_expression.is_some() {
+        diagnostics.push(Diagnostic::new(path, position_of(positions, path), "give `interval` or `cronExpression`, not both"));
+    }
+    if a.length == 0 || (a.fc <= 2 && a.length > 2000) || (matches!(a.fc, 3 | 4) && a.length > 125) {
+        let p = join(path, "length");
+        diagnostics.push(Diagnostic::new(&p, position_of(positions, &p), format!("length {} is outside what one Modbus request can carry (1-125 registers, 1-2000 coils)", a.length)));
+    }
+}
+
+fn check_mapping(scope: &Scope<'_>, mapping: &Mapping, types: &BTreeMap<String, String>, path: &str, positions: &BTreeMap<String, Pos>, diagnostics: &mut Vec<Diagnostic>) {
+    for (i, entry) in mapping.mappings.iter().enumerate() {
+        let entry_path = index(&join(path, "mappings"), i);
+        let many = matches!(entry.subscribe, crate::model::OneOrMany::Many(_));
+        for (j, source) in entry.subscribe.iter().enumerate() {
+            let source_path = match many {
+                true => index(&join(&entry_path, "subscribe"), j),
+                false => join(&entry_path, "subscribe"),
+            };
+            match (&source.endpoint, &source.topic) {
+                (Some(endpoint), None) => check_ref(scope, endpoint, "Cybus::Endpoint", types, &join(&source_path, "endpoint"), positions, diagnostics),
+                (None, Some(topic)) => check_topic(topic, true, true, &join(&source_path, "topic"), positions, diagnostics),
+                _ => diagnostics.push(Diagnostic::new(&source_path, position_of(positions, &source_path), "give exactly one of `endpoint` or `topic`")),
+            }
+            if let Some(connection) = &source.connection {
+                check_ref(scope, connection, "Cybus::Connection", types, &join(&source_path, "connection"), positions, diagnostics);
+            }
+        }
+        let sink_path = join(&entry_path, "publish");
+        match (&entry.publish.endpoint, &entry.publish.topic) {
+            (Some(endpoint), None) => check_ref(scope, endpoint, "Cybus::Endpoint", types, &join(&sink_path, "endpoint"), positions, diagnostics),
+            (None, Some(topic)) => check_topic(topic, false, true, &join(&sink_path, "topic"), positions, diagnostics),
+            _ => diagnostics.push(Diagnostic::new(&sink_path, position_of(positions, &sink_path), "give exactly one of `endpoint` or `topic`")),
+        }
+        if let Some(connection) = &entry.publish.connection {
+            check_ref(scope, connection, "Cybus::Connection", types, &join(&sink_path, "connection"), positions, diagnostics);
+        }
+    }
+}
+
+/// Topic syntax: no empty topic, no NUL; wildcards (`+`, `#`, and the named forms `+name`,
+/// `#name`) only in subscriptions, `#` only last.
+fn check_topic(topic: &str, wildcards: bool, absolute: bool, path: &str, positions: &BTreeMap<String, Pos>, diagnostics: &mut Vec<Diagnostic>) {
+    let problem = if topic.is_empty() {
+        Some("a topic must not be empty".to_string())
+    } else if topic.contains('\0') {
+        Some("a topic must not contain NUL".to_string())
+    } else if !absolute && topic.starts_with('/') {
+        Some("an endpoint topic is relative to the service root; remove the leading `/`".to_string())
+    } else {
+        let levels: Vec<&str> = topic.split('/').collect();
+        levels.iter().enumerate().find_map(|(i, level)| {
+            let wildcard = level.starts_with('+') || level.starts_with('#');
+            if !wildcard && (level.contains('+') || level.contains('#')) {
+                Some(format!("`{level}`: `+` and `#` must start a topic level"))
+            } else if wildcard && !wildcards {
+                Some(format!("`{level}`: wildcards are allowed only where the mapping subscribes"))
+            } else if level.starts_with('#') && i + 1 != levels.len() {
+                Some(format!("`{level}`: `#` must be the last topic level"))
+            } else {
+                None
+            }
+        })
+    };
+    if let Some(problem) = problem {
+        diagnostics.push(Diagnostic::new(path, position_of(positions, path), problem));
+    }
+}
+
+/// Orders resources so each starts after those it references; a cycle is reported.
+fn start_order(resources: &BTreeMap<String, Resource>, diagnostics: &mut Vec<Diagnostic>) -> Vec<String> {
+    let mut order = Vec::with_capacity(resources.len());
+    let mut state: BTreeMap<&str, u8> = BTreeMap::new(); // 1 visiting, 2 done
+    fn visit<'r>(id: &'r str, resources: &'r BTreeMap<String, Resource>, state: &mut BTreeMap<&'r str, u8>, order: &mut Vec<String>, diagnostics: &mut Vec<Diagnostic>) {
+        match state.get(id) {
+            Some(2) => return,
+            Some(_) => {
+                diagnostics.push(Diagnostic::new(join("resources", id), None, "resources reference each other in a cycle"));
+                return;
+            }
+            None => {}
+        }
+        state.insert(id, 1);
+        if let Some(resource) = resources.get(id) {
+            for dep in &resource.depends_on {
+                if resources.contains_key(dep) {
+                    visit(dep, resources, state, order, diagnostics);
+                }
+            }
+        }
+        state.insert(id, 2);
+        order.push(id.to_string());
+    }
+    for id in resources.keys() {
+        visit(id, resources, &mut state, &mut order, diagnostics);
+    }
+    order
+}

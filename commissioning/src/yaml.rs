@@ -1,0 +1,195 @@
+//! Loads YAML into a tree that keeps every tag and every position. saphyr parses; this module only
+//! converts its nodes into ours (string keys, no aliases, duplicate keys refused).
+
+use saphyr::{LoadableYamlNode, MarkedYamlOwned, ScalarOwned, YamlDataOwned};
+
+use crate::diagnostic::{Diagnostic, Pos, index, join};
+
+/// A YAML node with its position.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Node {
+    pub value: Value,
+    pub pos: Pos,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    Null,
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Str(String),
+    Seq(Vec<Node>),
+    /// Keys in file order, each with its own position.
+    Map(Vec<(Key, Node)>),
+    /// `!ref x`, `!sub '...'`, `!merge [...]` or an unknown tag (the name without `!`).
+    Tagged(String, Box<Node>),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Key {
+    pub name: String,
+    pub pos: Pos,
+}
+
+impl Node {
+    pub fn get(&self, key: &str) -> Option<&Node> {
+        match &self.value {
+            Value::Map(entries) => entries.iter().find(|(k, _)| k.name == key).map(|(_, v)| v),
+            _ => None,
+        }
+    }
+
+    /// How the value reads in a message: `string "5o2"`, `a map`.
+    pub fn describe(&self) -> String {
+        match &self.value {
+            Value::Null => "null".into(),
+            Value::Bool(b) => format!("boolean {b}"),
+            Value::Int(i) => format!("integer {i}"),
+            Value::Float(f) => format!("number {f}"),
+            Value::Str(s) => format!("string {s:?}"),
+            Value::Seq(_) => "a list".into(),
+            Value::Map(_) => "a map".into(),
+            Value::Tagged(tag, _) => format!("!{tag}"),
+        }
+    }
+}
+
+/// Parses one YAML document. Syntax errors and unsupported constructs come back as diagnostics.
+pub fn parse(source: &str) -> Result<Node, Vec<Diagnostic>> {
+    let docs = MarkedYamlOwned::load_from_str(source).map_err(|e| {
+        let marker = e.marker();
+        vec![Diagnostic::new(
+            "",
+            Some(Pos {
+                line: marker.line(),
+                column: marker.col() + 1,
+            }),
+            format!("YAML syntax error: {}", e.info()),
+        )]
+    })?;
+    let mut docs = docs.into_iter();
+    let Some(doc) = docs.next() else {
+        return Err(vec![Diagnostic::new("", None, "the file is empty")]);
+    };
+    if let Some(extra) = docs.next() {
+        return Err(vec![Diagnostic::new(
+            "",
+            Some(pos_of(&extra)),
+            "one commissioning file holds one YAML document; remove the `---` separator",
+        )]);
+    }
+    let mut diagnostics = Vec::new();
+    let node = convert(doc, "", &mut diagnostics);
+    if diagnostics.is_empty() {
+        Ok(node)
+    } else {
+        Err(diagnostics)
+    }
+}
+
+fn pos_of(node: &MarkedYamlOwned) -> Pos {
+    Pos {
+        line: node.span.start.line(),
+        column: node.span.start.col() + 1,
+    }
+}
+
+fn convert(node: MarkedYamlOwned, path: &str, diagnostics: &mut Vec<Diagnostic>) -> Node {
+    let pos = pos_of(&node);
+    let value = match node.data {
+        YamlDataOwned::Value(scalar) => match scalar {
+            ScalarOwned::Null => Value::Null,
+            ScalarOwned::Boolean(b) => Value::Bool(b),
+            ScalarOwned::Integer(i) => Value::Int(i),
+            ScalarOwned::FloatingPoint(f) => Value::Float(f.into_inner()),
+            ScalarOwned::String(s) => Value::Str(s),
+        },
+        YamlDataOwned::Representation(text, _, _) => Value::Str(text),
+        YamlDataOwned::Sequence(items) => Value::Seq(
+            items
+                .into_iter()
+                .enumerate()
+                .map(|(i, item)| convert(item, &index(path, i), diagnostics))
+                .collect(),
+        ),
+        YamlDataOwned::Mapping(entries) => {
+            let mut out: Vec<(Key, Node)> = Vec::with_capacity(entries.len());
+            for (key, value) in entries {
+                let key_pos = pos_of(&key);
+                let name = match key.data {
+                    YamlDataOwned::Value(ScalarOwned::String(s)) => s,
+                    YamlDataOwned::Value(ScalarOwned::Integer(i)) => i.to_string(),
+                    YamlDataOwned::Value(ScalarOwned::Boolean(b)) => b.to_string(),
+                    _ => {
+                        diagnostics.push(Diagnostic::new(
+                            path,
+                            Some(key_pos),
+                            "map keys must be plain text",
+                        ));
+                        continue;
+                    }
+                };
+                let child = convert(value, &join(path, &name), diagnostics);
+                out.push((
+                    Key {
+                        name,
+                        pos: key_pos,
+                    },
+                    child,
+                ));
+            }
+            Value::Map(out)
+        }
+        YamlDataOwned::Tagged(tag, inner) => {
+            let inner = convert(*inner, path, diagnostics);
+            if tag.handle == "!" {
+                Value::Tagged(tag.suffix, Box::new(inner))
+            } else if tag.is_yaml_core_schema() {
+                // `!!str 5` and friends: the parser already applied the core schema.
+                return inner;
+            } else {
+                Value::Tagged(format!("{}{}", tag.handle, tag.suffix), Box::new(inner))
+            }
+        }
+        YamlDataOwned::Alias(_) => {
+            diagnostics.push(Diagnostic::new(
+                path,
+                Some(pos),
+                "YAML aliases (*name) are not supported; use !ref to a definition instead",
+            ));
+            Value::Null
+        }
+        YamlDataOwned::BadValue => {
+            diagnostics.push(Diagnostic::new(path, Some(pos), "unreadable value"));
+            Value::Null
+        }
+    };
+    Node { value, pos }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keeps_tags_and_positions() {
+        let node = parse("a: !ref foo\nb:\n  c: !sub 'x ${y}'\n").expect("valid");
+        let a = node.get("a").expect("a");
+        assert_eq!(a.pos, Pos { line: 1, column: 4 });
+        assert!(matches!(&a.value, Value::Tagged(t, inner) if t == "ref" && inner.value == Value::Str("foo".into())));
+        let c = node.get("b").and_then(|b| b.get("c")).expect("c");
+        assert_eq!(c.pos.line, 3);
+    }
+
+    #[test]
+    fn syntax_errors_and_duplicates_are_diagnostics() {
+        let errors = parse("a: [1,\n b: c").expect_err("invalid");
+        assert!(errors[0].message.starts_with("YAML syntax error"), "{errors:?}");
+        assert!(errors[0].pos.is_some());
+        let errors = parse("a: 1\na: 2\n").expect_err("duplicate");
+        assert!(errors[0].to_string().contains("line"), "{errors:?}");
+        assert!(parse("").is_err());
+        assert!(parse("a: 1\n---\nb: 2\n").is_err());
+    }
+}

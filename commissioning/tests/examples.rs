@@ -1,0 +1,70 @@
+//! Every file in `commissioning-examples/` is validated here; the deliberately broken one must
+//! produce exactly the diagnostics written next to it in `broken.expected`.
+
+use std::path::{Path, PathBuf};
+
+use commissioning::{Environment, load, service_id_for};
+use serde_json::{Map, Value as Json, json};
+
+fn examples_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../commissioning-examples")
+}
+
+/// Parameter values an example needs because it declares them without a default.
+fn parameters_for(file: &str) -> Map<String, Json> {
+    let values = match file {
+        "user-management.yml" => json!({"dashboardPassword": "a-long-dashboard-secret"}),
+        _ => json!({}),
+    };
+    values.as_object().cloned().unwrap_or_default()
+}
+
+fn validate(file: &Path) -> Result<commissioning::Service, Vec<String>> {
+    let source = std::fs::read_to_string(file).expect("example readable");
+    let name = file.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+    let id = service_id_for(&source, None).map_err(|d| d.iter().map(ToString::to_string).collect::<Vec<_>>())?;
+    load(&source, &id, &parameters_for(name), &Environment::offline())
+        .map_err(|d| d.iter().map(ToString::to_string).collect())
+}
+
+#[test]
+fn every_example_but_the_broken_one_is_valid() {
+    let mut checked = 0;
+    for entry in std::fs::read_dir(examples_dir()).expect("examples folder") {
+        let path = entry.expect("entry").path();
+        let is_yaml = path.extension().is_some_and(|e| e == "yml" || e == "yaml");
+        if !is_yaml || path.file_stem().is_some_and(|s| s == "broken") {
+            continue;
+        }
+        if let Err(problems) = validate(&path) {
+            panic!("{} is invalid:\n{}", path.display(), problems.join("\n"));
+        }
+        checked += 1;
+    }
+    assert!(checked >= 4, "expected at least four valid examples, found {checked}");
+}
+
+#[test]
+fn the_broken_example_reports_exactly_its_problems() {
+    let problems = validate(&examples_dir().join("broken.yml")).expect_err("broken.yml must be invalid");
+    let expected = std::fs::read_to_string(examples_dir().join("broken.expected")).expect("broken.expected");
+    let expected: Vec<&str> = expected.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(problems, expected);
+}
+
+#[test]
+fn examples_resolve_references_and_the_service_root() {
+    let service = validate(&examples_dir().join("modbus-plc.yml")).expect("valid");
+    assert_eq!(service.id, "modbusplc");
+    assert_eq!(service.mqtt_root, "services/modbusplc");
+    let temperature = &service.resources["temperature"];
+    assert_eq!(temperature.properties["connection"], json!({"$ref": "modbusplc::plcConnection"}));
+    assert!(temperature.depends_on.contains("plcConnection"));
+    let position = |id: &str| service.start_order.iter().position(|r| r == id);
+    assert!(position("plcConnection") < position("temperature"), "{:?}", service.start_order);
+
+    let forwarder = validate(&examples_dir().join("cloud-forwarder.yml")).expect("valid");
+    let topic = &forwarder.resources["forward"].properties["mappings"][1]["publish"]["topic"];
+    assert_eq!(topic, "services/cloudforwarder/commands/{command}");
+    assert_eq!(forwarder.resources["cloud"].properties["connection"]["clientId"], "cloudforwarder-uplink");
+}
