@@ -48,7 +48,7 @@ pub struct BrokerConfig {
 impl Default for BrokerConfig {
     fn default() -> Self {
         BrokerConfig {
-            allow_anonymous: true,
+            allow_anonymous: false,
             max_packet_size: 1024 * 1024,
             max_connections: 100_000,
             max_sessions: 200_000,

@@ -180,4 +180,9 @@ impl BrokerHandle {
     pub fn config(&self) -> &BrokerConfig {
         &self.ctx.config
     }
+
+    /// False once the router has stopped (shutdown or a fatal error).
+    pub fn is_running(&self) -> bool {
+        !self.ctx.router.is_closed()
+    }
 }

@@ -23,7 +23,11 @@ pub struct Diagnostic {
 }
 
 impl Diagnostic {
-    pub fn new(path: impl Into<String>, pos: Option<Pos>, message: impl Into<String>) -> Diagnostic {
+    pub fn new(
+        path: impl Into<String>,
+        pos: Option<Pos>,
+        message: impl Into<String>,
+    ) -> Diagnostic {
         Diagnostic {
             path: path.into(),
             message: message.into(),

@@ -14,4 +14,6 @@ pub mod yaml;
 
 pub use diagnostic::{Diagnostic, Pos};
 pub use resolve::OtherServices;
-pub use service::{Environment, Resource, Service, check_service_id, derive_service_id, load, service_id_for};
+pub use service::{
+    Environment, Resource, Service, check_service_id, derive_service_id, load, service_id_for,
+};

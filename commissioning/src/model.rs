@@ -38,7 +38,8 @@ impl<'de> Deserialize<'de> for ResourceRef {
                     }
                     target = Some(map.next_value()?);
                 }
-                let target = target.ok_or_else(|| de::Error::invalid_type(de::Unexpected::Map, &self))?;
+                let target =
+                    target.ok_or_else(|| de::Error::invalid_type(de::Unexpected::Map, &self))?;
                 let (service, resource) = target
                     .split_once("::")
                     .ok_or_else(|| de::Error::invalid_value(de::Unexpected::Str(&target), &self))?;

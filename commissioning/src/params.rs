@@ -168,11 +168,7 @@ pub(crate) fn resolve(
         if let Some(default) = &spec.default
             && let Err(e) = spec.check(default.clone())
         {
-            diagnostics.push(Diagnostic::new(
-                join(&path, "default"),
-                Some(*pos),
-                e,
-            ));
+            diagnostics.push(Diagnostic::new(join(&path, "default"), Some(*pos), e));
         }
         let value = match given.get(name) {
             Some(value) => match spec.check(value.clone()) {
@@ -211,19 +207,63 @@ mod tests {
     #[test]
     fn checks_each_constraint() {
         let cases = [
-            (json!({"type": "integer", "minimum": 1, "maximum": 65535}), json!(502), Ok(json!(502))),
-            (json!({"type": "integer", "minimum": 1, "maximum": 65535}), json!("502"), Ok(json!(502))),
-            (json!({"type": "integer"}), json!("5o2"), Err("expected an integer, got string \"5o2\"")),
-            (json!({"type": "integer", "maximum": 10}), json!(11), Err("must be at most 10, got 11")),
+            (
+                json!({"type": "integer", "minimum": 1, "maximum": 65535}),
+                json!(502),
+                Ok(json!(502)),
+            ),
+            (
+                json!({"type": "integer", "minimum": 1, "maximum": 65535}),
+                json!("502"),
+                Ok(json!(502)),
+            ),
+            (
+                json!({"type": "integer"}),
+                json!("5o2"),
+                Err("expected an integer, got string \"5o2\""),
+            ),
+            (
+                json!({"type": "integer", "maximum": 10}),
+                json!(11),
+                Err("must be at most 10, got 11"),
+            ),
             (json!({"type": "number"}), json!(1.5), Ok(json!(1.5))),
             (json!({"type": "boolean"}), json!("true"), Ok(json!(true))),
-            (json!({"type": "boolean"}), json!(1), Err("expected a boolean, got number 1")),
-            (json!({"type": "string", "enum": ["a", "b"]}), json!("c"), Err("must be one of \"a\", \"b\", got \"c\"")),
-            (json!({"type": "string", "allowedValues": ["a"]}), json!("a"), Ok(json!("a"))),
-            (json!({"type": "string", "minLength": 2}), json!("a"), Err("must be at least 2 characters long, got 1")),
-            (json!({"type": "string", "maxLength": 2}), json!("abc"), Err("must be at most 2 characters long, got 3")),
-            (json!({"type": "string", "pattern": "^[0-9.]+$"}), json!("10.0.0.1"), Ok(json!("10.0.0.1"))),
-            (json!({"type": "string", "pattern": "^[0-9.]+$"}), json!("plc"), Err("must match the pattern \"^[0-9.]+$\", got \"plc\"")),
+            (
+                json!({"type": "boolean"}),
+                json!(1),
+                Err("expected a boolean, got number 1"),
+            ),
+            (
+                json!({"type": "string", "enum": ["a", "b"]}),
+                json!("c"),
+                Err("must be one of \"a\", \"b\", got \"c\""),
+            ),
+            (
+                json!({"type": "string", "allowedValues": ["a"]}),
+                json!("a"),
+                Ok(json!("a")),
+            ),
+            (
+                json!({"type": "string", "minLength": 2}),
+                json!("a"),
+                Err("must be at least 2 characters long, got 1"),
+            ),
+            (
+                json!({"type": "string", "maxLength": 2}),
+                json!("abc"),
+                Err("must be at most 2 characters long, got 3"),
+            ),
+            (
+                json!({"type": "string", "pattern": "^[0-9.]+$"}),
+                json!("10.0.0.1"),
+                Ok(json!("10.0.0.1")),
+            ),
+            (
+                json!({"type": "string", "pattern": "^[0-9.]+$"}),
+                json!("plc"),
+                Err("must match the pattern \"^[0-9.]+$\", got \"plc\""),
+            ),
             (json!({"type": "array"}), json!([1]), Ok(json!([1]))),
         ];
         for (s, value, expected) in cases {
@@ -235,10 +275,22 @@ mod tests {
     #[test]
     fn missing_undeclared_and_defaults() {
         let mut specs = BTreeMap::new();
-        specs.insert("host".to_string(), (spec(json!({"type": "string"})), Pos::default()));
-        specs.insert("port".to_string(), (spec(json!({"type": "integer", "default": 502})), Pos::default()));
+        specs.insert(
+            "host".to_string(),
+            (spec(json!({"type": "string"})), Pos::default()),
+        );
+        specs.insert(
+            "port".to_string(),
+            (
+                spec(json!({"type": "integer", "default": 502})),
+                Pos::default(),
+            ),
+        );
         let mut diagnostics = Vec::new();
-        let given = json!({"hots": "x"}).as_object().cloned().unwrap_or_default();
+        let given = json!({"hots": "x"})
+            .as_object()
+            .cloned()
+            .unwrap_or_default();
         let values = resolve(&specs, &given, &mut diagnostics);
         assert_eq!(values.get("port"), Some(&json!(502)));
         let messages: Vec<String> = diagnostics.iter().map(ToString::to_string).collect();

@@ -209,7 +209,10 @@ impl Scope<'_> {
 
 fn reference(service: &str, resource: &str) -> Json {
     let mut map = Map::new();
-    map.insert(REF_KEY.into(), Json::String(format!("{service}::{resource}")));
+    map.insert(
+        REF_KEY.into(),
+        Json::String(format!("{service}::{resource}")),
+    );
     Json::Object(map)
 }
 

@@ -154,12 +154,23 @@ fn load_tree(
         diagnostics.push(Diagnostic::new(
             "",
             Some(root.pos),
-            format!("a commissioning file is a map with `metadata` and `resources`, got {}", root.describe()),
+            format!(
+                "a commissioning file is a map with `metadata` and `resources`, got {}",
+                root.describe()
+            ),
         ));
         return None;
     };
     for (key, _) in top {
-        if !["description", "metadata", "parameters", "definitions", "resources"].contains(&key.name.as_str()) {
+        if ![
+            "description",
+            "metadata",
+            "parameters",
+            "definitions",
+            "resources",
+        ]
+        .contains(&key.name.as_str())
+        {
             diagnostics.push(Diagnostic::new(
                 &key.name,
                 Some(key.pos),
@@ -186,7 +197,8 @@ fn load_tree(
         for (name, spec_node) in entries(node, "parameters", diagnostics) {
             let path = join("parameters", &name.name);
             let json = plain.resolve(spec_node, &path, &mut scratch, diagnostics);
-            if let Some(spec) = typed::<ParameterSpec>(json, &path, &scratch.positions, diagnostics) {
+            if let Some(spec) = typed::<ParameterSpec>(json, &path, &scratch.positions, diagnostics)
+            {
                 specs.insert(name.name.clone(), (spec, spec_node.pos));
             }
         }
@@ -196,20 +208,35 @@ fn load_tree(
 
     // Pseudo parameters, then definitions in file order (each may use the ones before it).
     values.insert("Cybus::ServiceId".into(), Json::String(service_id.into()));
-    values.insert("Cybus::MqttHost".into(), Json::String(env.mqtt_host.clone()));
+    values.insert(
+        "Cybus::MqttHost".into(),
+        Json::String(env.mqtt_host.clone()),
+    );
     values.insert("Cybus::MqttPort".into(), Json::from(env.mqtt_port));
     values.insert("Cybus::MqttUser".into(), Json::String(service_id.into()));
-    values.insert("Cybus::MqttPassword".into(), Json::String(env.mqtt_password.clone()));
-    values.insert("Cybus::MqttRoot".into(), Json::String(format!("services/{service_id}")));
+    values.insert(
+        "Cybus::MqttPassword".into(),
+        Json::String(env.mqtt_password.clone()),
+    );
+    values.insert(
+        "Cybus::MqttRoot".into(),
+        Json::String(format!("services/{service_id}")),
+    );
     if let Some(node) = root.get("definitions") {
         for (name, definition) in entries(node, "definitions", diagnostics) {
-            let scope = Scope { values: &values, ..plain };
+            let scope = Scope {
+                values: &values,
+                ..plain
+            };
             let path = join("definitions", &name.name);
             let value = scope.resolve(definition, &path, &mut scratch, diagnostics);
             if name.name == "CYBUS_MQTT_ROOT" {
                 match &value {
                     Json::String(root) => {
-                        values.insert("Cybus::MqttRoot".into(), Json::String(root.trim_end_matches('/').into()));
+                        values.insert(
+                            "Cybus::MqttRoot".into(),
+                            Json::String(root.trim_end_matches('/').into()),
+                        );
                     }
                     other => diagnostics.push(Diagnostic::new(
                         &path,
@@ -228,21 +255,42 @@ fn load_tree(
         .to_string();
 
     let metadata = root.get("metadata").and_then(|node| {
-        let json = Scope { values: &values, ..plain }.resolve(node, "metadata", &mut scratch, diagnostics);
+        let json = Scope {
+            values: &values,
+            ..plain
+        }
+        .resolve(node, "metadata", &mut scratch, diagnostics);
         let metadata = typed::<Metadata>(json, "metadata", &scratch.positions, diagnostics)?;
         if metadata.name.chars().count() > 80 {
-            diagnostics.push(Diagnostic::new("metadata.name", position_of(&scratch.positions, "metadata.name"), "must be at most 80 characters"));
+            diagnostics.push(Diagnostic::new(
+                "metadata.name",
+                position_of(&scratch.positions, "metadata.name"),
+                "must be at most 80 characters",
+            ));
         }
         Some(metadata)
     });
     if root.get("metadata").is_none() {
-        diagnostics.push(Diagnostic::new("metadata", Some(root.pos), "missing: every commissioning file needs `metadata` with a `name`"));
+        diagnostics.push(Diagnostic::new(
+            "metadata",
+            Some(root.pos),
+            "missing: every commissioning file needs `metadata` with a `name`",
+        ));
     }
     let description = root.get("description").and_then(|node| {
-        match (Scope { values: &values, ..plain }).resolve(node, "description", &mut scratch, diagnostics) {
+        match (Scope {
+            values: &values,
+            ..plain
+        })
+        .resolve(node, "description", &mut scratch, diagnostics)
+        {
             Json::String(s) => Some(s),
             other => {
-                diagnostics.push(Diagnostic::new("description", Some(node.pos), format!("expected text, got {}", params::describe(&other))));
+                diagnostics.push(Diagnostic::new(
+                    "description",
+                    Some(node.pos),
+                    format!("expected text, got {}", params::describe(&other)),
+                ));
                 None
             }
         }
@@ -252,14 +300,22 @@ fn load_tree(
     let resource_nodes: Vec<_> = match root.get("resources") {
         Some(node) => entries(node, "resources", diagnostics),
         None => {
-            diagnostics.push(Diagnostic::new("resources", Some(root.pos), "missing: a service needs at least one resource"));
+            diagnostics.push(Diagnostic::new(
+                "resources",
+                Some(root.pos),
+                "missing: a service needs at least one resource",
+            ));
             Vec::new()
         }
     };
     let ids: BTreeSet<String> = resource_nodes.iter().map(|(k, _)| k.name.clone()).collect();
     let mut types = BTreeMap::new();
     for (key, node) in &resource_nodes {
-        if let Some(Node { value: Value::Str(t), .. }) = node.get("type") {
+        if let Some(Node {
+            value: Value::Str(t),
+            ..
+        }) = node.get("type")
+        {
             types.insert(key.name.clone(), t.clone());
         }
     }
@@ -274,8 +330,22 @@ fn load_tree(
     for (key, node) in &resource_nodes {
         let path = join("resources", &key.name);
         let mut out = Resolved::default();
-        if let Some(resource) = load_resource(&scope, &key.name, node, &path, &types, &mqtt_root, &mut out, diagnostics) {
-            depends_on.extend(out.service_refs.iter().filter(|s| *s != service_id).cloned());
+        if let Some(resource) = load_resource(
+            &scope,
+            &key.name,
+            node,
+            &path,
+            &types,
+            &mqtt_root,
+            &mut out,
+            diagnostics,
+        ) {
+            depends_on.extend(
+                out.service_refs
+                    .iter()
+                    .filter(|s| *s != service_id)
+                    .cloned(),
+            );
             resources.insert(key.name.clone(), resource);
         }
     }
@@ -292,12 +362,20 @@ fn load_tree(
     })
 }
 
-fn entries<'n>(node: &'n Node, path: &str, diagnostics: &mut Vec<Diagnostic>) -> Vec<(&'n crate::yaml::Key, &'n Node)> {
+fn entries<'n>(
+    node: &'n Node,
+    path: &str,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Vec<(&'n crate::yaml::Key, &'n Node)> {
     match &node.value {
         Value::Map(entries) => entries.iter().map(|(k, v)| (k, v)).collect(),
         Value::Null => Vec::new(),
         _ => {
-            diagnostics.push(Diagnostic::new(path, Some(node.pos), format!("expected a map, got {}", node.describe())));
+            diagnostics.push(Diagnostic::new(
+                path,
+                Some(node.pos),
+                format!("expected a map, got {}", node.describe()),
+            ));
             Vec::new()
         }
     }
@@ -315,27 +393,57 @@ fn load_resource(
     diagnostics: &mut Vec<Diagnostic>,
 ) -> Option<Resource> {
     let before = diagnostics.len();
-    if !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') || id.is_empty() {
-        diagnostics.push(Diagnostic::new(path, Some(node.pos), "resource ids may contain only letters, digits, `_` and `-`"));
+    if !id
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        || id.is_empty()
+    {
+        diagnostics.push(Diagnostic::new(
+            path,
+            Some(node.pos),
+            "resource ids may contain only letters, digits, `_` and `-`",
+        ));
     }
     let Value::Map(fields) = &node.value else {
-        diagnostics.push(Diagnostic::new(path, Some(node.pos), format!("expected a map with `type` and `properties`, got {}", node.describe())));
+        diagnostics.push(Diagnostic::new(
+            path,
+            Some(node.pos),
+            format!(
+                "expected a map with `type` and `properties`, got {}",
+                node.describe()
+            ),
+        ));
         return None;
     };
     for (key, _) in fields {
         if key.name != "type" && key.name != "properties" {
-            diagnostics.push(Diagnostic::new(join(path, &key.name), Some(key.pos), "unknown key; a resource has only `type` and `properties`"));
+            diagnostics.push(Diagnostic::new(
+                join(path, &key.name),
+                Some(key.pos),
+                "unknown key; a resource has only `type` and `properties`",
+            ));
         }
     }
     let type_name = match node.get("type").map(|t| &t.value) {
         Some(Value::Str(t)) if RESOURCE_TYPES.contains(&t.as_str()) => t.clone(),
         Some(Value::Str(t)) => {
             let pos = node.get("type").map(|t| t.pos);
-            diagnostics.push(Diagnostic::new(join(path, "type"), pos, format!("unknown resource type `{t}`; supported: {}", RESOURCE_TYPES.join(", "))));
+            diagnostics.push(Diagnostic::new(
+                join(path, "type"),
+                pos,
+                format!(
+                    "unknown resource type `{t}`; supported: {}",
+                    RESOURCE_TYPES.join(", ")
+                ),
+            ));
             return None;
         }
         _ => {
-            diagnostics.push(Diagnostic::new(join(path, "type"), Some(node.pos), "missing: every resource needs a `type`"));
+            diagnostics.push(Diagnostic::new(
+                join(path, "type"),
+                Some(node.pos),
+                "missing: every resource needs a `type`",
+            ));
             return None;
         }
     };
@@ -350,25 +458,59 @@ fn load_resource(
     let positions = &out.positions;
     let kind = match type_name.as_str() {
         "Cybus::Connection" => {
-            let shape: ConnectionShape = typed(properties.clone(), &props_path, positions, diagnostics)?;
+            let shape: ConnectionShape =
+                typed(properties.clone(), &props_path, positions, diagnostics)?;
             let conn_path = join(&props_path, "connection");
             let params = match shape.protocol {
-                Protocol::Modbus => ConnectionParams::Modbus(typed(shape.connection, &conn_path, positions, diagnostics)?),
-                Protocol::Opcua => ConnectionParams::Opcua(typed(shape.connection, &conn_path, positions, diagnostics)?),
-                Protocol::Mqtt => ConnectionParams::Mqtt(typed(shape.connection, &conn_path, positions, diagnostics)?),
+                Protocol::Modbus => ConnectionParams::Modbus(typed(
+                    shape.connection,
+                    &conn_path,
+                    positions,
+                    diagnostics,
+                )?),
+                Protocol::Opcua => ConnectionParams::Opcua(typed(
+                    shape.connection,
+                    &conn_path,
+                    positions,
+                    diagnostics,
+                )?),
+                Protocol::Mqtt => ConnectionParams::Mqtt(typed(
+                    shape.connection,
+                    &conn_path,
+                    positions,
+                    diagnostics,
+                )?),
             };
             if let ConnectionParams::Modbus(m) = &params
                 && let Some(size) = m.max_batch_size
                 && !(1..=2000).contains(&size)
             {
                 let p = join(&conn_path, "maxBatchSize");
-                diagnostics.push(Diagnostic::new(&p, position_of(positions, &p), format!("expected 1-2000 (at most 125 are used for registers), got {size}")));
+                diagnostics.push(Diagnostic::new(
+                    &p,
+                    position_of(positions, &p),
+                    format!("expected 1-2000 (at most 125 are used for registers), got {size}"),
+                ));
             }
-            ResourceKind::Connection(Connection { protocol: shape.protocol, params, target_state: shape.target_state, agent_name: shape.agent_name })
+            ResourceKind::Connection(Connection {
+                protocol: shape.protocol,
+                params,
+                target_state: shape.target_state,
+                agent_name: shape.agent_name,
+            })
         }
         "Cybus::Endpoint" => {
-            let shape: EndpointShape = typed(properties.clone(), &props_path, positions, diagnostics)?;
-            check_ref(scope, &shape.connection, "Cybus::Connection", types, &join(&props_path, "connection"), positions, diagnostics);
+            let shape: EndpointShape =
+                typed(properties.clone(), &props_path, positions, diagnostics)?;
+            check_ref(
+                scope,
+                &shape.connection,
+                "Cybus::Connection",
+                types,
+                &join(&props_path, "connection"),
+                positions,
+                diagnostics,
+            );
             let chosen: Vec<(Operation, Json, &str)> = [
                 (Operation::Subscribe, shape.subscribe, "subscribe"),
                 (Operation::Read, shape.read, "read"),
@@ -378,7 +520,11 @@ fn load_resource(
             .filter_map(|(op, v, name)| v.map(|v| (op, v, name)))
             .collect();
             let [(operation, address, name)] = <[_; 1]>::try_from(chosen).ok().or_else(|| {
-                diagnostics.push(Diagnostic::new(&props_path, position_of(positions, &props_path), "an endpoint needs exactly one of `subscribe`, `read` or `write`"));
+                diagnostics.push(Diagnostic::new(
+                    &props_path,
+                    position_of(positions, &props_path),
+                    "an endpoint needs exactly one of `subscribe`, `read` or `write`",
+                ));
                 None
             })?;
             let address_path = join(&props_path, name);
@@ -389,17 +535,40 @@ fn load_resource(
                     Address::Modbus(a)
                 }
                 Protocol::Opcua => {
-                    let a: crate::model::OpcuaAddress = typed(address, &address_path, positions, diagnostics)?;
+                    let a: crate::model::OpcuaAddress =
+                        typed(address, &address_path, positions, diagnostics)?;
                     if a.node_id.is_some() == a.browse_path.is_some() {
-                        diagnostics.push(Diagnostic::new(&address_path, position_of(positions, &address_path), "give exactly one of `nodeId` or `browsePath`"));
+                        diagnostics.push(Diagnostic::new(
+                            &address_path,
+                            position_of(positions, &address_path),
+                            "give exactly one of `nodeId` or `browsePath`",
+                        ));
                     }
                     Address::Opcua(a)
                 }
-                Protocol::Mqtt => Address::Mqtt(typed(address, &address_path, positions, diagnostics)?),
+                Protocol::Mqtt => {
+                    Address::Mqtt(typed(address, &address_path, positions, diagnostics)?)
+                }
             };
             let topic = shape.topic.unwrap_or_else(|| id.to_string());
-            check_topic(&topic, false, false, &join(&props_path, "topic"), positions, diagnostics);
-            ResourceKind::Endpoint(Endpoint { protocol: shape.protocol, connection: shape.connection, operation, address, topic, qos: shape.qos.unwrap_or(Qos(0)), retain: shape.retain, rules: shape.rules })
+            check_topic(
+                &topic,
+                false,
+                false,
+                &join(&props_path, "topic"),
+                positions,
+                diagnostics,
+            );
+            ResourceKind::Endpoint(Endpoint {
+                protocol: shape.protocol,
+                connection: shape.connection,
+                operation,
+                address,
+                topic,
+                qos: shape.qos.unwrap_or(Qos(0)),
+                retain: shape.retain,
+                rules: shape.rules,
+            })
         }
         "Cybus::Mapping" => {
             let mapping: Mapping = typed(properties.clone(), &props_path, positions, diagnostics)?;
@@ -409,15 +578,32 @@ fn load_resource(
         "Cybus::User" => {
             let user: User = typed(properties.clone(), &props_path, positions, diagnostics)?;
             for (i, role) in user.roles.iter().enumerate() {
-                check_ref(scope, role, "Cybus::Role", types, &index(&join(&props_path, "roles"), i), positions, diagnostics);
+                check_ref(
+                    scope,
+                    role,
+                    "Cybus::Role",
+                    types,
+                    &index(&join(&props_path, "roles"), i),
+                    positions,
+                    diagnostics,
+                );
             }
             if user.password.is_empty() {
                 let p = join(&props_path, "password");
-                diagnostics.push(Diagnostic::new(&p, position_of(positions, &p), "must not be empty"));
+                diagnostics.push(Diagnostic::new(
+                    &p,
+                    position_of(positions, &p),
+                    "must not be empty",
+                ));
             }
             ResourceKind::User(user)
         }
-        "Cybus::Role" => ResourceKind::Role(typed::<Role>(properties.clone(), &props_path, positions, diagnostics)?),
+        "Cybus::Role" => ResourceKind::Role(typed::<Role>(
+            properties.clone(),
+            &props_path,
+            positions,
+            diagnostics,
+        )?),
         _ => return None,
     };
     (diagnostics.len() == before).then(|| Resource {
@@ -439,7 +625,9 @@ fn expand_mqtt_root(value: &mut Json, root: &str) {
                 }
             }
         }
-        Json::Array(items) => items.iter_mut().for_each(|item| expand_mqtt_root(item, root)),
+        Json::Array(items) => items
+            .iter_mut()
+            .for_each(|item| expand_mqtt_root(item, root)),
         _ => {}
     }
 }
@@ -464,11 +652,21 @@ fn check_ref(
     if let Some(actual) = actual
         && actual != expected
     {
-        diagnostics.push(Diagnostic::new(path, position_of(positions, path), format!("`{reference}` is a {actual}; expected a {expected}")));
+        diagnostics.push(Diagnostic::new(
+            path,
+            position_of(positions, path),
+            format!("`{reference}` is a {actual}; expected a {expected}"),
+        ));
     }
 }
 
-fn check_modbus_address(a: &ModbusAddress, operation: Operation, path: &str, positions: &BTreeMap<String, Pos>, diagnostics: &mut Vec<Diagnostic>) {
+fn check_modbus_address(
+    a: &ModbusAddress,
+    operation: Operation,
+    path: &str,
+    positions: &BTreeMap<String, Pos>,
+    diagnostics: &mut Vec<Diagnostic>,
+) {
     let fc_path = join(path, "fc");
     let allowed: &[u8] = match operation {
         Operation::Subscribe | Operation::Read => &[1, 2, 3, 4],
@@ -476,18 +674,38 @@ fn check_modbus_address(a: &ModbusAddress, operation: Operation, path: &str, pos
     };
     if !allowed.contains(&a.fc) {
         let list: Vec<String> = allowed.iter().map(u8::to_string).collect();
-        diagnostics.push(Diagnostic::new(&fc_path, position_of(positions, &fc_path), format!("function code {} cannot be used here; expected one of {}", a.fc, list.join(", "))));
+        diagnostics.push(Diagnostic::new(
+            &fc_path,
+            position_of(positions, &fc_path),
+            format!(
+                "function code {} cannot be used here; expected one of {}",
+                a.fc,
+                list.join(", ")
+            ),
+        ));
     }
     if a.interval.is_some() && a.cron_expression.is_some() {
-        diagnostics.push(Diagnostic::new(path, position_of(positions, path), "give `interval` or `cronExpression`, not both"));
+        diagnostics.push(Diagnostic::new(
+            path,
+            position_of(positions, path),
+            "give `interval` or `cronExpression`, not both",
+        ));
     }
-    if a.length == 0 || (a.fc <= 2 && a.length > 2000) || (matches!(a.fc, 3 | 4) && a.length > 125) {
+    if a.length == 0 || (a.fc <= 2 && a.length > 2000) || (matches!(a.fc, 3 | 4) && a.length > 125)
+    {
         let p = join(path, "length");
         diagnostics.push(Diagnostic::new(&p, position_of(positions, &p), format!("length {} is outside what one Modbus request can carry (1-125 registers, 1-2000 coils)", a.length)));
     }
 }
 
-fn check_mapping(scope: &Scope<'_>, mapping: &Mapping, types: &BTreeMap<String, String>, path: &str, positions: &BTreeMap<String, Pos>, diagnostics: &mut Vec<Diagnostic>) {
+fn check_mapping(
+    scope: &Scope<'_>,
+    mapping: &Mapping,
+    types: &BTreeMap<String, String>,
+    path: &str,
+    positions: &BTreeMap<String, Pos>,
+    diagnostics: &mut Vec<Diagnostic>,
+) {
     for (i, entry) in mapping.mappings.iter().enumerate() {
         let entry_path = index(&join(path, "mappings"), i);
         let many = matches!(entry.subscribe, crate::model::OneOrMany::Many(_));
@@ -497,35 +715,98 @@ fn check_mapping(scope: &Scope<'_>, mapping: &Mapping, types: &BTreeMap<String, 
                 false => join(&entry_path, "subscribe"),
             };
             match (&source.endpoint, &source.topic) {
-                (Some(endpoint), None) => check_ref(scope, endpoint, "Cybus::Endpoint", types, &join(&source_path, "endpoint"), positions, diagnostics),
-                (None, Some(topic)) => check_topic(topic, true, true, &join(&source_path, "topic"), positions, diagnostics),
-                _ => diagnostics.push(Diagnostic::new(&source_path, position_of(positions, &source_path), "give exactly one of `endpoint` or `topic`")),
+                (Some(endpoint), None) => check_ref(
+                    scope,
+                    endpoint,
+                    "Cybus::Endpoint",
+                    types,
+                    &join(&source_path, "endpoint"),
+                    positions,
+                    diagnostics,
+                ),
+                (None, Some(topic)) => check_topic(
+                    topic,
+                    true,
+                    true,
+                    &join(&source_path, "topic"),
+                    positions,
+                    diagnostics,
+                ),
+                _ => diagnostics.push(Diagnostic::new(
+                    &source_path,
+                    position_of(positions, &source_path),
+                    "give exactly one of `endpoint` or `topic`",
+                )),
             }
             if let Some(connection) = &source.connection {
-                check_ref(scope, connection, "Cybus::Connection", types, &join(&source_path, "connection"), positions, diagnostics);
+                check_ref(
+                    scope,
+                    connection,
+                    "Cybus::Connection",
+                    types,
+                    &join(&source_path, "connection"),
+                    positions,
+                    diagnostics,
+                );
             }
         }
         let sink_path = join(&entry_path, "publish");
         match (&entry.publish.endpoint, &entry.publish.topic) {
-            (Some(endpoint), None) => check_ref(scope, endpoint, "Cybus::Endpoint", types, &join(&sink_path, "endpoint"), positions, diagnostics),
-            (None, Some(topic)) => check_topic(topic, false, true, &join(&sink_path, "topic"), positions, diagnostics),
-            _ => diagnostics.push(Diagnostic::new(&sink_path, position_of(positions, &sink_path), "give exactly one of `endpoint` or `topic`")),
+            (Some(endpoint), None) => check_ref(
+                scope,
+                endpoint,
+                "Cybus::Endpoint",
+                types,
+                &join(&sink_path, "endpoint"),
+                positions,
+                diagnostics,
+            ),
+            (None, Some(topic)) => check_topic(
+                topic,
+                false,
+                true,
+                &join(&sink_path, "topic"),
+                positions,
+                diagnostics,
+            ),
+            _ => diagnostics.push(Diagnostic::new(
+                &sink_path,
+                position_of(positions, &sink_path),
+                "give exactly one of `endpoint` or `topic`",
+            )),
         }
         if let Some(connection) = &entry.publish.connection {
-            check_ref(scope, connection, "Cybus::Connection", types, &join(&sink_path, "connection"), positions, diagnostics);
+            check_ref(
+                scope,
+                connection,
+                "Cybus::Connection",
+                types,
+                &join(&sink_path, "connection"),
+                positions,
+                diagnostics,
+            );
         }
     }
 }
 
 /// Topic syntax: no empty topic, no NUL; wildcards (`+`, `#`, and the named forms `+name`,
 /// `#name`) only in subscriptions, `#` only last.
-fn check_topic(topic: &str, wildcards: bool, absolute: bool, path: &str, positions: &BTreeMap<String, Pos>, diagnostics: &mut Vec<Diagnostic>) {
+fn check_topic(
+    topic: &str,
+    wildcards: bool,
+    absolute: bool,
+    path: &str,
+    positions: &BTreeMap<String, Pos>,
+    diagnostics: &mut Vec<Diagnostic>,
+) {
     let problem = if topic.is_empty() {
         Some("a topic must not be empty".to_string())
     } else if topic.contains('\0') {
         Some("a topic must not contain NUL".to_string())
     } else if !absolute && topic.starts_with('/') {
-        Some("an endpoint topic is relative to the service root; remove the leading `/`".to_string())
+        Some(
+            "an endpoint topic is relative to the service root; remove the leading `/`".to_string(),
+        )
     } else {
         let levels: Vec<&str> = topic.split('/').collect();
         levels.iter().enumerate().find_map(|(i, level)| {
@@ -533,7 +814,9 @@ fn check_topic(topic: &str, wildcards: bool, absolute: bool, path: &str, positio
             if !wildcard && (level.contains('+') || level.contains('#')) {
                 Some(format!("`{level}`: `+` and `#` must start a topic level"))
             } else if wildcard && !wildcards {
-                Some(format!("`{level}`: wildcards are allowed only where the mapping subscribes"))
+                Some(format!(
+                    "`{level}`: wildcards are allowed only where the mapping subscribes"
+                ))
             } else if level.starts_with('#') && i + 1 != levels.len() {
                 Some(format!("`{level}`: `#` must be the last topic level"))
             } else {
@@ -547,14 +830,27 @@ fn check_topic(topic: &str, wildcards: bool, absolute: bool, path: &str, positio
 }
 
 /// Orders resources so each starts after those it references; a cycle is reported.
-fn start_order(resources: &BTreeMap<String, Resource>, diagnostics: &mut Vec<Diagnostic>) -> Vec<String> {
+fn start_order(
+    resources: &BTreeMap<String, Resource>,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Vec<String> {
     let mut order = Vec::with_capacity(resources.len());
     let mut state: BTreeMap<&str, u8> = BTreeMap::new(); // 1 visiting, 2 done
-    fn visit<'r>(id: &'r str, resources: &'r BTreeMap<String, Resource>, state: &mut BTreeMap<&'r str, u8>, order: &mut Vec<String>, diagnostics: &mut Vec<Diagnostic>) {
+    fn visit<'r>(
+        id: &'r str,
+        resources: &'r BTreeMap<String, Resource>,
+        state: &mut BTreeMap<&'r str, u8>,
+        order: &mut Vec<String>,
+        diagnostics: &mut Vec<Diagnostic>,
+    ) {
         match state.get(id) {
             Some(2) => return,
             Some(_) => {
-                diagnostics.push(Diagnostic::new(join("resources", id), None, "resources reference each other in a cycle"));
+                diagnostics.push(Diagnostic::new(
+                    join("resources", id),
+                    None,
+                    "resources reference each other in a cycle",
+                ));
                 return;
             }
             None => {}

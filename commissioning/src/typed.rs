@@ -109,7 +109,9 @@ fn segments(path: &str) -> Vec<Segment> {
             }
             rest = &rest[open..];
             while let Some(stripped) = rest.strip_prefix('[') {
-                let Some(close) = stripped.find(']') else { break };
+                let Some(close) = stripped.find(']') else {
+                    break;
+                };
                 if let Ok(i) = stripped[..close].parse() {
                     out.push(Segment::Index(i));
                 }
@@ -146,12 +148,18 @@ fn friendly(message: &str) -> String {
     if let Some(rest) = message.strip_prefix("unknown field `")
         && let Some((field, expected)) = rest.split_once("`, expected ")
     {
-        return format!("unknown property `{field}`; allowed here: {}", expected.replace("one of ", ""));
+        return format!(
+            "unknown property `{field}`; allowed here: {}",
+            expected.replace("one of ", "")
+        );
     }
     if let Some(rest) = message.strip_prefix("unknown variant `")
         && let Some((variant, expected)) = rest.split_once("`, expected ")
     {
-        return format!("unknown value `{variant}`; expected {}", expected.replace("one of ", "one of "));
+        return format!(
+            "unknown value `{variant}`; expected {}",
+            expected.replace("one of ", "one of ")
+        );
     }
     if let Some(rest) = message.strip_prefix("missing field `") {
         return format!("missing required property `{}", rest);
@@ -183,7 +191,10 @@ mod tests {
 
     #[test]
     fn reports_every_problem_once() {
-        assert_eq!(problems(json!({"host": "h", "port": 502})), Vec::<String>::new());
+        assert_eq!(
+            problems(json!({"host": "h", "port": 502})),
+            Vec::<String>::new()
+        );
         assert_eq!(
             problems(json!({"host": 1, "port": "5o2", "tags": [1, 300], "colour": "red"})),
             [
@@ -193,6 +204,9 @@ mod tests {
                 "c.tags[1]: expected integer 0-255, got integer 300",
             ]
         );
-        assert_eq!(problems(json!({"host": "h"})), ["c: missing required property `port`"]);
+        assert_eq!(
+            problems(json!({"host": "h"})),
+            ["c: missing required property `port`"]
+        );
     }
 }

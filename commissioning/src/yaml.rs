@@ -131,13 +131,7 @@ fn convert(node: MarkedYamlOwned, path: &str, diagnostics: &mut Vec<Diagnostic>)
                     }
                 };
                 let child = convert(value, &join(path, &name), diagnostics);
-                out.push((
-                    Key {
-                        name,
-                        pos: key_pos,
-                    },
-                    child,
-                ));
+                out.push((Key { name, pos: key_pos }, child));
             }
             Value::Map(out)
         }
@@ -177,7 +171,9 @@ mod tests {
         let node = parse("a: !ref foo\nb:\n  c: !sub 'x ${y}'\n").expect("valid");
         let a = node.get("a").expect("a");
         assert_eq!(a.pos, Pos { line: 1, column: 4 });
-        assert!(matches!(&a.value, Value::Tagged(t, inner) if t == "ref" && inner.value == Value::Str("foo".into())));
+        assert!(
+            matches!(&a.value, Value::Tagged(t, inner) if t == "ref" && inner.value == Value::Str("foo".into()))
+        );
         let c = node.get("b").and_then(|b| b.get("c")).expect("c");
         assert_eq!(c.pos.line, 3);
     }
@@ -185,7 +181,10 @@ mod tests {
     #[test]
     fn syntax_errors_and_duplicates_are_diagnostics() {
         let errors = parse("a: [1,\n b: c").expect_err("invalid");
-        assert!(errors[0].message.starts_with("YAML syntax error"), "{errors:?}");
+        assert!(
+            errors[0].message.starts_with("YAML syntax error"),
+            "{errors:?}"
+        );
         assert!(errors[0].pos.is_some());
         let errors = parse("a: 1\na: 2\n").expect_err("duplicate");
         assert!(errors[0].to_string().contains("line"), "{errors:?}");

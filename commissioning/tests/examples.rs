@@ -21,8 +21,12 @@ fn parameters_for(file: &str) -> Map<String, Json> {
 
 fn validate(file: &Path) -> Result<commissioning::Service, Vec<String>> {
     let source = std::fs::read_to_string(file).expect("example readable");
-    let name = file.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-    let id = service_id_for(&source, None).map_err(|d| d.iter().map(ToString::to_string).collect::<Vec<_>>())?;
+    let name = file
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default();
+    let id = service_id_for(&source, None)
+        .map_err(|d| d.iter().map(ToString::to_string).collect::<Vec<_>>())?;
     load(&source, &id, &parameters_for(name), &Environment::offline())
         .map_err(|d| d.iter().map(ToString::to_string).collect())
 }
@@ -41,13 +45,18 @@ fn every_example_but_the_broken_one_is_valid() {
         }
         checked += 1;
     }
-    assert!(checked >= 4, "expected at least four valid examples, found {checked}");
+    assert!(
+        checked >= 4,
+        "expected at least four valid examples, found {checked}"
+    );
 }
 
 #[test]
 fn the_broken_example_reports_exactly_its_problems() {
-    let problems = validate(&examples_dir().join("broken.yml")).expect_err("broken.yml must be invalid");
-    let expected = std::fs::read_to_string(examples_dir().join("broken.expected")).expect("broken.expected");
+    let problems =
+        validate(&examples_dir().join("broken.yml")).expect_err("broken.yml must be invalid");
+    let expected =
+        std::fs::read_to_string(examples_dir().join("broken.expected")).expect("broken.expected");
     let expected: Vec<&str> = expected.lines().filter(|l| !l.trim().is_empty()).collect();
     assert_eq!(problems, expected);
 }
@@ -58,13 +67,23 @@ fn examples_resolve_references_and_the_service_root() {
     assert_eq!(service.id, "modbusplc");
     assert_eq!(service.mqtt_root, "services/modbusplc");
     let temperature = &service.resources["temperature"];
-    assert_eq!(temperature.properties["connection"], json!({"$ref": "modbusplc::plcConnection"}));
+    assert_eq!(
+        temperature.properties["connection"],
+        json!({"$ref": "modbusplc::plcConnection"})
+    );
     assert!(temperature.depends_on.contains("plcConnection"));
     let position = |id: &str| service.start_order.iter().position(|r| r == id);
-    assert!(position("plcConnection") < position("temperature"), "{:?}", service.start_order);
+    assert!(
+        position("plcConnection") < position("temperature"),
+        "{:?}",
+        service.start_order
+    );
 
     let forwarder = validate(&examples_dir().join("cloud-forwarder.yml")).expect("valid");
     let topic = &forwarder.resources["forward"].properties["mappings"][1]["publish"]["topic"];
     assert_eq!(topic, "services/cloudforwarder/commands/{command}");
-    assert_eq!(forwarder.resources["cloud"].properties["connection"]["clientId"], "cloudforwarder-uplink");
+    assert_eq!(
+        forwarder.resources["cloud"].properties["connection"]["clientId"],
+        "cloudforwarder-uplink"
+    );
 }

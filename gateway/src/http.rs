@@ -50,6 +50,7 @@ impl HttpServers {
             let app = app.clone();
             let stop = stop.clone();
             tasks.spawn(async move {
+                let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
                 let _ = axum::serve(listener, app)
                     .with_graceful_shutdown(async move { stop.cancelled().await })
                     .await;
@@ -103,7 +104,11 @@ async fn serve_tls(
             },
         };
         let acceptor = acceptor.clone();
-        let service = TowerToHyperService::new(app.clone());
+        // The client's address, for login throttling, as plain HTTP's connect info gives it.
+        let app = app
+            .clone()
+            .layer(axum::Extension(axum::extract::ConnectInfo(peer)));
+        let service = TowerToHyperService::new(app);
         tasks.spawn(async move {
             let stream = match tokio::time::timeout(
                 Duration::from_secs(10),

@@ -3,12 +3,14 @@
 
 pub mod http;
 pub mod settings;
+pub mod supervisor;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use admin_api::{Admin, AdminConfig};
 use anyhow::Context as _;
-use broker::{AnonymousOnly, Broker, BrokerHandle};
+use broker::{Broker, BrokerHandle};
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
@@ -17,6 +19,8 @@ pub use settings::{LogFormat, Settings};
 /// A running gateway and the addresses it actually bound (ports of 0 are resolved).
 pub struct Gateway {
     broker: Broker,
+    admin: Arc<Admin>,
+    background: CancellationToken,
     http: http::HttpServers,
     pub mqtt_addr: Option<SocketAddr>,
     pub mqtts_addr: Option<SocketAddr>,
@@ -31,10 +35,37 @@ impl Gateway {
         if broker_config.persistence_dir.is_none() {
             broker_config.persistence_dir = Some(settings.data_dir.join("broker"));
         }
-        let auth = Arc::new(AnonymousOnly {
+        let (supervisor, statuses) = supervisor::Supervisor::new();
+        let admin = Admin::start(
+            AdminConfig {
+                data_dir: settings.data_dir.clone(),
+                database_url: settings.database.url.clone(),
+                admin_password: settings.admin.password.clone(),
+                mqtt_host: "localhost".into(),
+                mqtt_port: settings.mqtt.port,
+                max_body_bytes: settings.admin.max_body_bytes,
+            },
+            Arc::new(supervisor),
+        )
+        .await
+        .context("cannot start the admin API")?;
+        let auth = Arc::new(admin_api::broker_auth::UserAuth {
+            admin: admin.clone(),
             allow_anonymous: broker_config.allow_anonymous,
         });
-        let broker = Broker::start(broker_config, auth)?;
+        let broker = match Broker::start(broker_config, auth) {
+            Ok(broker) => broker,
+            Err(e) => {
+                admin.shutdown().await;
+                return Err(e.into());
+            }
+        };
+        let background = CancellationToken::new();
+        tokio::spawn(supervisor::publish_statuses(
+            broker.handle(),
+            statuses,
+            background.clone(),
+        ));
         let tls = match &settings.tls {
             settings::Tls::Mode(settings::TlsMode::Off) => None,
             settings::Tls::Mode(settings::TlsMode::SelfSigned) => Some(
@@ -73,8 +104,13 @@ impl Gateway {
                 ),
                 _ => None,
             };
-            let http =
-                http::HttpServers::start(&settings, tls.clone(), broker.websocket_router()).await?;
+            let handle = broker.handle();
+            let probe: admin_api::http::HealthProbe =
+                Arc::new(move || vec![("broker".to_string(), handle.is_running())]);
+            let app = broker
+                .websocket_router()
+                .merge(admin_api::http::router(admin.clone(), probe));
+            let http = http::HttpServers::start(&settings, tls.clone(), app).await?;
             Ok::<_, anyhow::Error>((mqtt_addr, mqtts_addr, http))
         }
         .await;
@@ -83,11 +119,15 @@ impl Gateway {
                 http_addr: http.http_addr,
                 https_addr: http.https_addr,
                 broker,
+                admin,
+                background,
                 http,
                 mqtt_addr,
                 mqtts_addr,
             }),
             Err(e) => {
+                background.cancel();
+                admin.shutdown().await;
                 broker.shutdown().await;
                 Err(e)
             }
@@ -98,9 +138,16 @@ impl Gateway {
         self.broker.handle()
     }
 
-    /// Stops HTTP, then the broker (which saves its state).
+    pub fn admin(&self) -> Arc<Admin> {
+        self.admin.clone()
+    }
+
+    /// Stops HTTP, then the services' resources and the database, then the broker (which saves
+    /// its state).
     pub async fn shutdown(self) {
         self.http.shutdown().await;
+        self.admin.shutdown().await;
+        self.background.cancel();
         self.broker.shutdown().await;
     }
 }

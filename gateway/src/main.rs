@@ -30,12 +30,75 @@ enum Command {
         #[arg(long, value_enum)]
         log_format: Option<LogFormat>,
     },
+    /// Validate commissioning files offline; prints every problem and exits non-zero on any.
+    Validate {
+        /// Commissioning files (YAML).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Parameter value, `name=value` (repeatable); applies to every file given.
+        #[arg(long = "param", short = 'p', value_name = "NAME=VALUE")]
+        params: Vec<String>,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Run { config, log_format } => run(config, log_format),
+        Command::Validate { files, params } => validate(&files, &params),
+    }
+}
+
+fn validate(files: &[PathBuf], params: &[String]) -> ExitCode {
+    let mut parameters = serde_json::Map::new();
+    for param in params {
+        let Some((name, value)) = param.split_once('=') else {
+            eprintln!("ironbridge: --param {param:?} must be NAME=VALUE");
+            return ExitCode::from(2);
+        };
+        parameters.insert(
+            name.to_string(),
+            serde_json::Value::String(value.to_string()),
+        );
+    }
+    let mut failed = false;
+    for file in files {
+        let source = match std::fs::read_to_string(file) {
+            Ok(source) => source,
+            Err(e) => {
+                println!("{}: cannot read: {e}", file.display());
+                failed = true;
+                continue;
+            }
+        };
+        let result = commissioning::service_id_for(&source, None).and_then(|id| {
+            commissioning::load(
+                &source,
+                &id,
+                &parameters,
+                &commissioning::Environment::offline(),
+            )
+        });
+        match result {
+            Ok(service) => println!(
+                "{}: ok (service {}, {} resources)",
+                file.display(),
+                service.id,
+                service.resources.len()
+            ),
+            Err(diagnostics) => {
+                failed = true;
+                println!("{}: {} problems", file.display(), diagnostics.len());
+                for diagnostic in diagnostics {
+                    println!("  {diagnostic}");
+                }
+            }
+        }
+    }
+    if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
     }
 }
 

@@ -24,6 +24,34 @@ pub struct Settings {
     pub https: Listener,
     pub tls: Tls,
     pub broker: BrokerConfig,
+    pub database: DatabaseSettings,
+    pub admin: AdminSettings,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatabaseSettings {
+    /// `postgres://user:password@host/db` or `sqlite://path`; unset is SQLite at
+    /// `<data_dir>/ironbridge.db`.
+    pub url: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminSettings {
+    /// Password of the `admin` user created on first start; generated when unset.
+    pub password: Option<String>,
+    /// Largest API request body in bytes (413 above).
+    pub max_body_bytes: usize,
+}
+
+impl Default for AdminSettings {
+    fn default() -> Self {
+        AdminSettings {
+            password: None,
+            max_body_bytes: 4 * 1024 * 1024,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -103,6 +131,8 @@ impl Default for Settings {
             https: Listener::on(8443),
             tls: Tls::Mode(TlsMode::Off),
             broker: BrokerConfig::default(),
+            database: DatabaseSettings::default(),
+            admin: AdminSettings::default(),
         }
     }
 }
@@ -255,7 +285,11 @@ mod tests {
             (1883, 8883, 8080, 8443)
         );
         assert!(!s.tls_enabled());
-        assert!(s.broker.allow_anonymous);
+        assert!(
+            !s.broker.allow_anonymous,
+            "anonymous MQTT is off by default (SPEC 7)"
+        );
+        assert_eq!(s.database.url, None);
     }
 
     #[test]
@@ -268,10 +302,12 @@ mod tests {
                 ("IRONBRIDGE_MQTTS_PORT", "18883"),
                 ("IRONBRIDGE_HTTP_PORT", "18080"),
                 ("IRONBRIDGE_HTTPS_PORT", "18443"),
-                ("IRONBRIDGE_BROKER_ALLOW_ANONYMOUS", "false"),
+                ("IRONBRIDGE_BROKER_ALLOW_ANONYMOUS", "true"),
                 ("IRONBRIDGE_LOG_FORMAT", "json"),
                 ("IRONBRIDGE_BROKER_MAX_PACKET_SIZE", "4096"),
                 ("IRONBRIDGE_TLS", "self-signed"),
+                ("IRONBRIDGE_ADMIN_PASSWORD", "12345678"),
+                ("IRONBRIDGE_DATABASE_URL", "postgres://u:p@db/ironbridge"),
                 ("PATH", "/usr/bin"),
             ]),
         )
@@ -281,10 +317,19 @@ mod tests {
             (s.mqtt.port, s.mqtts.port, s.http.port, s.https.port),
             (0, 18883, 18080, 18443)
         );
-        assert!(!s.broker.allow_anonymous);
+        assert!(s.broker.allow_anonymous);
         assert_eq!(s.log.format, LogFormat::Json);
         assert_eq!(s.broker.max_packet_size, 4096);
         assert_eq!(s.tls, Tls::Mode(TlsMode::SelfSigned));
+        assert_eq!(
+            s.admin.password.as_deref(),
+            Some("12345678"),
+            "numeric-looking passwords stay text"
+        );
+        assert_eq!(
+            s.database.url.as_deref(),
+            Some("postgres://u:p@db/ironbridge")
+        );
     }
 
     #[test]

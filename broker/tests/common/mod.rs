@@ -27,6 +27,7 @@ pub struct TestBroker {
 pub fn config() -> BrokerConfig {
     BrokerConfig {
         sys_interval_secs: 1,
+        allow_anonymous: true,
         ..BrokerConfig::default()
     }
 }

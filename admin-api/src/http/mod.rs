@@ -1,0 +1,168 @@
+//! The REST API (SPEC section 8): one router per resource merged here, token checks and the
+//! permission check for every protected route in one middleware.
+
+mod accounts;
+pub mod dto;
+pub mod error;
+mod openapi;
+mod services;
+mod system;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request, State};
+use axum::http::request::Parts;
+use axum::http::{Method, header};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::{Json, Router};
+use commissioning::model::{AccessContext, AccessOperation};
+use serde::de::DeserializeOwned;
+
+use crate::Admin;
+use crate::access::allows;
+use crate::accounts::Caller;
+use error::{ApiError, ApiResult};
+
+/// Health of parts the admin API does not own (the broker), supplied by the gateway.
+pub type HealthProbe = Arc<dyn Fn() -> Vec<(String, bool)> + Send + Sync>;
+
+#[derive(Clone)]
+pub struct ApiState {
+    pub admin: Arc<Admin>,
+    pub health: HealthProbe,
+}
+
+/// The API under `/api` plus `/api/openapi.json`. Unknown `/api/...` paths get a JSON 404.
+pub fn router(admin: Arc<Admin>, health: HealthProbe) -> Router {
+    let max_body = admin.config.max_body_bytes;
+    let state = ApiState { admin, health };
+    let protected = Router::new()
+        .merge(accounts::protected_routes())
+        .merge(services::routes())
+        .merge(system::protected_routes())
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            require_permission,
+        ));
+    let self_service = accounts::self_service_routes()
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
+    Router::new()
+        .merge(protected)
+        .merge(self_service)
+        .merge(accounts::public_routes())
+        .merge(system::public_routes())
+        .fallback(|| async { ApiError::not_found() })
+        .layer(axum::extract::DefaultBodyLimit::max(max_body))
+        .with_state(state)
+}
+
+/// The bearer token from `Authorization: Bearer ...` or `?apiToken=...`.
+fn token(parts: &Parts) -> Option<String> {
+    if let Some(value) = parts
+        .headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    {
+        return value.strip_prefix("Bearer ").map(|t| t.trim().to_string());
+    }
+    parts.uri.query()?.split('&').find_map(|pair| {
+        let (key, value) = pair.split_once('=')?;
+        (key == "apiToken").then(|| value.to_string())
+    })
+}
+
+fn authenticate(state: &ApiState, parts: &Parts) -> ApiResult<Caller> {
+    let token = token(parts).ok_or_else(|| {
+        ApiError::from(crate::AdminError::Unauthenticated("send a token as `Authorization: Bearer <token>` or `?apiToken=`; get one from POST /api/login".into()))
+    })?;
+    Ok(state.admin.caller(&token)?)
+}
+
+/// Token only: for what every logged-in user may do to themselves.
+async fn require_token(State(state): State<ApiState>, request: Request, next: Next) -> Response {
+    let (mut parts, body) = request.into_parts();
+    match authenticate(&state, &parts) {
+        Ok(caller) => {
+            parts.extensions.insert(caller);
+            next.run(Request::from_parts(parts, body)).await
+        }
+        Err(e) => axum::response::IntoResponse::into_response(e),
+    }
+}
+
+/// Token and an http-context permission covering the path: GET needs `read`, anything else
+/// `write`.
+async fn require_permission(
+    State(state): State<ApiState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let (mut parts, body) = request.into_parts();
+    let caller = match authenticate(&state, &parts) {
+        Ok(caller) => caller,
+        Err(e) => return axum::response::IntoResponse::into_response(e),
+    };
+    let operation = match parts.method {
+        Method::GET | Method::HEAD => AccessOperation::Read,
+        _ => AccessOperation::Write,
+    };
+    let path = parts.uri.path().trim_end_matches('/');
+    if !allows(&caller.permissions, AccessContext::Http, operation, path) {
+        let verb = if operation == AccessOperation::Read {
+            "read"
+        } else {
+            "write"
+        };
+        return axum::response::IntoResponse::into_response(ApiError::from(
+            crate::AdminError::Forbidden(format!(
+                "user {:?} has no http {verb} permission on {path}",
+                caller.name
+            )),
+        ));
+    }
+    parts.extensions.insert(caller);
+    next.run(Request::from_parts(parts, body)).await
+}
+
+/// The caller a middleware authenticated.
+pub struct Authenticated(pub Caller);
+
+impl<S: Send + Sync> FromRequestParts<S> for Authenticated {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        parts
+            .extensions
+            .get::<Caller>()
+            .cloned()
+            .map(Authenticated)
+            .ok_or_else(|| ApiError::from(crate::AdminError::Unauthenticated("no token".into())))
+    }
+}
+
+/// The client's address when the server recorded it (for login throttling).
+pub struct ClientAddress(pub Option<std::net::IpAddr>);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientAddress {
+    type Rejection = std::convert::Infallible;
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        Ok(ClientAddress(
+            parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|c| c.0.ip()),
+        ))
+    }
+}
+
+/// JSON body whose problems answer in our error format (400, 413, 415).
+pub struct ApiJson<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let Json(value) = Json::<T>::from_request(request, state).await?;
+        Ok(ApiJson(value))
+    }
+}

@@ -1,0 +1,74 @@
+//! `/api/system/info`, `/api/system/health`, `/api/permissions` and the OpenAPI document.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::{Map, Value as Json_};
+
+use super::ApiState;
+use super::dto::{HealthResponse, InfoResponse};
+use crate::services::ServiceState;
+
+pub fn public_routes() -> Router<ApiState> {
+    Router::new()
+        .route("/api/system/health", get(health))
+        .route(
+            "/api/openapi.json",
+            get(|| async { Json(super::openapi::document()) }),
+        )
+}
+
+pub fn protected_routes() -> Router<ApiState> {
+    Router::new().route("/api/system/info", get(info))
+}
+
+/// Name, version and uptime.
+#[utoipa::path(get, path = "/api/system/info", tag = "system", responses((status = 200, body = InfoResponse)), security(("token" = [])))]
+pub async fn info(State(state): State<ApiState>) -> Json<InfoResponse> {
+    Json(InfoResponse {
+        name: "Ironbridge".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        uptime_seconds: state.admin.uptime_secs(),
+    })
+}
+
+/// Health of each part; 503 when any is not ok. Open without a token, for load balancers and
+/// orchestrators' probes; it reveals no configuration.
+#[utoipa::path(get, path = "/api/system/health", tag = "system", responses((status = 200, body = HealthResponse), (status = 503, body = HealthResponse)))]
+pub async fn health(State(state): State<ApiState>) -> (StatusCode, Json<HealthResponse>) {
+    let mut parts = Map::new();
+    let mut healthy = true;
+    for (name, ok) in (state.health)() {
+        healthy &= ok;
+        parts.insert(name, Json_::String(if ok { "ok" } else { "down" }.into()));
+    }
+    let database = state.admin.database_ok().await;
+    healthy &= database;
+    parts.insert(
+        "database".into(),
+        Json_::String(if database { "ok" } else { "down" }.into()),
+    );
+    let services = state.admin.services_list().await;
+    let failed: Vec<String> = services
+        .iter()
+        .filter(|s| s.state == ServiceState::Failed)
+        .map(|s| s.service.id.clone())
+        .collect();
+    parts.insert(
+        "services".into(),
+        serde_json::json!({ "installed": services.len(), "failed": failed }),
+    );
+    let status = if healthy {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        Json(HealthResponse {
+            status: if healthy { "ok" } else { "degraded" }.into(),
+            parts,
+        }),
+    )
+}

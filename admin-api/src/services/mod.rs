@@ -1,0 +1,720 @@
+//! Services: installed commissioning files, their lifecycle and their dependencies (SPEC
+//! section 6). Operations are serialised by one lock, so two requests never enable the same
+//! service at once; the current states are published separately so status reads never wait.
+//!
+//! Accounts (`Cybus::User`, `Cybus::Role`, the service's own broker user and default role) are
+//! created here; connections, endpoints and mappings are handed to the [`ResourceRuntime`] the
+//! gateway supplies.
+
+pub mod runtime;
+pub mod state;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::pin::Pin;
+
+use commissioning::model::{AccessContext, AccessOperation, Permission, ResourceKind};
+use commissioning::{Environment, OtherServices, Service};
+use serde_json::{Map, Value as Json};
+use tracing::{info, warn};
+
+pub use runtime::{ResourceRuntime, ResourceStatus};
+pub use state::{Operation, ServiceState, Transition};
+
+use crate::auth::password;
+use crate::error::{AdminError, AdminResult};
+use crate::store::ServiceRecord;
+use crate::{Admin, now_secs};
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// One installed service as the manager keeps it.
+#[derive(Debug, Clone)]
+pub struct Installed {
+    pub record: ServiceRecord,
+    pub service: Service,
+    pub state: ServiceState,
+    pub last_error: Option<String>,
+}
+
+/// A resource's state as the status route reports it.
+#[derive(Debug, Clone)]
+pub struct ResourceReport {
+    pub id: String,
+    pub kind: &'static str,
+    pub state: String,
+    pub in_target_state: bool,
+    pub message: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct StatusReport {
+    pub id: String,
+    pub state: ServiceState,
+    pub deviated: bool,
+    pub deviations: Vec<String>,
+    pub last_error: Option<String>,
+    pub resources: Vec<ResourceReport>,
+}
+
+/// What install and reconfigure receive.
+pub struct ServiceInput {
+    pub id: Option<String>,
+    pub commissioning_file: String,
+    pub parameters: Map<String, Json>,
+    pub target_state: Option<ServiceState>,
+}
+
+struct Installed2<'a>(&'a BTreeMap<String, Installed>);
+
+impl OtherServices for Installed2<'_> {
+    fn resource_type(&self, service: &str, resource: &str) -> Option<String> {
+        let installed = self.0.get(service)?;
+        installed
+            .service
+            .resources
+            .get(resource)
+            .map(|r| r.kind.type_name().to_string())
+    }
+}
+
+impl Admin {
+    /// Validates without installing: the diagnostics, empty when the file is valid.
+    pub async fn validate_service(&self, input: &ServiceInput) -> Vec<commissioning::Diagnostic> {
+        let services = self.services.lock().await;
+        let id = match commissioning::service_id_for(&input.commissioning_file, input.id.as_deref())
+        {
+            Ok(id) => id,
+            Err(diagnostics) => return diagnostics,
+        };
+        let others = Installed2(&services);
+        let env = Environment {
+            mqtt_host: self.config.mqtt_host.clone(),
+            mqtt_port: self.config.mqtt_port,
+            mqtt_password: String::new(),
+            other_services: Some(&others),
+        };
+        commissioning::load(&input.commissioning_file, &id, &input.parameters, &env)
+            .err()
+            .unwrap_or_default()
+    }
+
+    pub async fn install_service(&self, input: ServiceInput) -> AdminResult<Installed> {
+        let mut services = self.services.lock().await;
+        let id = commissioning::service_id_for(&input.commissioning_file, input.id.as_deref())
+            .map_err(AdminError::InvalidFile)?;
+        if services.contains_key(&id) {
+            return Err(AdminError::Conflict(format!(
+                "service {id:?} is already installed; use PUT /api/services/{id} to reconfigure it"
+            )));
+        }
+        if self.directory.load().users.contains_key(&id) {
+            return Err(AdminError::Conflict(format!(
+                "a user named {id:?} exists; a service's broker user takes the service id as its name"
+            )));
+        }
+        let mqtt_password = password::generate();
+        let service = {
+            let others = Installed2(&services);
+            let env = Environment {
+                mqtt_host: self.config.mqtt_host.clone(),
+                mqtt_port: self.config.mqtt_port,
+                mqtt_password: mqtt_password.clone(),
+                other_services: Some(&others),
+            };
+            commissioning::load(&input.commissioning_file, &id, &input.parameters, &env)
+                .map_err(AdminError::InvalidFile)?
+        };
+        let target = input.target_state.unwrap_or(ServiceState::Enabled);
+        let now = now_secs();
+        let record = ServiceRecord {
+            id: id.clone(),
+            commissioning_file: input.commissioning_file,
+            parameters: input.parameters,
+            target_state: if target == ServiceState::Enabled {
+                "enabled"
+            } else {
+                "disabled"
+            }
+            .into(),
+            mqtt_password,
+            installed_at: now,
+            updated_at: now,
+        };
+        self.store.save_service(&record).await?;
+        let mut installed = Installed {
+            record,
+            service,
+            state: ServiceState::Disabled,
+            last_error: None,
+        };
+        info!(service = %id, "Service installed");
+        if target == ServiceState::Enabled {
+            self.enable(&mut installed, &services).await;
+        }
+        self.publish_state(&installed);
+        services.insert(id, installed.clone());
+        Ok(installed)
+    }
+
+    pub async fn services_list(&self) -> Vec<Installed> {
+        self.services.lock().await.values().cloned().collect()
+    }
+
+    pub async fn service(&self, id: &str) -> AdminResult<Installed> {
+        self.services
+            .lock()
+            .await
+            .get(id)
+            .cloned()
+            .ok_or_else(|| not_found(id))
+    }
+
+    /// Enables or disables; `Ok(false)` when it already was in that state.
+    pub async fn operate(&self, id: &str, operation: Operation) -> AdminResult<(bool, Installed)> {
+        let mut services = self.services.lock().await;
+        let mut installed = services.get(id).cloned().ok_or_else(|| not_found(id))?;
+        if transition(installed.state, operation) == Transition::Unchanged {
+            return Ok((false, installed));
+        }
+        match operation {
+            Operation::Enable => {
+                installed.record.target_state = "enabled".into();
+                self.store.save_service(&installed.record).await?;
+                self.enable(&mut installed, &services).await;
+            }
+            Operation::Disable => {
+                installed.record.target_state = "disabled".into();
+                self.store.save_service(&installed.record).await?;
+                self.disable(&mut installed).await;
+            }
+        }
+        self.publish_state(&installed);
+        services.insert(id.to_string(), installed.clone());
+        if let (Operation::Enable, Some(error)) = (operation, &installed.last_error)
+            && installed.state == ServiceState::Failed
+        {
+            return Err(AdminError::Conflict(format!(
+                "enabling {id:?} failed and was rolled back: {error}"
+            )));
+        }
+        Ok((true, installed))
+    }
+
+    /// Applies a new file and/or parameters; only resources whose resolved properties changed
+    /// are restarted. Returns the ids of the resources that were (re)started or removed.
+    pub async fn reconfigure_service(
+        &self,
+        id: &str,
+        file: Option<String>,
+        parameters: Option<Map<String, Json>>,
+    ) -> AdminResult<(Installed, Vec<String>)> {
+        let mut services = self.services.lock().await;
+        let old = services.get(id).cloned().ok_or_else(|| not_found(id))?;
+        let file = file.unwrap_or_else(|| old.record.commissioning_file.clone());
+        let parameters = parameters.unwrap_or_else(|| old.record.parameters.clone());
+        let new_service = {
+            let others = Installed2(&services);
+            let env = Environment {
+                mqtt_host: self.config.mqtt_host.clone(),
+                mqtt_port: self.config.mqtt_port,
+                mqtt_password: old.record.mqtt_password.clone(),
+                other_services: Some(&others),
+            };
+            commissioning::load(&file, id, &parameters, &env).map_err(AdminError::InvalidFile)?
+        };
+        // Another service must not lose a resource it references.
+        for other in services
+            .values()
+            .filter(|s| s.service.depends_on.contains(id))
+        {
+            for target in references_into(&other.service, id) {
+                if !new_service.resources.contains_key(&target) {
+                    return Err(AdminError::Conflict(format!(
+                        "service {:?} references {id}::{target}, which the new file removes",
+                        other.service.id
+                    )));
+                }
+            }
+        }
+        let changed: Vec<String> = old
+            .service
+            .resources
+            .keys()
+            .chain(new_service.resources.keys())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .filter(|rid| old.service.resources.get(*rid) != new_service.resources.get(*rid))
+            .cloned()
+            .collect();
+        let mut installed = old.clone();
+        installed.record.commissioning_file = file;
+        installed.record.parameters = parameters;
+        installed.record.updated_at = now_secs();
+        self.store.save_service(&installed.record).await?;
+        if old.state == ServiceState::Enabled {
+            let changed_set: BTreeSet<&String> = changed.iter().collect();
+            for rid in old
+                .service
+                .start_order
+                .iter()
+                .rev()
+                .filter(|r| changed_set.contains(r))
+            {
+                self.stop_resource(&old.service, rid).await;
+            }
+            installed.service = new_service;
+            if let Err(e) = self.sync_default_role(&installed).await {
+                warn!(service = %id, error = %e, "Cannot update the service's default role");
+            }
+            let mut started = Vec::new();
+            let order = installed.service.start_order.clone();
+            for rid in order.iter().filter(|r| changed_set.contains(r)) {
+                match self.start_resource(&installed, rid).await {
+                    Ok(()) => started.push(rid.clone()),
+                    Err(e) => {
+                        warn!(service = %id, resource = %rid, error = %e, "Reconfigured resource failed to start");
+                        installed.state = ServiceState::Failed;
+                        installed.last_error = Some(format!("{rid}: {e}"));
+                        break;
+                    }
+                }
+            }
+        } else {
+            installed.service = new_service;
+        }
+        info!(service = %id, changed = ?changed, "Service reconfigured");
+        self.publish_state(&installed);
+        services.insert(id.to_string(), installed.clone());
+        Ok((installed, changed))
+    }
+
+    pub async fn delete_service(&self, id: &str) -> AdminResult<()> {
+        let mut services = self.services.lock().await;
+        let mut installed = services.get(id).cloned().ok_or_else(|| not_found(id))?;
+        let dependents: Vec<&str> = services
+            .values()
+            .filter(|s| s.service.depends_on.contains(id))
+            .map(|s| s.service.id.as_str())
+            .collect();
+        if !dependents.is_empty() {
+            return Err(AdminError::Conflict(format!(
+                "service {id:?} is referenced by {}; delete or reconfigure those first",
+                dependents.join(", ")
+            )));
+        }
+        if installed.state != ServiceState::Disabled {
+            self.disable(&mut installed).await;
+        }
+        self.store.delete_service(id).await?;
+        services.remove(id);
+        self.service_states
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id);
+        self.runtime.service_removed(id);
+        info!(service = %id, "Service deleted");
+        Ok(())
+    }
+
+    /// Services this one references, and services that reference it.
+    pub async fn dependencies(&self, id: &str) -> AdminResult<(Vec<String>, Vec<String>)> {
+        let services = self.services.lock().await;
+        let installed = services.get(id).ok_or_else(|| not_found(id))?;
+        let depends_on = installed.service.depends_on.iter().cloned().collect();
+        let depended_on_by = services
+            .values()
+            .filter(|s| s.service.depends_on.contains(id))
+            .map(|s| s.service.id.clone())
+            .collect();
+        Ok((depends_on, depended_on_by))
+    }
+
+    pub async fn status(&self, id: &str) -> AdminResult<StatusReport> {
+        let installed = self.service(id).await?;
+        Ok(self.report(&installed))
+    }
+
+    pub fn report(&self, installed: &Installed) -> StatusReport {
+        let enabled = installed.state == ServiceState::Enabled;
+        let resources: Vec<ResourceReport> = installed
+            .service
+            .start_order
+            .iter()
+            .filter_map(|rid| installed.service.resources.get(rid))
+            .map(|resource| {
+                let kind = resource.kind.type_name();
+                let (state, in_target_state, message) = match (&resource.kind, enabled) {
+                    (ResourceKind::User(_) | ResourceKind::Role(_), true) => {
+                        ("created".to_string(), true, None)
+                    }
+                    (_, false) => ("stopped".to_string(), true, None),
+                    (_, true) => {
+                        let status = self.runtime.status(&installed.service.id, &resource.id);
+                        (status.state, status.in_target_state, status.message)
+                    }
+                };
+                ResourceReport {
+                    id: resource.id.clone(),
+                    kind,
+                    state,
+                    in_target_state,
+                    message,
+                }
+            })
+            .collect();
+        let deviations: Vec<String> = resources
+            .iter()
+            .filter(|r| !r.in_target_state)
+            .map(|r| r.id.clone())
+            .collect();
+        StatusReport {
+            id: installed.service.id.clone(),
+            state: installed.state,
+            deviated: enabled && !deviations.is_empty(),
+            deviations,
+            last_error: installed.last_error.clone(),
+            resources,
+        }
+    }
+
+    /// Brings back every service from the store; those enabled before are enabled again, each
+    /// after the services it depends on.
+    pub(crate) async fn restore_services(&self) -> AdminResult<()> {
+        let mut services = self.services.lock().await;
+        let records = self.store.services().await?;
+        let mut pending: Vec<ServiceRecord> = records;
+        // Resolve in rounds: a service resolves once everything it references is loaded.
+        while !pending.is_empty() {
+            let before = pending.len();
+            let mut next = Vec::new();
+            for record in pending {
+                let loaded = {
+                    let others = Installed2(&services);
+                    let env = Environment {
+                        mqtt_host: self.config.mqtt_host.clone(),
+                        mqtt_port: self.config.mqtt_port,
+                        mqtt_password: record.mqtt_password.clone(),
+                        other_services: Some(&others),
+                    };
+                    commissioning::load(
+                        &record.commissioning_file,
+                        &record.id,
+                        &record.parameters,
+                        &env,
+                    )
+                };
+                match loaded {
+                    Ok(service) => {
+                        let mut installed = Installed {
+                            record,
+                            service,
+                            state: ServiceState::Disabled,
+                            last_error: None,
+                        };
+                        if installed.record.target_state == "enabled" {
+                            self.enable(&mut installed, &services).await;
+                        }
+                        self.publish_state(&installed);
+                        services.insert(installed.service.id.clone(), installed);
+                    }
+                    Err(diagnostics) => next.push((record, diagnostics)),
+                }
+            }
+            if next.len() == before {
+                for (record, diagnostics) in next {
+                    let error = diagnostics
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join("; ");
+                    warn!(service = %record.id, error = %error, "Stored service no longer validates; it stays failed until reconfigured");
+                    let service = Service {
+                        id: record.id.clone(),
+                        description: None,
+                        metadata: commissioning::service::Metadata {
+                            name: record.id.clone(),
+                            version: None,
+                            icon: None,
+                            provider: None,
+                            homepage: None,
+                        },
+                        mqtt_root: format!("services/{}", record.id),
+                        parameters: BTreeMap::new(),
+                        resources: BTreeMap::new(),
+                        start_order: Vec::new(),
+                        depends_on: BTreeSet::new(),
+                    };
+                    let installed = Installed {
+                        record,
+                        service,
+                        state: ServiceState::Failed,
+                        last_error: Some(error),
+                    };
+                    self.publish_state(&installed);
+                    services.insert(installed.service.id.clone(), installed);
+                }
+                break;
+            }
+            pending = next.into_iter().map(|(r, _)| r).collect();
+        }
+        Ok(())
+    }
+
+    /// Starts everything in dependency order; on the first failure stops what was started, in
+    /// reverse, and leaves the service `failed` with the reason.
+    async fn enable(&self, installed: &mut Installed, services: &BTreeMap<String, Installed>) {
+        let id = installed.service.id.clone();
+        self.set_state(installed, ServiceState::Enabling);
+        let result = async {
+            for dependency in &installed.service.depends_on {
+                match services.get(dependency).map(|s| s.state) {
+                    Some(ServiceState::Enabled) => {}
+                    _ => {
+                        return Err((
+                            Vec::new(),
+                            format!("it depends on service {dependency:?}, which is not enabled"),
+                        ));
+                    }
+                }
+            }
+            self.create_service_account(installed)
+                .await
+                .map_err(|e| (Vec::new(), e.to_string()))?;
+            let mut started = Vec::new();
+            for rid in installed.service.start_order.clone() {
+                if let Err(e) = self.start_resource(installed, &rid).await {
+                    return Err((started, format!("{rid}: {e}")));
+                }
+                started.push(rid);
+            }
+            Ok(())
+        }
+        .await;
+        match result {
+            Ok(()) => {
+                installed.last_error = None;
+                self.set_state(installed, ServiceState::Enabled);
+                info!(service = %id, "Service enabled");
+            }
+            Err((started, error)) => {
+                warn!(service = %id, error = %error, "Enabling failed; rolling back");
+                for rid in started.iter().rev() {
+                    self.stop_resource(&installed.service, rid).await;
+                }
+                self.remove_service_account(&installed.service).await;
+                installed.last_error = Some(error);
+                self.set_state(installed, ServiceState::Failed);
+            }
+        }
+    }
+
+    async fn disable(&self, installed: &mut Installed) {
+        self.set_state(installed, ServiceState::Disabling);
+        for rid in installed.service.start_order.clone().iter().rev() {
+            self.stop_resource(&installed.service, rid).await;
+        }
+        self.remove_service_account(&installed.service).await;
+        installed.last_error = None;
+        self.set_state(installed, ServiceState::Disabled);
+        info!(service = %installed.service.id, "Service disabled");
+    }
+
+    async fn start_resource(&self, installed: &Installed, rid: &str) -> AdminResult<()> {
+        let service = &installed.service;
+        let Some(resource) = service.resources.get(rid) else {
+            return Ok(());
+        };
+        match &resource.kind {
+            ResourceKind::Role(role) if rid == "defaultRole" => {
+                let _ = role;
+                self.sync_default_role(installed).await
+            }
+            ResourceKind::Role(role) => self
+                .create_role(
+                    &format!("{}.{rid}", service.id),
+                    role.permissions.clone(),
+                    Some(service.id.clone()),
+                )
+                .await
+                .map(|_| ()),
+            ResourceKind::User(user) => {
+                let roles = user
+                    .roles
+                    .iter()
+                    .map(|r| format!("{}.{}", r.service, r.resource))
+                    .collect();
+                self.create_user(
+                    &format!("{}.{rid}", service.id),
+                    &user.password,
+                    roles,
+                    user.permissions.clone(),
+                    Some(service.id.clone()),
+                )
+                .await
+                .map(|_| ())
+            }
+            _ => self
+                .runtime
+                .start(service, resource)
+                .await
+                .map_err(AdminError::Conflict),
+        }
+    }
+
+    async fn stop_resource(&self, service: &Service, rid: &str) {
+        let Some(resource) = service.resources.get(rid) else {
+            return;
+        };
+        let result = match &resource.kind {
+            ResourceKind::Role(_) if rid == "defaultRole" => Ok(()),
+            ResourceKind::Role(_) => {
+                self.delete_owned_role(&format!("{}.{rid}", service.id))
+                    .await
+            }
+            ResourceKind::User(_) => {
+                self.delete_owned_user(&format!("{}.{rid}", service.id))
+                    .await
+            }
+            _ => {
+                self.runtime.stop(&service.id, rid).await;
+                Ok(())
+            }
+        };
+        if let Err(e) = result {
+            warn!(service = %service.id, resource = %rid, error = %e, "Cannot remove resource");
+        }
+    }
+
+    /// The service's broker user (named after the service, password `Cybus::MqttPassword`) and
+    /// its default role: readWrite on the service root, plus a `defaultRole` resource's grants.
+    async fn create_service_account(&self, installed: &Installed) -> AdminResult<()> {
+        let service = &installed.service;
+        let role = default_role_name(&service.id);
+        self.create_role(
+            &role,
+            default_permissions(service),
+            Some(service.id.clone()),
+        )
+        .await?;
+        self.create_user(
+            &service.id,
+            &installed.record.mqtt_password,
+            vec![role],
+            Vec::new(),
+            Some(service.id.clone()),
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn sync_default_role(&self, installed: &Installed) -> AdminResult<()> {
+        let role = crate::store::RoleRecord {
+            name: default_role_name(&installed.service.id),
+            permissions: default_permissions(&installed.service),
+            service_id: Some(installed.service.id.clone()),
+            created_at: now_secs(),
+        };
+        self.store.update_role(&role).await?;
+        self.reload().await
+    }
+
+    async fn remove_service_account(&self, service: &Service) {
+        let _ = self.delete_owned_user(&service.id).await;
+        let _ = self
+            .delete_owned_role(&default_role_name(&service.id))
+            .await;
+    }
+
+    async fn delete_owned_user(&self, name: &str) -> AdminResult<()> {
+        self.store.delete_user(name).await?;
+        self.reload().await
+    }
+
+    async fn delete_owned_role(&self, name: &str) -> AdminResult<()> {
+        self.store.delete_role(name).await?;
+        self.reload().await
+    }
+
+    fn set_state(&self, installed: &mut Installed, state: ServiceState) {
+        installed.state = state;
+        self.publish_state(installed);
+    }
+
+    fn publish_state(&self, installed: &Installed) {
+        self.service_states
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(installed.service.id.clone(), installed.state);
+        self.runtime.service_state(
+            &installed.service.id,
+            installed.state.as_str(),
+            installed.last_error.as_deref(),
+        );
+    }
+
+    /// Shuts every running resource down (gateway shutdown); the desired states stay stored.
+    pub async fn stop_all_services(&self) {
+        let services = self.services.lock().await;
+        for installed in services
+            .values()
+            .filter(|s| s.state == ServiceState::Enabled)
+        {
+            for rid in installed.service.start_order.iter().rev() {
+                if let Some(resource) = installed.service.resources.get(rid)
+                    && !matches!(resource.kind, ResourceKind::User(_) | ResourceKind::Role(_))
+                {
+                    self.runtime.stop(&installed.service.id, rid).await;
+                }
+            }
+        }
+    }
+}
+
+use state::transition;
+
+fn not_found(id: &str) -> AdminError {
+    AdminError::NotFound(format!("no service with id {id:?}"))
+}
+
+fn default_role_name(service_id: &str) -> String {
+    format!("{service_id}.defaultRole")
+}
+
+fn default_permissions(service: &Service) -> Vec<Permission> {
+    let mut permissions = vec![Permission {
+        resource: format!("{}/#", service.mqtt_root),
+        operation: AccessOperation::ReadWrite,
+        context: AccessContext::Mqtt,
+    }];
+    if let Some(resource) = service.resources.get("defaultRole")
+        && let ResourceKind::Role(role) = &resource.kind
+    {
+        permissions.extend(role.permissions.iter().cloned());
+    }
+    permissions
+}
+
+/// Resource ids of `target` that `service` references.
+fn references_into(service: &Service, target: &str) -> BTreeSet<String> {
+    fn walk(value: &Json, target: &str, out: &mut BTreeSet<String>) {
+        match value {
+            Json::Object(map) => {
+                if let Some(Json::String(r)) = map.get(commissioning::resolve::REF_KEY)
+                    && let Some((service, resource)) = r.split_once("::")
+                    && service == target
+                {
+                    out.insert(resource.to_string());
+                }
+                map.values().for_each(|v| walk(v, target, out));
+            }
+            Json::Array(items) => items.iter().for_each(|v| walk(v, target, out)),
+            _ => {}
+        }
+    }
+    let mut out = BTreeSet::new();
+    for resource in service.resources.values() {
+        walk(&resource.properties, target, &mut out);
+    }
+    out
+}
