@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs every test of Ironbridge on a fresh Debian machine: installs what the tests need
-# (Mosquitto's clients, a Python virtual environment with paho-mqtt and pytest), checks
-# formatting and lints, runs the Rust test suites and the interoperability tests against the
-# real binary. Exits non-zero on the first failure.
+# (Mosquitto's clients, PostgreSQL, a Python virtual environment with paho-mqtt and pytest),
+# checks formatting and lints, runs the Rust test suites (the admin API suite twice: SQLite and
+# PostgreSQL) and the interoperability tests against the real binary. Exits non-zero on the
+# first failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -31,9 +32,15 @@ step "Formatting and lints"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
-step "Rust tests"
+step "Rust tests (SQLite)"
 cargo test --workspace --locked
 
-step "Interoperability tests (paho-mqtt, mosquitto clients) against the real binary"
+step "Admin API tests against PostgreSQL"
+pg_url=$(scripts/start-postgres.sh 2>"${TMPDIR:-/tmp}/ironbridge-pg-dir")
+pg_dir=$(cat "${TMPDIR:-/tmp}/ironbridge-pg-dir")
+trap 'scripts/start-postgres.sh stop "$pg_dir"' EXIT
+IRONBRIDGE_TEST_DATABASE_URL="$pg_url" cargo test -p admin-api --locked
+
+step "Interoperability and whole-system tests (paho-mqtt, mosquitto clients, REST) against the real binary"
 cargo build -p gateway --locked
 IRONBRIDGE_BIN="$PWD/target/debug/ironbridge" .venv/bin/pytest -q tests/interop

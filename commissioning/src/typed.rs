@@ -156,10 +156,7 @@ fn friendly(message: &str) -> String {
     if let Some(rest) = message.strip_prefix("unknown variant `")
         && let Some((variant, expected)) = rest.split_once("`, expected ")
     {
-        return format!(
-            "unknown value `{variant}`; expected {}",
-            expected.replace("one of ", "one of ")
-        );
+        return format!("unknown value `{variant}`; expected {expected}");
     }
     if let Some(rest) = message.strip_prefix("missing field `") {
         return format!("missing required property `{}", rest);

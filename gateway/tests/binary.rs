@@ -16,10 +16,13 @@ fn free_port() -> u16 {
         .port()
 }
 
+const ADMIN_PASSWORD: &str = "binary-test-admin";
+
 fn start(data_dir: &Path, mqtt: u16, http: u16) -> Child {
     Command::new(env!("CARGO_BIN_EXE_ironbridge"))
         .arg("run")
         .env("IRONBRIDGE_DATA_DIR", data_dir)
+        .env("IRONBRIDGE_ADMIN_PASSWORD", ADMIN_PASSWORD)
         .env("IRONBRIDGE_MQTT_PORT", mqtt.to_string())
         .env("IRONBRIDGE_HTTP_PORT", http.to_string())
         .env("IRONBRIDGE_LOG_FORMAT", "json")
@@ -57,8 +60,14 @@ fn terminate(child: &mut Child) -> (std::process::ExitStatus, Duration) {
     }
 }
 
+fn admin_options(client_id: &str, port: u16) -> MqttOptions {
+    let mut options = MqttOptions::new(client_id, "127.0.0.1", port);
+    options.set_credentials("admin", ADMIN_PASSWORD);
+    options
+}
+
 async fn first_message(port: u16, filter: &str) -> Option<(String, Vec<u8>)> {
-    let options = MqttOptions::new("binary-test", "127.0.0.1", port);
+    let options = admin_options("binary-test", port);
     let (client, mut events) = AsyncClient::new(options, 10);
     client.subscribe(filter, QoS::AtLeastOnce).await.unwrap();
     let wait = async {
@@ -81,7 +90,7 @@ async fn runs_with_env_overrides_stops_on_sigterm_and_keeps_retained_messages() 
     wait_for(mqtt);
     wait_for(http);
 
-    let options = MqttOptions::new("publisher", "127.0.0.1", mqtt);
+    let options = admin_options("publisher", mqtt);
     let (client, mut events) = AsyncClient::new(options, 10);
     client
         .publish("line/1/state", QoS::AtLeastOnce, true, "running")
@@ -123,4 +132,100 @@ fn a_bad_settings_file_is_reported_and_nothing_starts() {
         stderr.contains("ironbridge.yaml") && stderr.contains("port"),
         "{stderr}"
     );
+}
+
+/// First start without IRONBRIDGE_ADMIN_PASSWORD: a random password is printed once and written
+/// to `<data dir>/initial-admin-password` (mode 0600); a second start keeps the same admin.
+/// Anonymous MQTT clients are refused by default.
+#[tokio::test]
+async fn first_start_generates_the_admin_password_and_refuses_anonymous_clients() {
+    use std::os::unix::fs::PermissionsExt;
+    let data = tempfile::tempdir().unwrap();
+    let (mqtt, http) = (free_port(), free_port());
+    let mut gateway = Command::new(env!("CARGO_BIN_EXE_ironbridge"))
+        .arg("run")
+        .env("IRONBRIDGE_DATA_DIR", data.path())
+        .env("IRONBRIDGE_MQTT_PORT", mqtt.to_string())
+        .env("IRONBRIDGE_HTTP_PORT", http.to_string())
+        .env_remove("IRONBRIDGE_ADMIN_PASSWORD")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for(mqtt);
+    let file = data.path().join("initial-admin-password");
+    let password = std::fs::read_to_string(&file).unwrap().trim().to_string();
+    assert!(
+        password.len() >= 20,
+        "generated password is long: {password:?}"
+    );
+    let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+
+    let anonymous = connack(MqttOptions::new("anonymous", "127.0.0.1", mqtt)).await;
+    assert!(anonymous.is_err(), "anonymous access is off by default");
+    let mut options = MqttOptions::new("admin-client", "127.0.0.1", mqtt);
+    options.set_credentials("admin", password.clone());
+    assert!(
+        connack(options).await.is_ok(),
+        "the generated password works for MQTT"
+    );
+
+    terminate(&mut gateway);
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut gateway.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(
+        stderr.contains(&password),
+        "the password is printed once: {stderr}"
+    );
+
+    let mut again = start(data.path(), mqtt, http);
+    wait_for(mqtt);
+    let mut options = MqttOptions::new("admin-client", "127.0.0.1", mqtt);
+    options.set_credentials("admin", password.clone());
+    assert!(
+        connack(options).await.is_ok(),
+        "a restart keeps the first admin (IRONBRIDGE_ADMIN_PASSWORD only applies on first start)"
+    );
+    terminate(&mut again);
+}
+
+async fn connack(options: MqttOptions) -> Result<(), String> {
+    let (_client, mut events) = AsyncClient::new(options, 10);
+    let wait = async {
+        loop {
+            match events.poll().await {
+                Ok(Event::Incoming(Packet::ConnAck(_))) => return Ok(()),
+                Ok(_) => {}
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), wait)
+        .await
+        .unwrap_or_else(|_| Err("timeout".into()))
+}
+
+#[test]
+fn validate_reports_problems_and_exit_codes() {
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../commissioning-examples");
+    let ok = Command::new(env!("CARGO_BIN_EXE_ironbridge"))
+        .arg("validate")
+        .arg(examples.join("modbus-plc.yml"))
+        .arg(examples.join("opcua-cnc.yml"))
+        .output()
+        .unwrap();
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stdout)
+    );
+    let broken = Command::new(env!("CARGO_BIN_EXE_ironbridge"))
+        .arg("validate")
+        .arg(examples.join("broken.yml"))
+        .output()
+        .unwrap();
+    assert_eq!(broken.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&broken.stdout);
+    assert!(stdout.contains("resources.plcConnection.properties.connection.port: expected integer 0-65535, got string \"5o2\" (line 20, column 15)"), "{stdout}");
 }

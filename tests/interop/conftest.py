@@ -46,7 +46,12 @@ class Gateway:
         return os.path.join(self.data_dir, "tls", "tls-cert.pem")
 
 
-def start_gateway(data_dir: str) -> Gateway:
+ADMIN_PASSWORD = "interop-admin-password"
+
+
+def start_gateway(data_dir: str, anonymous: bool = True, extra_env: dict | None = None) -> Gateway:
+    """Starts the binary. The broker protocol suites run with anonymous access on; the
+    whole-system suite turns it off, as the embedded default is."""
     binary = os.environ.get("IRONBRIDGE_BIN", "target/debug/ironbridge")
     ports = {name: free_port() for name in ("mqtt", "mqtts", "http", "https")}
     env = dict(os.environ)
@@ -58,7 +63,10 @@ def start_gateway(data_dir: str) -> Gateway:
         IRONBRIDGE_HTTPS_PORT=str(ports["https"]),
         IRONBRIDGE_TLS="self-signed",
         IRONBRIDGE_BROKER_SYS_INTERVAL_SECS="1",
+        IRONBRIDGE_BROKER_ALLOW_ANONYMOUS="true" if anonymous else "false",
+        IRONBRIDGE_ADMIN_PASSWORD=ADMIN_PASSWORD,
     )
+    env.update(extra_env or {})
     log = open(os.path.join(data_dir, "gateway.log"), "ab")
     process = subprocess.Popen([binary, "run"], env=env, stdout=log, stderr=subprocess.STDOUT)
     for port in ports.values():

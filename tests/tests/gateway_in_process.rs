@@ -16,6 +16,8 @@ fn settings(data_dir: &std::path::Path) -> Settings {
         tls: Tls::Mode(TlsMode::SelfSigned),
         ..Settings::default()
     };
+    // These tests are about listeners and the shared broker, not authentication.
+    s.broker.allow_anonymous = true;
     for listener in [&mut s.mqtt, &mut s.mqtts, &mut s.http, &mut s.https] {
         listener.bind = IpAddr::V4(Ipv4Addr::LOCALHOST);
         listener.port = 0;

@@ -237,16 +237,7 @@ impl Admin {
                 }
             }
         }
-        let changed: Vec<String> = old
-            .service
-            .resources
-            .keys()
-            .chain(new_service.resources.keys())
-            .collect::<BTreeSet<_>>()
-            .into_iter()
-            .filter(|rid| old.service.resources.get(*rid) != new_service.resources.get(*rid))
-            .cloned()
-            .collect();
+        let changed = changed_resources(&old.service, &new_service);
         let mut installed = old.clone();
         installed.record.commissioning_file = file;
         installed.record.parameters = parameters;
@@ -590,6 +581,9 @@ impl Admin {
     /// its default role: readWrite on the service root, plus a `defaultRole` resource's grants.
     async fn create_service_account(&self, installed: &Installed) -> AdminResult<()> {
         let service = &installed.service;
+        // Accounts are stored, so after a restart (or a crash while enabling) they may still be
+        // there; enabling starts from a clean slate.
+        self.store.delete_owned_accounts(&service.id).await?;
         let role = default_role_name(&service.id);
         self.create_role(
             &role,
@@ -693,6 +687,34 @@ fn default_permissions(service: &Service) -> Vec<Permission> {
         permissions.extend(role.permissions.iter().cloned());
     }
     permissions
+}
+
+/// Resources to restart on reconfigure: those added, removed or with different resolved
+/// properties, plus everything that references one of them (an endpoint runs on its connection,
+/// so a new connection means a new endpoint task too).
+fn changed_resources(old: &Service, new: &Service) -> Vec<String> {
+    let mut changed: BTreeSet<String> = old
+        .resources
+        .keys()
+        .chain(new.resources.keys())
+        .filter(|rid| old.resources.get(*rid) != new.resources.get(*rid))
+        .cloned()
+        .collect();
+    loop {
+        let dependents: Vec<String> = new
+            .resources
+            .values()
+            .chain(old.resources.values())
+            .filter(|r| {
+                !changed.contains(&r.id) && r.depends_on.iter().any(|d| changed.contains(d))
+            })
+            .map(|r| r.id.clone())
+            .collect();
+        if dependents.is_empty() {
+            return changed.into_iter().collect();
+        }
+        changed.extend(dependents);
+    }
 }
 
 /// Resource ids of `target` that `service` references.

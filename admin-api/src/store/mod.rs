@@ -208,6 +208,19 @@ impl Store {
         Ok(result.rows_affected() == 1)
     }
 
+    /// Deletes every user and role a service created.
+    pub async fn delete_owned_accounts(&self, service_id: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM users WHERE service_id = $1")
+            .bind(service_id)
+            .execute(&self.pool)
+            .await?;
+        sqlx::query("DELETE FROM roles WHERE service_id = $1")
+            .bind(service_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     // Services
 
     pub async fn services(&self) -> Result<Vec<ServiceRecord>, StoreError> {
