@@ -55,8 +55,13 @@ impl Node {
     }
 }
 
+/// The deepest nesting of maps and lists accepted. Real commissioning files stay under 15; the
+/// limit keeps hostile input from exhausting the stack of the recursive steps that follow.
+pub const MAX_DEPTH: usize = 64;
+
 /// Parses one YAML document. Syntax errors and unsupported constructs come back as diagnostics.
 pub fn parse(source: &str) -> Result<Node, Vec<Diagnostic>> {
+    check_depth(source)?;
     let docs = MarkedYamlOwned::load_from_str(source).map_err(|e| {
         let marker = e.marker();
         vec![Diagnostic::new(
@@ -86,6 +91,32 @@ pub fn parse(source: &str) -> Result<Node, Vec<Diagnostic>> {
     } else {
         Err(diagnostics)
     }
+}
+
+/// Walks the parser's event stream (flat, no recursion) and refuses documents nested deeper
+/// than [`MAX_DEPTH`] before any tree is built.
+fn check_depth(source: &str) -> Result<(), Vec<Diagnostic>> {
+    use saphyr_parser::{Event, Parser};
+    let mut depth = 0usize;
+    for event in Parser::new_from_str(source) {
+        // Syntax errors are reported by the loader, with its message.
+        let Ok((event, span)) = event else { return Ok(()) };
+        match event {
+            Event::MappingStart(..) | Event::SequenceStart(..) => {
+                depth += 1;
+                if depth > MAX_DEPTH {
+                    return Err(vec![Diagnostic::new(
+                        "",
+                        Some(Pos { line: span.start.line(), column: span.start.col() + 1 }),
+                        format!("maps and lists are nested deeper than {MAX_DEPTH} levels"),
+                    )]);
+                }
+            }
+            Event::MappingEnd | Event::SequenceEnd => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 fn pos_of(node: &MarkedYamlOwned) -> Pos {
@@ -190,5 +221,18 @@ mod tests {
         assert!(errors[0].to_string().contains("line"), "{errors:?}");
         assert!(parse("").is_err());
         assert!(parse("a: 1\n---\nb: 2\n").is_err());
+    }
+
+    /// Guards against a stack overflow: a file with 3,000 nested block maps crashed the
+    /// process before the depth check existed.
+    #[test]
+    fn deep_nesting_is_refused_before_building_a_tree() {
+        let deep: String = (0..3000).map(|i| format!("{}k:\n", " ".repeat(i))).collect();
+        let errors = parse(&deep).expect_err("too deep");
+        assert!(errors[0].message.contains("nested deeper than 64"), "{errors:?}");
+        let flow = format!("a: {}{}", "[".repeat(100_000), "]".repeat(100_000));
+        assert!(parse(&flow).is_err());
+        let ok: String = (0..20).map(|i| format!("{}k:\n", " ".repeat(i))).collect();
+        assert!(parse(&ok).is_ok());
     }
 }
