@@ -100,14 +100,19 @@ fn check_depth(source: &str) -> Result<(), Vec<Diagnostic>> {
     let mut depth = 0usize;
     for event in Parser::new_from_str(source) {
         // Syntax errors are reported by the loader, with its message.
-        let Ok((event, span)) = event else { return Ok(()) };
+        let Ok((event, span)) = event else {
+            return Ok(());
+        };
         match event {
             Event::MappingStart(..) | Event::SequenceStart(..) => {
                 depth += 1;
                 if depth > MAX_DEPTH {
                     return Err(vec![Diagnostic::new(
                         "",
-                        Some(Pos { line: span.start.line(), column: span.start.col() + 1 }),
+                        Some(Pos {
+                            line: span.start.line(),
+                            column: span.start.col() + 1,
+                        }),
                         format!("maps and lists are nested deeper than {MAX_DEPTH} levels"),
                     )]);
                 }
@@ -227,9 +232,14 @@ mod tests {
     /// process before the depth check existed.
     #[test]
     fn deep_nesting_is_refused_before_building_a_tree() {
-        let deep: String = (0..3000).map(|i| format!("{}k:\n", " ".repeat(i))).collect();
+        let deep: String = (0..3000)
+            .map(|i| format!("{}k:\n", " ".repeat(i)))
+            .collect();
         let errors = parse(&deep).expect_err("too deep");
-        assert!(errors[0].message.contains("nested deeper than 64"), "{errors:?}");
+        assert!(
+            errors[0].message.contains("nested deeper than 64"),
+            "{errors:?}"
+        );
         let flow = format!("a: {}{}", "[".repeat(100_000), "]".repeat(100_000));
         assert!(parse(&flow).is_err());
         let ok: String = (0..20).map(|i| format!("{}k:\n", " ".repeat(i))).collect();

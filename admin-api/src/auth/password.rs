@@ -1,5 +1,11 @@
 //! Password hashing with argon2id (the argon2 crate's defaults, OWASP's recommendation), always
-//! off the async worker threads because one hash takes tens of milliseconds of CPU.
+//! off the async worker threads because one hash takes tens of milliseconds of CPU and 19 MiB of
+//! memory. At most `MAX_CONCURRENT_HASHES` run at once: a flood of CONNECTs or logins with made-up
+//! passwords queues up instead of filling the blocking thread pool (512 threads x 19 MiB).
+
+use std::sync::LazyLock;
+
+use tokio::sync::Semaphore;
 
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
@@ -7,7 +13,15 @@ use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, Salt
 /// The shortest password accepted for users created through the API.
 pub const MIN_PASSWORD_LENGTH: usize = 8;
 
+const MAX_CONCURRENT_HASHES: usize = 4;
+
+static HASHING: LazyLock<Semaphore> = LazyLock::new(|| Semaphore::new(MAX_CONCURRENT_HASHES));
+
 pub async fn hash(password: String) -> Result<String, String> {
+    let _permit = HASHING
+        .acquire()
+        .await
+        .map_err(|e| format!("password hashing unavailable: {e}"))?;
     tokio::task::spawn_blocking(move || {
         let salt_bytes: [u8; 16] = rand::random();
         let salt =
@@ -23,6 +37,9 @@ pub async fn hash(password: String) -> Result<String, String> {
 
 /// True when `password` matches `hash`; false for a wrong password or an unreadable hash.
 pub async fn verify(password: Vec<u8>, hash: String) -> bool {
+    let Ok(_permit) = HASHING.acquire().await else {
+        return false;
+    };
     tokio::task::spawn_blocking(move || {
         PasswordHash::new(&hash)
             .map(|parsed| {
