@@ -205,16 +205,6 @@ pub struct DependenciesResponse {
     pub depended_on_by: Vec<String>,
 }
 
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct ValidateRequest {
-    pub id: Option<String>,
-    pub commissioning_file: String,
-    #[serde(default)]
-    #[schema(value_type = Object)]
-    pub parameters: Map<String, Json>,
-}
-
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ValidateResponse {
     pub valid: bool,

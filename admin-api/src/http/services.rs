@@ -3,8 +3,8 @@
 use std::collections::HashMap;
 
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::extract::{FromRequest, Path, Query, Request, State};
+use axum::http::{StatusCode, header};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{Map, Value as Json_};
@@ -91,51 +91,69 @@ fn target_state(value: Option<&str>) -> ApiResult<Option<ServiceState>> {
     }
 }
 
-/// Reads an install or validate body: JSON (`{commissioningFile, parameters, ...}`) or the raw
-/// YAML with `Content-Type: application/yaml` and `id`, `targetState` and parameters in the query.
-fn install_input(
-    headers: &HeaderMap,
-    query: HashMap<String, String>,
-    body: &[u8],
-) -> ApiResult<ServiceInput> {
-    let content_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    let essence = content_type.split(';').next().unwrap_or("").trim();
-    match essence {
-        "application/json" => {
-            let request: InstallRequest = serde_json::from_slice(body)
-                .map_err(|e| ApiError::bad_request(format!("malformed JSON body: {e}")))?;
-            Ok(ServiceInput {
-                id: request.id,
-                commissioning_file: request.commissioning_file,
-                parameters: request.parameters,
-                target_state: target_state(request.target_state.as_deref())?,
-            })
+/// An install or validate request: JSON (`{commissioningFile, parameters, ...}`) or the raw YAML
+/// with `Content-Type: application/yaml` and `id`, `targetState` and parameters in the query.
+pub struct Upload(ServiceInput);
+
+impl<S: Send + Sync> FromRequest<S> for Upload {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let content_type = request
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_string();
+        let uri = request.uri().clone();
+        let body = Bytes::from_request(request, state).await.map_err(|e| {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                too_large()
+            } else {
+                ApiError::bad_request(e.body_text())
+            }
+        })?;
+        match content_type.as_str() {
+            "application/json" => {
+                let request: InstallRequest = serde_json::from_slice(&body)
+                    .map_err(|e| ApiError::bad_request(format!("malformed JSON body: {e}")))?;
+                Ok(Upload(ServiceInput {
+                    id: request.id,
+                    commissioning_file: request.commissioning_file,
+                    parameters: request.parameters,
+                    target_state: target_state(request.target_state.as_deref())?,
+                }))
+            }
+            "application/yaml" | "application/x-yaml" | "text/yaml" | "text/x-yaml" => {
+                let file = String::from_utf8(body.to_vec()).map_err(|_| {
+                    ApiError::bad_request("the commissioning file is not UTF-8 text")
+                })?;
+                let Query(mut query) = Query::<HashMap<String, String>>::try_from_uri(&uri)?;
+                let id = query.remove("id");
+                // The token may travel in the query too; it is not a parameter.
+                query.remove("apiToken");
+                let target = target_state(query.remove("targetState").as_deref())?;
+                let parameters: Map<String, Json_> = query
+                    .into_iter()
+                    .map(|(k, v)| (k, Json_::String(v)))
+                    .collect();
+                Ok(Upload(ServiceInput {
+                    id,
+                    commissioning_file: file,
+                    parameters,
+                    target_state: target,
+                }))
+            }
+            _ => Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "send application/json ({commissioningFile, parameters}) or application/yaml (the file, parameters as query)",
+            )),
         }
-        "application/yaml" | "application/x-yaml" | "text/yaml" | "text/x-yaml" => {
-            let file = std::str::from_utf8(body)
-                .map_err(|_| ApiError::bad_request("the commissioning file is not UTF-8 text"))?;
-            let mut query = query;
-            let id = query.remove("id");
-            let target = target_state(query.remove("targetState").as_deref())?;
-            let parameters: Map<String, Json_> = query
-                .into_iter()
-                .map(|(k, v)| (k, Json_::String(v)))
-                .collect();
-            Ok(ServiceInput {
-                id,
-                commissioning_file: file.to_string(),
-                parameters,
-                target_state: target,
-            })
-        }
-        _ => Err(ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-            "send application/json ({commissioningFile, parameters}) or application/yaml (the file, parameters as query)",
-        )),
     }
 }
 
@@ -145,19 +163,8 @@ fn install_input(
     responses((status = 201, body = ServiceDetail), (status = 409, body = ErrorBody), (status = 413, body = ErrorBody), (status = 422, body = ErrorBody)), security(("token" = [])))]
 pub async fn install(
     State(state): State<ApiState>,
-    headers: HeaderMap,
-    query: Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>,
-    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+    Upload(input): Upload,
 ) -> ApiResult<(StatusCode, Json<ServiceDetail>)> {
-    let Query(query) = query?;
-    let body = body.map_err(|e| {
-        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            too_large()
-        } else {
-            ApiError::bad_request(e.body_text())
-        }
-    })?;
-    let input = install_input(&headers, query, &body)?;
     let installed = state.admin.install_service(input).await?;
     Ok((StatusCode::CREATED, Json(detail(&state, &installed))))
 }
@@ -259,39 +266,12 @@ pub async fn dependencies(
 }
 
 /// Validates a file and parameters against the installed services; installs nothing.
-#[utoipa::path(post, path = "/api/validate/service", tag = "services", request_body = ValidateRequest,
+#[utoipa::path(post, path = "/api/validate/service", tag = "services", request_body(content = InstallRequest, description = "the same body as an install; `targetState` is ignored"),
     responses((status = 200, body = ValidateResponse), (status = 400, body = ErrorBody)), security(("token" = [])))]
 pub async fn validate(
     State(state): State<ApiState>,
-    headers: HeaderMap,
-    query: Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>,
-    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+    Upload(input): Upload,
 ) -> ApiResult<Json<ValidateResponse>> {
-    let Query(query) = query?;
-    let body = body.map_err(|e| {
-        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            too_large()
-        } else {
-            ApiError::bad_request(e.body_text())
-        }
-    })?;
-    let input = match headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .map(|v| v.starts_with("application/json"))
-    {
-        Some(true) => {
-            let request: ValidateRequest = serde_json::from_slice(&body)
-                .map_err(|e| ApiError::bad_request(format!("malformed JSON body: {e}")))?;
-            ServiceInput {
-                id: request.id,
-                commissioning_file: request.commissioning_file,
-                parameters: request.parameters,
-                target_state: None,
-            }
-        }
-        _ => install_input(&headers, query, &body)?,
-    };
     let diagnostics = state.admin.validate_service(&input).await;
     Ok(Json(ValidateResponse {
         valid: diagnostics.is_empty(),
