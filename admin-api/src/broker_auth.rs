@@ -20,6 +20,14 @@ impl AuthHook for UserAuth {
     fn authenticate<'a>(&'a self, credentials: &'a Credentials) -> AuthFuture<'a> {
         Box::pin(async move {
             let Some(name) = &credentials.username else {
+                // Mutual TLS: the transport verified the certificate against the client CA, so
+                // its common name identifies the user without a password.
+                if let Some(cn) = &credentials.certificate_name {
+                    return match self.admin.directory.load().users.contains_key(cn) {
+                        true => Ok(Principal::User(cn.clone())),
+                        false => Err(ReasonCode::NOT_AUTHORIZED),
+                    };
+                }
                 return match self.allow_anonymous {
                     true => Ok(Principal::Anonymous),
                     false => Err(ReasonCode::NOT_AUTHORIZED),

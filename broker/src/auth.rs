@@ -16,6 +16,9 @@ pub struct Credentials {
     pub username: Option<String>,
     pub password: Option<Bytes>,
     pub peer: Option<SocketAddr>,
+    /// The common name of the client certificate, when the listener asks for client certificates
+    /// (mutual TLS) and the client presented one that chains to the configured client CA.
+    pub certificate_name: Option<String>,
 }
 
 /// Who a connection belongs to once authenticated; handed back on every authorisation question.

@@ -69,13 +69,16 @@ impl Gateway {
         let tls = match &settings.tls {
             settings::Tls::Mode(settings::TlsMode::Off) => None,
             settings::Tls::Mode(settings::TlsMode::SelfSigned) => Some(
-                broker::transport::tls::self_signed(&settings.data_dir.join("tls"))?,
+                broker::transport::tls::self_signed(&settings.data_dir.join("tls"), None)?,
             ),
             settings::Tls::Files {
                 cert_file,
                 key_file,
+                client_ca_file,
             } => Some(broker::transport::tls::server_config_from_pem(
-                cert_file, key_file,
+                cert_file,
+                key_file,
+                client_ca_file.as_deref(),
             )?),
         };
         let result = async {

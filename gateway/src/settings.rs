@@ -80,7 +80,9 @@ pub struct Listener {
     pub port: u16,
 }
 
-/// `tls: self-signed`, `tls: off`, or `tls: {cert_file, key_file}` with PEM files.
+/// `tls: self-signed`, `tls: off`, or `tls: {cert_file, key_file, client_ca_file?}` with PEM
+/// files. With `client_ca_file`, MQTT clients may log in with a certificate signed by that CA;
+/// its common name is the user name (mutual TLS).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum Tls {
@@ -88,6 +90,8 @@ pub enum Tls {
     Files {
         cert_file: PathBuf,
         key_file: PathBuf,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        client_ca_file: Option<PathBuf>,
     },
 }
 

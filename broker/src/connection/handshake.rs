@@ -1,6 +1,5 @@
 //! CONNECT to CONNACK: read the CONNECT, authenticate, open or resume the session, answer.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::BytesMut;
@@ -11,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
 use super::Accepted;
+use super::Peer;
 use crate::auth::Credentials;
 use crate::codec::{self, ConnAck, Connect, DecodeError, Packet, Properties, Protocol, ReasonCode};
 use crate::context::Context;
@@ -21,7 +21,7 @@ use crate::router::{ConnectRequest, Event};
 pub(super) async fn accept<S>(
     stream: &mut S,
     rbuf: &mut BytesMut,
-    peer: Option<SocketAddr>,
+    peer: &Peer,
     ctx: &Arc<Context>,
 ) -> Option<Accepted>
 where
@@ -35,7 +35,7 @@ where
     {
         Ok(Ok(connect)) => connect,
         Ok(Err(Some(e))) => {
-            debug!(?peer, error = %e, "Refusing a bad CONNECT");
+            debug!(peer = ?peer.address, error = %e, "Refusing a bad CONNECT");
             Metrics::add(&ctx.metrics.protocol_errors, 1);
             if let DecodeError::UnsupportedProtocol(_) = e {
                 refuse(
@@ -49,7 +49,7 @@ where
         }
         Ok(Err(None)) => return None,
         Err(_) => {
-            debug!(?peer, "No CONNECT in time; closing");
+            debug!(peer = ?peer.address, "No CONNECT in time; closing");
             return None;
         }
     };
@@ -117,7 +117,7 @@ async fn refuse<S: AsyncWrite + Unpin>(stream: &mut S, protocol: Protocol, code:
 /// Decides whether the client may connect and opens its session.
 async fn admit(
     mut connect: Connect,
-    peer: Option<SocketAddr>,
+    peer: &Peer,
     ctx: &Arc<Context>,
 ) -> Result<(Accepted, ConnAck), ReasonCode> {
     let protocol = connect.protocol;
@@ -147,7 +147,8 @@ async fn admit(
         client_id: client_id.to_string(),
         username: connect.username.as_ref().map(|u| u.to_string()),
         password: connect.password.clone(),
-        peer,
+        peer: peer.address,
+        certificate_name: peer.certificate_name.clone(),
     };
     let principal = ctx.auth.authenticate(&credentials).await?;
     if let Some(will) = &connect.will {

@@ -42,8 +42,16 @@ const WRITE_BATCH: usize = 256 * 1024;
 /// A client that does not take our bytes for this long is disconnected.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Who is on the other end of a connection, as the transport knows it.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Peer {
+    pub address: Option<SocketAddr>,
+    /// Common name of a verified client certificate (mutual TLS).
+    pub certificate_name: Option<String>,
+}
+
 /// Serves one client until it goes away, then hands its session back to the router.
-pub(crate) async fn serve<S>(mut stream: S, peer: Option<SocketAddr>, ctx: Arc<Context>)
+pub(crate) async fn serve<S>(mut stream: S, peer: Peer, ctx: Arc<Context>)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
@@ -52,7 +60,7 @@ where
     let mut rbuf = BytesMut::with_capacity(MIN_READ);
     let accepted = tokio::select! {
         // Boxed, like the other rare paths below, so an idle connection's task stays small.
-        accepted = Box::pin(handshake::accept(&mut stream, &mut rbuf, peer, &ctx)) => accepted,
+        accepted = Box::pin(handshake::accept(&mut stream, &mut rbuf, &peer, &ctx)) => accepted,
         _ = ctx.shutdown.cancelled() => None,
     };
     if let Some(accepted) = accepted {

@@ -49,7 +49,11 @@ pub(crate) async fn accept_loop(
             None => {
                 tracker.spawn(async move {
                     let _permit = permit;
-                    connection::serve(socket, Some(peer), ctx).await;
+                    let peer = connection::Peer {
+                        address: Some(peer),
+                        certificate_name: None,
+                    };
+                    connection::serve(socket, peer, ctx).await;
                 });
             }
             Some(acceptor) => {
@@ -57,7 +61,19 @@ pub(crate) async fn accept_loop(
                     let _permit = permit;
                     match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(socket)).await
                     {
-                        Ok(Ok(stream)) => connection::serve(stream, Some(peer), ctx).await,
+                        Ok(Ok(stream)) => {
+                            let certificate_name = stream
+                                .get_ref()
+                                .1
+                                .peer_certificates()
+                                .and_then(|chain| chain.first())
+                                .and_then(|cert| super::tls::certificate_name(cert));
+                            let peer = connection::Peer {
+                                address: Some(peer),
+                                certificate_name,
+                            };
+                            connection::serve(stream, peer, ctx).await
+                        }
                         Ok(Err(e)) => debug!(%peer, error = %e, "TLS handshake failed"),
                         Err(_) => debug!(%peer, "TLS handshake timed out"),
                     }

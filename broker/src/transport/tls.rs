@@ -19,10 +19,14 @@ pub enum TlsError {
     SelfSigned { dir: String, reason: String },
 }
 
-/// Builds a server configuration from a PEM certificate chain and a PEM private key.
+/// Builds a server configuration from a PEM certificate chain and a PEM private key. With
+/// `client_ca`, clients may present a certificate signed by one of its certificates (mutual TLS);
+/// its common name then identifies the user. Clients without a certificate are still accepted
+/// and authenticate with user name and password.
 pub fn server_config_from_pem(
     cert_path: &Path,
     key_path: &Path,
+    client_ca: Option<&Path>,
 ) -> Result<Arc<ServerConfig>, TlsError> {
     let certs = CertificateDer::pem_file_iter(cert_path)
         .and_then(|iter| iter.collect::<Result<Vec<_>, _>>())
@@ -40,12 +44,39 @@ pub fn server_config_from_pem(
         path: key_path.display().to_string(),
         reason: e.to_string(),
     })?;
-    build(certs, key)
+    let roots = match client_ca {
+        None => None,
+        Some(path) => {
+            let mut roots = rustls::RootCertStore::empty();
+            let cas = CertificateDer::pem_file_iter(path)
+                .and_then(|iter| iter.collect::<Result<Vec<_>, _>>())
+                .map_err(|e| TlsError::Certificate {
+                    path: path.display().to_string(),
+                    reason: e.to_string(),
+                })?;
+            let (added, _) = roots.add_parsable_certificates(cas);
+            if added == 0 {
+                return Err(TlsError::Certificate {
+                    path: path.display().to_string(),
+                    reason: "no usable CA certificate found".into(),
+                });
+            }
+            Some(roots)
+        }
+    };
+    build(certs, key, roots)
+}
+
+/// The common name (CN) of a certificate's subject, if it has one.
+pub fn certificate_name(cert: &CertificateDer<'_>) -> Option<String> {
+    let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
+    let name = parsed.subject().iter_common_name().next()?.as_str().ok()?;
+    Some(name.to_string())
 }
 
 /// Uses `tls-cert.pem`/`tls-key.pem` in `dir`, creating a self-signed pair for `localhost` and
 /// the host name on first use.
-pub fn self_signed(dir: &Path) -> Result<Arc<ServerConfig>, TlsError> {
+pub fn self_signed(dir: &Path, client_ca: Option<&Path>) -> Result<Arc<ServerConfig>, TlsError> {
     let cert_path = dir.join("tls-cert.pem");
     let key_path = dir.join("tls-key.pem");
     if !cert_path.exists() || !key_path.exists() {
@@ -64,18 +95,31 @@ pub fn self_signed(dir: &Path) -> Result<Arc<ServerConfig>, TlsError> {
         write_private(&key_path, generated.signing_key.serialize_pem().as_bytes())
             .map_err(|e| fail(e.to_string()))?;
     }
-    server_config_from_pem(&cert_path, &key_path)
+    server_config_from_pem(&cert_path, &key_path, client_ca)
 }
 
 fn build(
     certs: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
+    client_roots: Option<rustls::RootCertStore>,
 ) -> Result<Arc<ServerConfig>, TlsError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)?;
+    let builder = ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()?;
+    let builder = match client_roots {
+        None => builder.with_no_client_auth(),
+        Some(roots) => {
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider,
+            )
+            .allow_unauthenticated()
+            .build()
+            .map_err(|e| rustls::Error::General(e.to_string()))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let config = builder.with_single_cert(certs, key)?;
     Ok(Arc::new(config))
 }
 

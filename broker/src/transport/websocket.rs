@@ -40,7 +40,7 @@ async fn upgrade(State(ctx): State<Arc<Context>>, ws: WebSocketUpgrade) -> Respo
             let tracker = ctx.connections.clone();
             tracker.track_future(async move {
                 let _permit = permit;
-                connection::serve(WsStream::new(socket), None, ctx).await;
+                connection::serve(WsStream::new(socket), connection::Peer::default(), ctx).await;
             })
         })
 }
