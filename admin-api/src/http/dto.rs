@@ -10,12 +10,26 @@ use utoipa::ToSchema;
 /// `{resource, operation, context}`; MQTT resources are topic filters, HTTP resources API paths,
 /// both with `+` and `#`.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct PermissionDto {
     pub resource: String,
-    /// `read`, `write` or `readWrite`
-    pub operation: String,
-    /// `mqtt` or `http`
-    pub context: String,
+    pub operation: OperationDto,
+    pub context: ContextDto,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum OperationDto {
+    Read,
+    Write,
+    ReadWrite,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum ContextDto {
+    Mqtt,
+    Http,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -138,6 +152,7 @@ pub struct ReconfigureRequest {
 #[serde(deny_unknown_fields)]
 pub struct OperationRequest {
     /// `enable` or `disable`
+    #[schema(pattern = "^(enable|disable)$")]
     pub operation: String,
 }
 
