@@ -224,3 +224,30 @@ def test_enabled_services_are_enabled_again_after_a_restart():
             assert {s["id"]: s["state"] for s in services} == {"opcuacnc": "enabled", "modbusplc": "disabled"}
         finally:
             stop_gateway(gw)
+
+
+def test_password_guessing_is_slowed_down_per_address_on_http_and_mqtt():
+    """Five wrong passwords from one address, each for a different user name: the sixth attempt
+    from that address is answered 429 with Retry-After, and MQTT CONNECTs from it get "server
+    busy" (0x89), even with the right password, until the delay has passed."""
+    with tempfile.TemporaryDirectory() as data_dir:
+        gw = start_gateway(data_dir, anonymous=False)
+        try:
+            for attempt in range(5):
+                status, _ = api(gw, "POST", "/api/login", body={"username": f"guess{attempt}", "password": "x"})
+                assert status == 401
+            request = urllib.request.Request(
+                f"http://127.0.0.1:{gw.http}/api/login",
+                data=json.dumps({"username": "admin", "password": ADMIN_PASSWORD}).encode(),
+                headers={"Content-Type": "application/json"},
+                method="POST",
+            )
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                urllib.request.urlopen(request, timeout=10)
+            assert refused.value.code == 429
+            assert int(refused.value.headers["Retry-After"]) >= 1
+            busy = Client(gw, "admin", ADMIN_PASSWORD)
+            assert busy.rc.value == 0x89, busy.rc
+            busy.client.loop_stop()
+        finally:
+            stop_gateway(gw)
