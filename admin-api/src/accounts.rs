@@ -82,7 +82,21 @@ impl Admin {
             .get(name)
             .map(|u| u.password_hash.clone());
         let ok = match hash {
-            Some(hash) => password::verify(password.to_vec(), hash).await,
+            Some(hash)
+                if self
+                    .credentials
+                    .matches(name, password, &hash, Instant::now()) =>
+            {
+                true
+            }
+            Some(hash) => {
+                let ok = password::verify(password.to_vec(), hash.clone()).await;
+                if ok {
+                    self.credentials
+                        .remember(name, password, &hash, Instant::now());
+                }
+                ok
+            }
             None => {
                 // Same work for unknown users, so timing does not reveal which names exist.
                 let _ = password::verify(password.to_vec(), self.dummy_hash.clone()).await;

@@ -19,6 +19,7 @@ use arc_swap::ArcSwap;
 use tracing::{info, warn};
 
 use crate::access::Directory;
+use crate::auth::credential_cache::CredentialCache;
 use crate::auth::password;
 use crate::auth::throttle::Throttle;
 use crate::auth::token::Signer;
@@ -52,6 +53,7 @@ pub struct Admin {
     directory: ArcSwap<Directory>,
     signer: Signer,
     throttle: Throttle,
+    credentials: CredentialCache,
     /// Revoked token ids and their expiry, mirrored from the store.
     revoked: Mutex<HashMap<String, i64>>,
     services: tokio::sync::Mutex<BTreeMap<String, Installed>>,
@@ -114,6 +116,7 @@ impl Admin {
             directory: ArcSwap::from_pointee(Directory::default()),
             signer,
             throttle: Throttle::default(),
+            credentials: CredentialCache::default(),
             revoked: Mutex::new(revoked),
             services: tokio::sync::Mutex::new(BTreeMap::new()),
             service_states: RwLock::new(HashMap::new()),

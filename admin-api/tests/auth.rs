@@ -295,6 +295,16 @@ async fn users_crud_and_token_revocation_by_password_change_and_deletion() {
         StatusCode::UNAUTHORIZED
     );
     let alice_token = api.login("alice", "alice-new-password").await;
+    // The old password was verified (and remembered) before; it must not work any more.
+    let (status, _) = api
+        .call(
+            "POST",
+            "/api/login",
+            None,
+            Some(json!({"username": "alice", "password": "alice-password"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
 
     // An admin widens her permissions: effective at once, no new login needed.
     let (status, _) = api

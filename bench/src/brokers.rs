@@ -72,6 +72,30 @@ pub fn ensure_rumqttd(tools: &Path) -> anyhow::Result<PathBuf> {
 
 impl RunningBroker {
     pub fn start(kind: Kind, ironbridge: &Path, rumqttd: &Path) -> anyhow::Result<RunningBroker> {
+        RunningBroker::start_with(kind, ironbridge, rumqttd, None)
+    }
+
+    /// Starts a broker that admits only `user` with `password` (Ironbridge: its first admin;
+    /// Mosquitto: a password file made by `mosquitto_passwd`). rumqttd is not supported.
+    pub fn start_authenticated(
+        kind: Kind,
+        ironbridge: &Path,
+        user: &str,
+        password: &str,
+    ) -> anyhow::Result<RunningBroker> {
+        anyhow::ensure!(
+            kind != Kind::Rumqttd,
+            "rumqttd is not part of the authentication benchmark"
+        );
+        RunningBroker::start_with(kind, ironbridge, Path::new(""), Some((user, password)))
+    }
+
+    fn start_with(
+        kind: Kind,
+        ironbridge: &Path,
+        rumqttd: &Path,
+        login: Option<(&str, &str)>,
+    ) -> anyhow::Result<RunningBroker> {
         let dir = tempfile::tempdir()?;
         let port = free_port()?;
         let mut command = match kind {
@@ -81,17 +105,41 @@ impl RunningBroker {
                     .env("IRONBRIDGE_DATA_DIR", dir.path())
                     .env("IRONBRIDGE_MQTT_PORT", port.to_string())
                     .env("IRONBRIDGE_HTTP_PORT", free_port()?.to_string())
-                    .env("IRONBRIDGE_LOG_LEVEL", "warn");
+                    .env("IRONBRIDGE_LOG_LEVEL", "warn")
+                    // Compared with Mosquitto and rumqttd, which run with anonymous access too.
+                    .env(
+                        "IRONBRIDGE_BROKER_ALLOW_ANONYMOUS",
+                        if login.is_some() { "false" } else { "true" },
+                    );
+                if let Some((_, password)) = login {
+                    c.env("IRONBRIDGE_ADMIN_PASSWORD", password);
+                }
                 c
             }
             Kind::Mosquitto => {
                 let conf = dir.path().join("mosquitto.conf");
-                std::fs::write(
-                    &conf,
-                    format!(
-                        "listener {port} 127.0.0.1\nallow_anonymous true\nmax_connections -1\nmax_inflight_messages 1024\nmax_queued_messages 10000\npersistence false\nlog_dest none\n"
-                    ),
-                )?;
+                let mut text = format!(
+                    "listener {port} 127.0.0.1\nmax_connections -1\nmax_inflight_messages 1024\nmax_queued_messages 10000\npersistence false\nlog_dest none\n"
+                );
+                match login {
+                    None => text.push_str("allow_anonymous true\n"),
+                    Some((user, password)) => {
+                        let file = dir.path().join("passwords");
+                        let status = Command::new("mosquitto_passwd")
+                            .arg("-b")
+                            .arg("-c")
+                            .arg(&file)
+                            .args([user, password])
+                            .status()
+                            .context("running mosquitto_passwd")?;
+                        anyhow::ensure!(status.success(), "mosquitto_passwd failed");
+                        text.push_str(&format!(
+                            "allow_anonymous false\npassword_file {}\n",
+                            file.display()
+                        ));
+                    }
+                }
+                std::fs::write(&conf, text)?;
                 let mut c = Command::new("mosquitto");
                 c.arg("-c").arg(conf);
                 c

@@ -27,11 +27,21 @@ fn encode(packet: &Packet, buf: &mut BytesMut) {
     codec::encode(packet, Protocol::V311, buf);
 }
 
-/// Opens a connection and completes CONNECT/CONNACK.
+/// Opens a connection and completes CONNECT/CONNACK (anonymously).
 pub async fn connect(
     addr: SocketAddr,
     client_id: &str,
     keep_alive: u16,
+) -> anyhow::Result<(OwnedReadHalf, OwnedWriteHalf, BytesMut)> {
+    connect_as(addr, client_id, keep_alive, None).await
+}
+
+/// Opens a connection and completes CONNECT/CONNACK with a user name and password.
+pub async fn connect_as(
+    addr: SocketAddr,
+    client_id: &str,
+    keep_alive: u16,
+    credentials: Option<(&str, &str)>,
 ) -> anyhow::Result<(OwnedReadHalf, OwnedWriteHalf, BytesMut)> {
     let stream = TcpStream::connect(addr).await?;
     stream.set_nodelay(true)?;
@@ -45,8 +55,9 @@ pub async fn connect(
             properties: Properties::default(),
             client_id: client_id.into(),
             will: None,
-            username: None,
-            password: None,
+            username: credentials.map(|(user, _)| user.into()),
+            password: credentials
+                .map(|(_, password)| bytes::Bytes::copy_from_slice(password.as_bytes())),
         })),
         &mut buf,
     );

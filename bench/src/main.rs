@@ -4,6 +4,7 @@
 //! Run it with `scripts/bench-broker.sh`, which builds in release mode and raises the open-file
 //! limit for the 10,000-connection memory measurement.
 
+mod auth;
 mod brokers;
 mod load;
 
@@ -44,6 +45,15 @@ enum Command {
         /// Only these brokers (ironbridge, mosquitto, rumqttd).
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
+    },
+    /// Password-authenticated connects per second, against Mosquitto with a password file.
+    Auth {
+        /// Clients that connect in total.
+        #[arg(long, default_value_t = 1000)]
+        connections: usize,
+        /// Clients connecting at the same time.
+        #[arg(long, default_value_t = 100)]
+        concurrency: usize,
     },
 }
 
@@ -112,13 +122,6 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn run(clients: &Clients, command: Command) -> anyhow::Result<()> {
-    let Command::Broker {
-        seconds,
-        latency_rate,
-        idle,
-        tools,
-        only,
-    } = command;
     let _ = rlimit::increase_nofile_limit(65_536);
     let ironbridge = std::env::current_exe()?.with_file_name("ironbridge");
     anyhow::ensure!(
@@ -126,6 +129,24 @@ async fn run(clients: &Clients, command: Command) -> anyhow::Result<()> {
         "{} not found: build it with cargo build --release -p gateway",
         ironbridge.display()
     );
+    let (seconds, latency_rate, idle, tools, only) = match command {
+        Command::Auth {
+            connections,
+            concurrency,
+        } => {
+            return clients
+                .publishers
+                .spawn(async move { auth::run(&ironbridge, connections, concurrency).await })
+                .await?;
+        }
+        Command::Broker {
+            seconds,
+            latency_rate,
+            idle,
+            tools,
+            only,
+        } => (seconds, latency_rate, idle, tools, only),
+    };
     let rumqttd = brokers::ensure_rumqttd(&tools)?;
     let kinds: Vec<Kind> = [Kind::Ironbridge, Kind::Mosquitto, Kind::Rumqttd]
         .into_iter()
