@@ -177,6 +177,25 @@ def test_a_user_with_a_narrow_mqtt_permission_can_do_exactly_that(gw):
     sensor.close()
     watcher.close()
 
+    # A will message is a publish too: a will outside the user's permissions refuses the CONNECT.
+    status, _ = api(gw, "PUT", "/api/users/line1-sensor", token, {"permissions": [
+        {"resource": "plant/line1/#", "operation": "write", "context": "mqtt"}]})
+    assert status == 200
+    for will_topic, refused in [("plant/line1/offline", False), ("plant/line2/offline", True)]:
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        client.username_pw_set("line1-sensor", "sensor-password")
+        client.will_set(will_topic, b"gone", 1)
+        results = queue.Queue()
+        client.on_connect = lambda c, u, flags, rc, props: results.put(rc)
+        client.connect("127.0.0.1", gw.mqtt)
+        client.loop_start()
+        rc = results.get(timeout=TIMEOUT)
+        assert rc.is_failure == refused, (will_topic, rc)
+        if refused:
+            assert rc.value == 0x87
+        client.disconnect()
+        client.loop_stop()
+
     wrong = Client(gw, "line1-sensor", "not-the-password")
     assert wrong.rc.is_failure
     wrong.client.loop_stop()
