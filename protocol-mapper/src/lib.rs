@@ -1,4 +1,5 @@
-//! Protocol mapper: connections and endpoints for Modbus TCP, OPC UA and external MQTT brokers.
-//!
-//! Not implemented yet (issue "Protocol mapper"). This crate deliberately exports nothing, so no
-//! part of the gateway can appear to read a device before it really does.
+//! The protocol mapper: connections to machines and the endpoints read from and written to them.
+pub mod backoff;
+pub mod envelope;
+pub mod modbus;
+pub mod status;

@@ -1,0 +1,715 @@
+//! One Modbus TCP connection as an actor: connects with back-off, polls its subscribe endpoints
+//! (batched when configured), answers `/req` and `/set`, and publishes data and its status
+//! through an in-process broker link. A transport failure reconnects; a device exception is an
+//! error for that endpoint only.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+use broker::{LocalClient, Message, QoS};
+use commissioning::model::{ConnectionTargetState, ModbusAddress, ModbusConnection, Operation};
+use serde_json::Value as Json;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_modbus::client::{Client, Context, Reader, Writer};
+use tokio_modbus::prelude::SlaveContext;
+use tokio_modbus::{ExceptionCode, Slave};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use super::batch::{self, Read};
+use super::codec;
+use crate::backoff::Backoff;
+use crate::envelope;
+use crate::status::{ConnectionState, ConnectionStatus, connection_status_topic};
+
+/// How long a request may take when the connection has no `socketTimeout`.
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Commands waiting for the actor; the supervisor is the only sender.
+const COMMAND_QUEUE: usize = 64;
+
+/// An endpoint as the connection runs it.
+#[derive(Debug, Clone)]
+pub struct EndpointSpec {
+    pub id: String,
+    /// The full data topic (`services/<id>/<topic>`); requests arrive on `.../req` or `.../set`.
+    pub topic: String,
+    pub operation: Operation,
+    pub address: ModbusAddress,
+    pub qos: QoS,
+    pub retain: bool,
+}
+
+#[derive(Debug)]
+enum Command {
+    Add(Box<EndpointSpec>, oneshot::Sender<Result<(), String>>),
+    Remove(String, oneshot::Sender<()>),
+}
+
+/// The supervisor's handle on a running connection.
+pub struct ModbusConnectionHandle {
+    commands: mpsc::Sender<Command>,
+    status: watch::Receiver<ConnectionStatus>,
+    endpoint_errors: watch::Receiver<BTreeMap<String, String>>,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+    pub target: ConnectionTargetState,
+}
+
+impl ModbusConnectionHandle {
+    pub async fn add_endpoint(&self, endpoint: EndpointSpec) -> Result<(), String> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Add(Box::new(endpoint), tx))
+            .await
+            .map_err(|_| "the connection has stopped".to_string())?;
+        rx.await
+            .map_err(|_| "the connection has stopped".to_string())?
+    }
+
+    pub async fn remove_endpoint(&self, id: &str) {
+        let (tx, rx) = oneshot::channel();
+        if self
+            .commands
+            .send(Command::Remove(id.to_string(), tx))
+            .await
+            .is_ok()
+        {
+            let _ = rx.await;
+        }
+    }
+
+    pub fn status(&self) -> ConnectionStatus {
+        self.status.borrow().clone()
+    }
+
+    /// The last error of an endpoint, if its last poll or request failed.
+    pub fn endpoint_error(&self, id: &str) -> Option<String> {
+        self.endpoint_errors.borrow().get(id).cloned()
+    }
+
+    /// Stops polling, closes the socket and waits for the task.
+    pub async fn stop(self) {
+        self.stop.cancel();
+        let _ = self.task.await;
+    }
+}
+
+/// Starts the actor. `link` is the broker connection it publishes and subscribes through.
+pub fn start(
+    service: &str,
+    resource: &str,
+    spec: ModbusConnection,
+    target: ConnectionTargetState,
+    link: LocalClient,
+) -> ModbusConnectionHandle {
+    let (commands, commands_rx) = mpsc::channel(COMMAND_QUEUE);
+    let (status_tx, status) = watch::channel(ConnectionStatus::new(ConnectionState::Connecting));
+    let (errors_tx, endpoint_errors) = watch::channel(BTreeMap::new());
+    let stop = CancellationToken::new();
+    let actor = Actor {
+        label: format!("{service}::{resource}"),
+        status_topic: connection_status_topic(service, resource),
+        backoff: Backoff::new(spec.connection_strategy.as_ref()),
+        timeout: spec
+            .socket_timeout
+            .map_or(DEFAULT_TIMEOUT, Duration::from_millis),
+        spec,
+        target,
+        link,
+        commands: commands_rx,
+        status: status_tx,
+        errors: errors_tx,
+        endpoints: BTreeMap::new(),
+        stop: stop.clone(),
+    };
+    let task = tokio::spawn(actor.run());
+    ModbusConnectionHandle {
+        commands,
+        status,
+        endpoint_errors,
+        stop,
+        task,
+        target,
+    }
+}
+
+struct Endpoint {
+    spec: EndpointSpec,
+    schedule: Option<cron::Schedule>,
+    next_due: Instant,
+}
+
+struct Actor {
+    label: String,
+    status_topic: String,
+    spec: ModbusConnection,
+    target: ConnectionTargetState,
+    backoff: Backoff,
+    timeout: Duration,
+    link: LocalClient,
+    commands: mpsc::Receiver<Command>,
+    status: watch::Sender<ConnectionStatus>,
+    errors: watch::Sender<BTreeMap<String, String>>,
+    endpoints: BTreeMap<String, Endpoint>,
+    stop: CancellationToken,
+}
+
+/// Why the connected loop ended.
+enum End {
+    Stopped,
+    Lost(String),
+}
+
+impl Actor {
+    async fn run(mut self) {
+        if self.target == ConnectionTargetState::Disconnected {
+            self.set_state(ConnectionState::Disconnected, None).await;
+            self.idle_until_stopped().await;
+            self.link.disconnect().await;
+            return;
+        }
+        let mut state = ConnectionState::Connecting;
+        loop {
+            self.set_state(state, None).await;
+            let connected = tokio::select! {
+                _ = self.stop.cancelled() => break,
+                connected = self.connect() => connected,
+            };
+            match connected {
+                Ok(mut context) => {
+                    self.backoff.reset();
+                    info!(connection = %self.label, "Modbus connection established");
+                    self.set_state(ConnectionState::Connected, None).await;
+                    match self.connected(&mut context).await {
+                        End::Stopped => {
+                            let _ = context.disconnect().await;
+                            break;
+                        }
+                        End::Lost(error) => {
+                            warn!(connection = %self.label, error = %error, "Modbus connection lost");
+                            let _ = context.disconnect().await;
+                            self.set_state(ConnectionState::Reconnecting, Some(error))
+                                .await;
+                        }
+                    }
+                }
+                Err(error) => {
+                    debug!(connection = %self.label, error = %error, "Modbus connect failed");
+                    let retry = if state == ConnectionState::Connecting {
+                        ConnectionState::Connecting
+                    } else {
+                        ConnectionState::Reconnecting
+                    };
+                    self.set_state(retry, Some(error)).await;
+                }
+            }
+            state = ConnectionState::Reconnecting;
+            let delay = self.backoff.next_delay(rand::random());
+            if !self.wait_disconnected(delay).await {
+                break;
+            }
+        }
+        self.set_state(ConnectionState::Disconnected, None).await;
+        self.link.disconnect().await;
+    }
+
+    async fn connect(&self) -> Result<Context, String> {
+        let target = format!("{}:{}", self.spec.host, self.spec.port);
+        let attempt = async {
+            let addr: SocketAddr = tokio::net::lookup_host(&target)
+                .await
+                .map_err(|e| format!("cannot resolve {target}: {e}"))?
+                .next()
+                .ok_or_else(|| format!("{target} resolves to no address"))?;
+            tokio_modbus::client::tcp::connect_slave(addr, Slave(self.spec.unit_id))
+                .await
+                .map_err(|e| format!("cannot connect to {target}: {e}"))
+        };
+        tokio::time::timeout(self.timeout, attempt)
+            .await
+            .unwrap_or_else(|_| {
+                Err(format!(
+                    "connecting to {target} timed out after {} ms",
+                    self.timeout.as_millis()
+                ))
+            })
+    }
+
+    async fn set_state(&mut self, state: ConnectionState, error: Option<String>) {
+        let mut status = ConnectionStatus::new(state);
+        let previous = self.status.borrow().clone();
+        if previous.state == state {
+            status.since = previous.since;
+        }
+        status.last_error = error.or(if state == ConnectionState::Connected {
+            None
+        } else {
+            previous.last_error.clone()
+        });
+        if status == previous && state != ConnectionState::Connecting {
+            return;
+        }
+        self.status.send_replace(status.clone());
+        let payload = serde_json::to_vec(&status).unwrap_or_default();
+        let _ = self
+            .link
+            .publish(Message::new(
+                self.status_topic.clone(),
+                payload,
+                QoS::AtLeastOnce,
+                true,
+            ))
+            .await;
+    }
+
+    /// While not connected: keep accepting endpoint changes and answer requests with an error,
+    /// until the delay is over (true) or the connection is stopped (false).
+    async fn wait_disconnected(&mut self, delay: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + delay;
+        loop {
+            tokio::select! {
+                _ = self.stop.cancelled() => return false,
+                _ = tokio::time::sleep_until(deadline) => return true,
+                command = self.commands.recv() => match command {
+                    Some(command) => self.apply(command).await,
+                    None => return false,
+                },
+                delivery = self.link.recv() => {
+                    let Some(delivery) = delivery else { return false };
+                    if let Some((id, _)) = self.request_target(&delivery.message.topic) {
+                        let request = envelope::parse_request(&delivery.message.payload).ok();
+                        let topic = format!("{}/res", self.endpoints[&id].spec.topic);
+                        let payload = envelope::error(request.and_then(|r| r.id), "not connected to the device", None, envelope::now_millis());
+                        let _ = self.link.publish(Message::new(topic, payload, QoS::AtLeastOnce, false)).await;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn idle_until_stopped(&mut self) {
+        loop {
+            tokio::select! {
+                _ = self.stop.cancelled() => return,
+                command = self.commands.recv() => match command {
+                    Some(command) => self.apply(command).await,
+                    None => return,
+                },
+            }
+        }
+    }
+
+    async fn apply(&mut self, command: Command) {
+        match command {
+            Command::Add(spec, reply) => {
+                let result = self.add(*spec).await;
+                let _ = reply.send(result);
+            }
+            Command::Remove(id, reply) => {
+                if let Some(endpoint) = self.endpoints.remove(&id) {
+                    let _ = self.link.unsubscribe(&request_filter(&endpoint.spec)).await;
+                }
+                self.errors.send_modify(|errors| {
+                    errors.remove(&id);
+                });
+                let _ = reply.send(());
+            }
+        }
+    }
+
+    async fn add(&mut self, spec: EndpointSpec) -> Result<(), String> {
+        let schedule = match &spec.address.cron_expression {
+            Some(expression) => Some(parse_cron(expression)?),
+            None => None,
+        };
+        if spec.operation != Operation::Subscribe {
+            self.link
+                .subscribe(&request_filter(&spec), QoS::AtLeastOnce)
+                .await
+                .map_err(|e| format!("cannot subscribe to the request topic: {e}"))?;
+        }
+        let next_due = next_run(&spec, schedule.as_ref(), Instant::now(), true);
+        self.endpoints.insert(
+            spec.id.clone(),
+            Endpoint {
+                spec,
+                schedule,
+                next_due,
+            },
+        );
+        Ok(())
+    }
+
+    async fn connected(&mut self, context: &mut Context) -> End {
+        loop {
+            let next_due = self
+                .endpoints
+                .values()
+                .filter(|e| e.spec.operation == Operation::Subscribe)
+                .map(|e| e.next_due)
+                .min();
+            let sleep = async {
+                match next_due {
+                    Some(due) => tokio::time::sleep_until(due.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = self.stop.cancelled() => return End::Stopped,
+                command = self.commands.recv() => match command {
+                    Some(command) => self.apply(command).await,
+                    None => return End::Stopped,
+                },
+                delivery = self.link.recv() => {
+                    let Some(delivery) = delivery else { return End::Stopped };
+                    if let Err(error) = self.handle_request(context, &delivery.message.topic, &delivery.message.payload).await {
+                        return End::Lost(error);
+                    }
+                }
+                _ = sleep => {
+                    if let Err(error) = self.poll_due(context).await {
+                        return End::Lost(error);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Reads every subscribe endpoint that is due, in as few requests as batching allows.
+    async fn poll_due(&mut self, context: &mut Context) -> Result<(), String> {
+        let now = Instant::now();
+        let due: Vec<String> = self
+            .endpoints
+            .iter()
+            .filter(|(_, e)| e.spec.operation == Operation::Subscribe && e.next_due <= now)
+            .map(|(id, _)| id.clone())
+            .collect();
+        let reads: Vec<Read> = due
+            .iter()
+            .map(|id| self.read_of(&self.endpoints[id].spec))
+            .collect();
+        let plan = batch::plan(
+            &reads,
+            self.spec.batch_read_enabled,
+            self.spec.max_batch_size,
+        );
+        for request in plan {
+            let outcome = self
+                .read(
+                    context,
+                    request.unit,
+                    request.fc,
+                    request.address,
+                    request.count,
+                )
+                .await?;
+            let timestamp = envelope::now_millis();
+            for member in request.members {
+                let id = &due[member];
+                let read = reads[member];
+                let result = outcome.as_ref().map_err(Clone::clone).and_then(|data| {
+                    let offset = usize::from(read.address - request.address);
+                    data.slice(
+                        offset,
+                        usize::from(read.count),
+                        self.endpoints[id].spec.address.data_type,
+                    )
+                });
+                self.publish_reading(id, result, timestamp).await;
+            }
+        }
+        let now = Instant::now();
+        for id in due {
+            if let Some(endpoint) = self.endpoints.get_mut(&id) {
+                endpoint.next_due =
+                    next_run(&endpoint.spec, endpoint.schedule.as_ref(), now, false);
+            }
+        }
+        Ok(())
+    }
+
+    async fn publish_reading(&mut self, id: &str, result: Result<Json, String>, timestamp: i64) {
+        let Some(endpoint) = self.endpoints.get(id) else {
+            return;
+        };
+        match result {
+            Ok(value) => {
+                let message = Message::new(
+                    endpoint.spec.topic.clone(),
+                    envelope::data(value, timestamp),
+                    endpoint.spec.qos,
+                    endpoint.spec.retain,
+                );
+                let _ = self.link.publish(message).await;
+                if self.errors.borrow().contains_key(id) {
+                    self.errors.send_modify(|errors| {
+                        errors.remove(id);
+                    });
+                }
+            }
+            Err(error) => {
+                if self.errors.borrow().get(id) != Some(&error) {
+                    warn!(connection = %self.label, endpoint = %id, error = %error, "Modbus read failed");
+                    self.errors.send_modify(|errors| {
+                        errors.insert(id.to_string(), error);
+                    });
+                }
+            }
+        }
+    }
+
+    fn read_of(&self, spec: &EndpointSpec) -> Read {
+        Read {
+            unit: spec.address.unit_id.unwrap_or(self.spec.unit_id),
+            fc: spec.address.fc,
+            address: spec.address.address,
+            count: spec.address.length,
+        }
+    }
+
+    /// One read on the wire. `Err` is a transport failure (reconnect); `Ok(Err)` is the device
+    /// refusing (an exception), which only concerns the endpoints of this read.
+    async fn read(
+        &self,
+        context: &mut Context,
+        unit: u8,
+        fc: u8,
+        address: u16,
+        count: u16,
+    ) -> Result<Result<Data, String>, String> {
+        context.set_slave(Slave(unit));
+        let call = async {
+            match fc {
+                1 => context
+                    .read_coils(address, count)
+                    .await
+                    .map(|r| r.map(Data::Bits)),
+                2 => context
+                    .read_discrete_inputs(address, count)
+                    .await
+                    .map(|r| r.map(Data::Bits)),
+                3 => context
+                    .read_holding_registers(address, count)
+                    .await
+                    .map(|r| r.map(Data::Words)),
+                _ => context
+                    .read_input_registers(address, count)
+                    .await
+                    .map(|r| r.map(Data::Words)),
+            }
+        };
+        match tokio::time::timeout(self.timeout, call).await {
+            Err(_) => Err(format!("no answer within {} ms", self.timeout.as_millis())),
+            Ok(Err(e)) => Err(format!("transport error: {e}")),
+            Ok(Ok(Err(exception))) => Ok(Err(exception_message(exception))),
+            Ok(Ok(Ok(data))) => Ok(Ok(data)),
+        }
+    }
+
+    fn request_target(&self, topic: &str) -> Option<(String, Operation)> {
+        let (base, suffix) = topic.rsplit_once('/')?;
+        self.endpoints.iter().find_map(|(id, e)| {
+            let matches = e.spec.topic == base
+                && matches!(
+                    (e.spec.operation, suffix),
+                    (Operation::Read, "req") | (Operation::Write, "set")
+                );
+            matches.then(|| (id.clone(), e.spec.operation))
+        })
+    }
+
+    /// Answers a `/req` (read now) or `/set` (write) on `/res`.
+    async fn handle_request(
+        &mut self,
+        context: &mut Context,
+        topic: &str,
+        payload: &[u8],
+    ) -> Result<(), String> {
+        let Some((id, operation)) = self.request_target(topic) else {
+            return Ok(());
+        };
+        let spec = self.endpoints[&id].spec.clone();
+        let response_topic = format!("{}/res", spec.topic);
+        let timestamp = envelope::now_millis();
+        let request = match envelope::parse_request(payload) {
+            Ok(request) => request,
+            Err(error) => {
+                let payload = envelope::error(None, &error, None, timestamp);
+                let _ = self
+                    .link
+                    .publish(Message::new(
+                        response_topic,
+                        payload,
+                        QoS::AtLeastOnce,
+                        false,
+                    ))
+                    .await;
+                return Ok(());
+            }
+        };
+        let outcome: Result<Json, (String, Option<Json>)> = match operation {
+            Operation::Write => self.write(context, &spec, &request.value).await?,
+            _ => {
+                let read = self.read_of(&spec);
+                match self
+                    .read(context, read.unit, read.fc, read.address, read.count)
+                    .await?
+                {
+                    Ok(data) => data
+                        .slice(0, usize::from(read.count), spec.address.data_type)
+                        .map_err(|e| (e, None)),
+                    Err(e) => Err((e, None)),
+                }
+            }
+        };
+        let payload = match outcome {
+            Ok(value) => envelope::result(request.id, value, envelope::now_millis()),
+            Err((message, code)) => {
+                envelope::error(request.id, &message, code, envelope::now_millis())
+            }
+        };
+        let _ = self
+            .link
+            .publish(Message::new(
+                response_topic,
+                payload,
+                QoS::AtLeastOnce,
+                false,
+            ))
+            .await;
+        Ok(())
+    }
+
+    /// Writes a value. Outer `Err` is a transport failure; inner `Err` an error for the caller
+    /// (bad value or device exception) with the Modbus exception code when there is one.
+    async fn write(
+        &self,
+        context: &mut Context,
+        spec: &EndpointSpec,
+        value: &Json,
+    ) -> Result<Result<Json, (String, Option<Json>)>, String> {
+        let address = spec.address.address;
+        context.set_slave(Slave(spec.address.unit_id.unwrap_or(self.spec.unit_id)));
+        let encoded = match spec.address.fc {
+            5 | 15 => codec::encode_bits(value).map(Data::Bits),
+            _ => {
+                let length = spec
+                    .address
+                    .data_type
+                    .map_or(spec.address.length, |t| match t {
+                        commissioning::model::ModbusDataType::StringBe
+                        | commissioning::model::ModbusDataType::StringLe
+                        | commissioning::model::ModbusDataType::Raw
+                        | commissioning::model::ModbusDataType::Base64 => spec.address.length,
+                        other => codec::registers_for(other, spec.address.length),
+                    });
+                codec::encode_registers(value, spec.address.data_type, length).map(Data::Words)
+            }
+        };
+        let data = match encoded {
+            Ok(data) => data,
+            Err(e) => return Ok(Err((e.to_string(), None))),
+        };
+        let call = async {
+            match (spec.address.fc, &data) {
+                (5, Data::Bits(bits)) if bits.len() == 1 => {
+                    context.write_single_coil(address, bits[0]).await
+                }
+                (6, Data::Words(words)) if words.len() == 1 => {
+                    context.write_single_register(address, words[0]).await
+                }
+                (5 | 15, Data::Bits(bits)) => context.write_multiple_coils(address, bits).await,
+                (_, Data::Words(words)) => context.write_multiple_registers(address, words).await,
+                (_, Data::Bits(bits)) => context.write_multiple_coils(address, bits).await,
+            }
+        };
+        match tokio::time::timeout(self.timeout, call).await {
+            Err(_) => Err(format!("no answer within {} ms", self.timeout.as_millis())),
+            Ok(Err(e)) => Err(format!("transport error: {e}")),
+            Ok(Ok(Err(exception))) => Ok(Err((
+                exception_message(exception),
+                Some(Json::from(u8::from(exception))),
+            ))),
+            Ok(Ok(Ok(()))) => Ok(Ok(value.clone())),
+        }
+    }
+}
+
+/// What a read returned.
+#[derive(Debug, Clone)]
+enum Data {
+    Words(Vec<u16>),
+    Bits(Vec<bool>),
+}
+
+impl Data {
+    /// The part of a (possibly batched) read that belongs to one endpoint, decoded.
+    fn slice(
+        &self,
+        offset: usize,
+        count: usize,
+        data_type: Option<commissioning::model::ModbusDataType>,
+    ) -> Result<Json, String> {
+        match self {
+            Data::Words(words) => {
+                let part = words
+                    .get(offset..offset + count)
+                    .ok_or("the device answered fewer registers than asked for")?;
+                codec::decode_registers(part, data_type).map_err(|e| e.to_string())
+            }
+            Data::Bits(bits) => {
+                let part = bits
+                    .get(offset..offset + count)
+                    .ok_or("the device answered fewer coils than asked for")?;
+                Ok(codec::decode_bits(part))
+            }
+        }
+    }
+}
+
+fn exception_message(exception: ExceptionCode) -> String {
+    format!("Modbus exception {:#04x}: {exception}", u8::from(exception))
+}
+
+fn request_filter(spec: &EndpointSpec) -> String {
+    match spec.operation {
+        Operation::Write => format!("{}/set", spec.topic),
+        _ => format!("{}/req", spec.topic),
+    }
+}
+
+/// Cron expressions with five fields (minute precision) get a leading seconds field of `0`.
+pub fn parse_cron(expression: &str) -> Result<cron::Schedule, String> {
+    let fields = expression.split_whitespace().count();
+    let full = if fields == 5 {
+        format!("0 {expression}")
+    } else {
+        expression.to_string()
+    };
+    cron::Schedule::from_str(&full)
+        .map_err(|e| format!("invalid cronExpression {expression:?}: {e}"))
+}
+
+/// When a subscribe endpoint reads next: right away when added, then every `interval` ms
+/// (default 1000) or at the cron schedule's next time.
+fn next_run(
+    spec: &EndpointSpec,
+    schedule: Option<&cron::Schedule>,
+    now: Instant,
+    first: bool,
+) -> Instant {
+    if let Some(schedule) = schedule {
+        let wall = chrono::Utc::now();
+        return schedule
+            .after(&wall)
+            .next()
+            .and_then(|at| (at - wall).to_std().ok())
+            .map_or(now + Duration::from_secs(3600), |wait| now + wait);
+    }
+    if first {
+        return now;
+    }
+    now + Duration::from_millis(spec.address.interval.unwrap_or(1000).max(1))
+}
