@@ -83,8 +83,9 @@ pub enum StartError {
 }
 
 impl Admin {
-    /// Opens the database (running migrations), creates the first admin if there is none, loads
-    /// users and brings back the services that were enabled.
+    /// Opens the database (running migrations), creates the first admin if there is none and
+    /// loads users. Services come back with [`Admin::restore_services`], called once whatever
+    /// runs their resources (the broker, the supervisor) is up.
     pub async fn start(
         config: AdminConfig,
         runtime: Arc<dyn ResourceRuntime>,
@@ -128,7 +129,6 @@ impl Admin {
         });
         admin.reload().await?;
         admin.ensure_first_admin().await?;
-        admin.restore_services().await?;
         Ok(admin)
     }
 

@@ -36,6 +36,7 @@ impl Gateway {
             broker_config.persistence_dir = Some(settings.data_dir.join("broker"));
         }
         let (supervisor, statuses) = supervisor::Supervisor::new();
+        let supervisor = Arc::new(supervisor);
         let admin = Admin::start(
             AdminConfig {
                 data_dir: settings.data_dir.clone(),
@@ -45,7 +46,7 @@ impl Gateway {
                 mqtt_port: settings.mqtt.port,
                 max_body_bytes: settings.admin.max_body_bytes,
             },
-            Arc::new(supervisor),
+            supervisor.clone(),
         )
         .await
         .context("cannot start the admin API")?;
@@ -66,6 +67,13 @@ impl Gateway {
             statuses,
             background.clone(),
         ));
+        supervisor.attach(broker.handle());
+        if let Err(e) = admin.restore_services().await {
+            background.cancel();
+            admin.shutdown().await;
+            broker.shutdown().await;
+            return Err(anyhow::Error::new(e).context("cannot restore the installed services"));
+        }
         let tls = match &settings.tls {
             settings::Tls::Mode(settings::TlsMode::Off) => None,
             settings::Tls::Mode(settings::TlsMode::SelfSigned) => Some(

@@ -1,20 +1,23 @@
 //! The supervisor: owns the tasks of every service resource and publishes service states as
 //! retained messages on `$SYS/ironbridge/services/<id>/status`.
 //!
-//! Connections, endpoints and mappings have no driver in this build yet (the protocol mapper and
-//! rule engine come next): they are validated and recorded, and report `unavailable` with that
-//! reason, which makes their service `deviated`. Nothing pretends to read a device.
+//! Modbus connections and endpoints run on the protocol mapper's driver. OPC UA and MQTT
+//! connections, mappings, and endpoints with rule chains have no driver in this build yet: they are
+//! validated and recorded, and report `unavailable` with that reason, which makes their service
+//! `deviated`. Nothing pretends to read a device.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use admin_api::services::{BoxFuture, ResourceRuntime, ResourceStatus};
-use broker::BrokerHandle;
 use broker::codec::QoS;
 use broker::message::Message;
+use broker::BrokerHandle;
 use bytes::Bytes;
-use commissioning::model::ResourceKind;
+use commissioning::model::{Address, ConnectionParams, ConnectionTargetState, ResourceKind};
 use commissioning::{Resource, Service};
+use protocol_mapper::modbus::connection::{self as modbus, EndpointSpec, ModbusConnectionHandle};
+use protocol_mapper::status::ConnectionState;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
@@ -23,21 +26,35 @@ use tracing::warn;
 /// (a later state of the same service supersedes it anyway).
 const STATUS_QUEUE: usize = 1024;
 
+type Key = (String, String);
+
+enum Running {
+    ModbusConnection(Arc<ModbusConnectionHandle>),
+    ModbusEndpoint { connection: Arc<ModbusConnectionHandle>, id: String },
+    /// Recorded but without a driver in this build; the reason says which part is missing.
+    Unavailable(String),
+}
+
 pub struct Supervisor {
-    resources: Mutex<HashMap<(String, String), String>>,
+    broker: OnceLock<BrokerHandle>,
+    running: Mutex<HashMap<Key, Running>>,
     status: mpsc::Sender<(String, Bytes)>,
 }
 
 impl Supervisor {
     pub fn new() -> (Supervisor, mpsc::Receiver<(String, Bytes)>) {
         let (status, rx) = mpsc::channel(STATUS_QUEUE);
-        (
-            Supervisor {
-                resources: Mutex::new(HashMap::new()),
-                status,
-            },
-            rx,
-        )
+        let supervisor = Supervisor {
+            broker: OnceLock::new(),
+            running: Mutex::new(HashMap::new()),
+            status,
+        };
+        (supervisor, rx)
+    }
+
+    /// Gives the supervisor its broker; resources start only after this.
+    pub fn attach(&self, broker: BrokerHandle) {
+        let _ = self.broker.set(broker);
     }
 
     fn publish(&self, topic: String, payload: Bytes) {
@@ -45,64 +62,133 @@ impl Supervisor {
             warn!("Status queue full; a service status update was dropped");
         }
     }
+
+    fn running(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Running>> {
+        self.running.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    async fn start_resource(&self, service: &Service, resource: &Resource) -> Result<Running, String> {
+        let broker = self.broker.get().ok_or("the broker is not running yet")?;
+        match &resource.kind {
+            ResourceKind::Connection(connection) => match &connection.params {
+                ConnectionParams::Modbus(spec) => {
+                    let link = broker
+                        .connect_local(&format!("ironbridge/{}/{}", service.id, resource.id))
+                        .await
+                        .map_err(|e| format!("cannot reach the broker: {e}"))?;
+                    let handle = modbus::start(&service.id, &resource.id, spec.clone(), connection.target_state, link);
+                    Ok(Running::ModbusConnection(Arc::new(handle)))
+                }
+                other => Ok(Running::Unavailable(format!(
+                    "no driver for {} connections in this build yet",
+                    protocol_name(other)
+                ))),
+            },
+            ResourceKind::Endpoint(endpoint) => {
+                if !endpoint.rules.is_empty() {
+                    return Ok(Running::Unavailable(
+                        "endpoint rules need the rule engine, which is not in this build yet".into(),
+                    ));
+                }
+                let Address::Modbus(address) = &endpoint.address else {
+                    return Ok(Running::Unavailable(format!(
+                        "no driver for {:?} endpoints in this build yet",
+                        endpoint.protocol
+                    )));
+                };
+                let key = (endpoint.connection.service.clone(), endpoint.connection.resource.clone());
+                let connection = match self.running().get(&key) {
+                    Some(Running::ModbusConnection(handle)) => handle.clone(),
+                    _ => return Err(format!("its connection {} is not running as a Modbus connection", endpoint.connection)),
+                };
+                let spec = EndpointSpec {
+                    id: format!("{}::{}", service.id, resource.id),
+                    topic: format!("{}/{}", service.mqtt_root, endpoint.topic),
+                    operation: endpoint.operation,
+                    address: address.clone(),
+                    qos: qos(endpoint.qos.0),
+                    retain: endpoint.retain,
+                };
+                let id = spec.id.clone();
+                connection.add_endpoint(spec).await?;
+                Ok(Running::ModbusEndpoint { connection, id })
+            }
+            ResourceKind::Mapping(_) => Ok(Running::Unavailable(
+                "the rule engine that runs mappings is not in this build yet".into(),
+            )),
+            ResourceKind::User(_) | ResourceKind::Role(_) => Ok(Running::Unavailable(String::new())),
+        }
+    }
 }
 
-/// Why a resource cannot run in this build.
-fn no_driver(resource: &Resource) -> String {
-    match &resource.kind {
-        ResourceKind::Connection(c) => format!(
-            "no driver for {:?} connections in this build yet",
-            c.protocol
-        ),
-        ResourceKind::Endpoint(e) => {
-            format!("no driver for {:?} endpoints in this build yet", e.protocol)
-        }
-        ResourceKind::Mapping(_) => {
-            "the rule engine that runs mappings is not in this build yet".into()
-        }
-        ResourceKind::User(_) | ResourceKind::Role(_) => String::new(),
+fn protocol_name(params: &ConnectionParams) -> &'static str {
+    match params {
+        ConnectionParams::Modbus(_) => "Modbus",
+        ConnectionParams::Opcua(_) => "OPC UA",
+        ConnectionParams::Mqtt(_) => "MQTT",
+    }
+}
+
+fn qos(level: u8) -> QoS {
+    match level {
+        0 => QoS::AtMostOnce,
+        1 => QoS::AtLeastOnce,
+        _ => QoS::ExactlyOnce,
     }
 }
 
 impl ResourceRuntime for Supervisor {
-    fn start<'a>(
-        &'a self,
-        service: &'a Service,
-        resource: &'a Resource,
-    ) -> BoxFuture<'a, Result<(), String>> {
+    fn start<'a>(&'a self, service: &'a Service, resource: &'a Resource) -> BoxFuture<'a, Result<(), String>> {
         Box::pin(async move {
-            let reason = no_driver(resource);
-            warn!(service = %service.id, resource = %resource.id, reason = %reason, "Resource recorded but not running");
-            self.resources
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert((service.id.clone(), resource.id.clone()), reason);
+            let running = self.start_resource(service, resource).await?;
+            if let Running::Unavailable(reason) = &running {
+                warn!(service = %service.id, resource = %resource.id, reason = %reason, "Resource recorded but not running");
+            }
+            self.running().insert((service.id.clone(), resource.id.clone()), running);
             Ok(())
         })
     }
 
     fn stop<'a>(&'a self, service_id: &'a str, resource_id: &'a str) -> BoxFuture<'a, ()> {
         Box::pin(async move {
-            self.resources
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&(service_id.to_string(), resource_id.to_string()));
+            let removed = self.running().remove(&(service_id.to_string(), resource_id.to_string()));
+            match removed {
+                Some(Running::ModbusConnection(handle)) => handle.stop().await,
+                Some(Running::ModbusEndpoint { connection, id }) => connection.remove_endpoint(&id).await,
+                Some(Running::Unavailable(_)) | None => {}
+            }
         })
     }
 
     fn status(&self, service_id: &str, resource_id: &str) -> ResourceStatus {
-        let resources = self.resources.lock().unwrap_or_else(|e| e.into_inner());
-        match resources.get(&(service_id.to_string(), resource_id.to_string())) {
-            Some(reason) => ResourceStatus {
-                state: "unavailable".into(),
-                in_target_state: false,
-                message: Some(reason.clone()),
-            },
-            None => ResourceStatus {
-                state: "stopped".into(),
-                in_target_state: false,
-                message: None,
-            },
+        let running = self.running();
+        let status = |state: &str, in_target_state: bool, message: Option<String>| ResourceStatus {
+            state: state.into(),
+            in_target_state,
+            message,
+        };
+        match running.get(&(service_id.to_string(), resource_id.to_string())) {
+            None => status("stopped", false, None),
+            Some(Running::Unavailable(reason)) => status("unavailable", false, Some(reason.clone())),
+            Some(Running::ModbusConnection(handle)) => {
+                let current = handle.status();
+                let wanted = match handle.target {
+                    ConnectionTargetState::Connected => ConnectionState::Connected,
+                    ConnectionTargetState::Disconnected => ConnectionState::Disconnected,
+                };
+                status(current.state.as_str(), current.state == wanted, current.last_error)
+            }
+            Some(Running::ModbusEndpoint { connection, id }) => {
+                let current = connection.status();
+                if current.state != ConnectionState::Connected {
+                    let wanted = connection.target == ConnectionTargetState::Disconnected;
+                    status("waiting for its connection", wanted, current.last_error)
+                } else if let Some(error) = connection.endpoint_error(id) {
+                    status("error", false, Some(error))
+                } else {
+                    status("running", true, None)
+                }
+            }
         }
     }
 
@@ -133,11 +219,7 @@ fn now_millis() -> u64 {
 }
 
 /// Publishes queued status messages, retained, through an in-process broker link.
-pub async fn publish_statuses(
-    broker: BrokerHandle,
-    mut rx: mpsc::Receiver<(String, Bytes)>,
-    stop: CancellationToken,
-) {
+pub async fn publish_statuses(broker: BrokerHandle, mut rx: mpsc::Receiver<(String, Bytes)>, stop: CancellationToken) {
     let client = match broker.connect_local("ironbridge/supervisor").await {
         Ok(client) => client,
         Err(e) => {
@@ -153,10 +235,7 @@ pub async fn publish_statuses(
                 None => break,
             },
         };
-        if let Err(e) = client
-            .publish(Message::new(topic, payload, QoS::AtLeastOnce, true))
-            .await
-        {
+        if let Err(e) = client.publish(Message::new(topic, payload, QoS::AtLeastOnce, true)).await {
             warn!(error = %e, "Cannot publish a service status");
         }
     }

@@ -13,7 +13,7 @@ import uuid
 import paho.mqtt.client as mqtt
 import pytest
 
-from conftest import ADMIN_PASSWORD, start_gateway, stop_gateway
+from conftest import ADMIN_PASSWORD, free_port, start_gateway, stop_gateway
 
 TIMEOUT = 5
 EXAMPLES = os.path.join(os.path.dirname(__file__), "..", "..", "commissioning-examples")
@@ -101,12 +101,17 @@ def test_install_enable_status_reconfigure_disable_delete(gw):
     admin = Client(gw, "admin", ADMIN_PASSWORD)
     assert admin.subscribe("$SYS/ironbridge/services/+/status").value == 1
 
-    status, body = api(gw, "POST", "/api/services?plcHost=10.1.2.3", token, example("modbus-plc.yml"), "application/yaml")
+    # Nothing listens on this port: the connection is refused.
+    closed_port = free_port()
+    status, body = api(gw, "POST", f"/api/services?plcHost=127.0.0.1&plcPort={closed_port}", token,
+                       example("modbus-plc.yml"), "application/yaml")
     assert status == 201, body
     assert (body["id"], body["state"]) == ("modbusplc", "enabled")
-    # No Modbus driver in this build yet: the service says so instead of faking data.
-    assert body["deviated"] is True
-    assert all("no driver" in r["message"] for r in body["resources"]), body["resources"]
+    # The service is enabled but deviated, and says why.
+    assert body["deviated"] is True, body["resources"]
+    resources = {r["id"]: r for r in body["resources"]}
+    assert resources["plcConnection"]["state"] in ("connecting", "reconnecting"), resources
+    assert resources["temperature"]["state"] == "waiting for its connection", resources
 
     retained = json.loads(admin.next().payload)
     assert retained["state"] in ("enabling", "enabled")
@@ -116,11 +121,12 @@ def test_install_enable_status_reconfigure_disable_delete(gw):
     assert report["state"] == "enabled" and report["deviated"] is True
     assert sorted(report["deviations"]) == ["plcConnection", "pressure", "setpoint", "temperature"]
 
-    status, body = api(gw, "PUT", "/api/services/modbusplc", token, {"parameters": {"plcHost": "10.1.2.4", "pollInterval": 1000}})
+    status, body = api(gw, "PUT", "/api/services/modbusplc", token,
+                       {"parameters": {"plcHost": "127.0.0.1", "plcPort": free_port(), "pollInterval": 1000}})
     assert status == 200, body
     # The connection changed; the endpoints on it restart with it.
     assert body["changedResources"] == ["plcConnection", "pressure", "setpoint", "temperature"]
-    status, body = api(gw, "PUT", "/api/services/modbusplc", token, {"parameters": {"plcHost": "10.1.2.4", "pollInterval": 5}})
+    status, body = api(gw, "PUT", "/api/services/modbusplc", token, {"parameters": {"pollInterval": 5}})
     assert status == 422 and body["error"]["details"]["diagnostics"][0]["path"] == "parameters.pollInterval"
 
     status, body = api(gw, "POST", "/api/services/modbusplc/operation", token, {"operation": "disable"})

@@ -371,7 +371,7 @@ impl Admin {
 
     /// Brings back every service from the store; those enabled before are enabled again, each
     /// after the services it depends on.
-    pub(crate) async fn restore_services(&self) -> AdminResult<()> {
+    pub async fn restore_services(&self) -> AdminResult<()> {
         let mut services = self.services.lock().await;
         let records = self.store.services().await?;
         let mut pending: Vec<ServiceRecord> = records;

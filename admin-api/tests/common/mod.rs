@@ -126,6 +126,7 @@ impl TestApi {
     pub async fn start_with(config: AdminConfig, dir: Arc<tempfile::TempDir>) -> TestApi {
         let runtime = Arc::new(RecordingRuntime::default());
         let admin = Admin::start(config.clone(), runtime.clone()).await.unwrap();
+        admin.restore_services().await.unwrap();
         let router = admin_api::http::router(
             admin.clone(),
             Arc::new(|| vec![("broker".to_string(), true)]),

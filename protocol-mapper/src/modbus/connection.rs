@@ -53,7 +53,7 @@ pub struct ModbusConnectionHandle {
     status: watch::Receiver<ConnectionStatus>,
     endpoint_errors: watch::Receiver<BTreeMap<String, String>>,
     stop: CancellationToken,
-    task: tokio::task::JoinHandle<()>,
+    task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
     pub target: ConnectionTargetState,
 }
 
@@ -90,9 +90,12 @@ impl ModbusConnectionHandle {
     }
 
     /// Stops polling, closes the socket and waits for the task.
-    pub async fn stop(self) {
+    pub async fn stop(&self) {
         self.stop.cancel();
-        let _ = self.task.await;
+        let task = self.task.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(task) = task {
+            let _ = task.await;
+        }
     }
 }
 
@@ -124,7 +127,7 @@ pub fn start(
         endpoints: BTreeMap::new(),
         stop: stop.clone(),
     };
-    let task = tokio::spawn(actor.run());
+    let task = std::sync::Mutex::new(Some(tokio::spawn(actor.run())));
     ModbusConnectionHandle {
         commands,
         status,
