@@ -326,6 +326,20 @@ fn default_length() -> u16 {
     1
 }
 
+/// Parses a `cronExpression`. Six fields start with seconds; five (minute precision, as in
+/// crontab) get a leading `0` seconds field.
+pub fn parse_cron(expression: &str) -> Result<cron::Schedule, String> {
+    use std::str::FromStr as _;
+    let fields = expression.split_whitespace().count();
+    let full = if fields == 5 {
+        format!("0 {expression}")
+    } else {
+        expression.to_string()
+    };
+    cron::Schedule::from_str(&full)
+        .map_err(|e| format!("invalid cronExpression {expression:?}: {e}"))
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub enum ModbusDataType {

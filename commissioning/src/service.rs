@@ -684,6 +684,12 @@ fn check_modbus_address(
             ),
         ));
     }
+    if let Some(expression) = &a.cron_expression
+        && let Err(e) = crate::model::parse_cron(expression)
+    {
+        let p = join(path, "cronExpression");
+        diagnostics.push(Diagnostic::new(&p, position_of(positions, &p), e));
+    }
     if a.interval.is_some() && a.cron_expression.is_some() {
         diagnostics.push(Diagnostic::new(
             path,

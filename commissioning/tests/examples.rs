@@ -87,3 +87,26 @@ fn examples_resolve_references_and_the_service_root() {
         "cloudforwarder-uplink"
     );
 }
+
+#[test]
+fn cron_expressions_are_checked_at_validation() {
+    let file = "metadata: {name: Cron}\nresources:\n  plc:\n    type: Cybus::Connection\n    properties: {protocol: Modbus, connection: {host: h}}\n  ep:\n    type: Cybus::Endpoint\n    properties:\n      protocol: Modbus\n      connection: !ref plc\n      subscribe: {fc: 3, address: 0, cronExpression: 'every monday'}\n";
+    let problems =
+        load(file, "cron", &Map::new(), &Environment::offline()).expect_err("invalid cron");
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert_eq!(
+        problems[0].path,
+        "resources.ep.properties.subscribe.cronExpression"
+    );
+    assert!(
+        problems[0]
+            .message
+            .starts_with("invalid cronExpression \"every monday\""),
+        "{problems:?}"
+    );
+    let five_fields = file.replace("every monday", "*/5 * * * *");
+    assert!(
+        load(&five_fields, "cron", &Map::new(), &Environment::offline()).is_ok(),
+        "crontab's five fields work too"
+    );
+}

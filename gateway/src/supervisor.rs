@@ -10,9 +10,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use admin_api::services::{BoxFuture, ResourceRuntime, ResourceStatus};
+use broker::BrokerHandle;
 use broker::codec::QoS;
 use broker::message::Message;
-use broker::BrokerHandle;
 use bytes::Bytes;
 use commissioning::model::{Address, ConnectionParams, ConnectionTargetState, ResourceKind};
 use commissioning::{Resource, Service};
@@ -30,7 +30,10 @@ type Key = (String, String);
 
 enum Running {
     ModbusConnection(Arc<ModbusConnectionHandle>),
-    ModbusEndpoint { connection: Arc<ModbusConnectionHandle>, id: String },
+    ModbusEndpoint {
+        connection: Arc<ModbusConnectionHandle>,
+        id: String,
+    },
     /// Recorded but without a driver in this build; the reason says which part is missing.
     Unavailable(String),
 }
@@ -67,7 +70,11 @@ impl Supervisor {
         self.running.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    async fn start_resource(&self, service: &Service, resource: &Resource) -> Result<Running, String> {
+    async fn start_resource(
+        &self,
+        service: &Service,
+        resource: &Resource,
+    ) -> Result<Running, String> {
         let broker = self.broker.get().ok_or("the broker is not running yet")?;
         match &resource.kind {
             ResourceKind::Connection(connection) => match &connection.params {
@@ -76,7 +83,13 @@ impl Supervisor {
                         .connect_local(&format!("ironbridge/{}/{}", service.id, resource.id))
                         .await
                         .map_err(|e| format!("cannot reach the broker: {e}"))?;
-                    let handle = modbus::start(&service.id, &resource.id, spec.clone(), connection.target_state, link);
+                    let handle = modbus::start(
+                        &service.id,
+                        &resource.id,
+                        spec.clone(),
+                        connection.target_state,
+                        link,
+                    );
                     Ok(Running::ModbusConnection(Arc::new(handle)))
                 }
                 other => Ok(Running::Unavailable(format!(
@@ -87,7 +100,8 @@ impl Supervisor {
             ResourceKind::Endpoint(endpoint) => {
                 if !endpoint.rules.is_empty() {
                     return Ok(Running::Unavailable(
-                        "endpoint rules need the rule engine, which is not in this build yet".into(),
+                        "endpoint rules need the rule engine, which is not in this build yet"
+                            .into(),
                     ));
                 }
                 let Address::Modbus(address) = &endpoint.address else {
@@ -96,10 +110,18 @@ impl Supervisor {
                         endpoint.protocol
                     )));
                 };
-                let key = (endpoint.connection.service.clone(), endpoint.connection.resource.clone());
+                let key = (
+                    endpoint.connection.service.clone(),
+                    endpoint.connection.resource.clone(),
+                );
                 let connection = match self.running().get(&key) {
                     Some(Running::ModbusConnection(handle)) => handle.clone(),
-                    _ => return Err(format!("its connection {} is not running as a Modbus connection", endpoint.connection)),
+                    _ => {
+                        return Err(format!(
+                            "its connection {} is not running as a Modbus connection",
+                            endpoint.connection
+                        ));
+                    }
                 };
                 let spec = EndpointSpec {
                     id: format!("{}::{}", service.id, resource.id),
@@ -116,7 +138,9 @@ impl Supervisor {
             ResourceKind::Mapping(_) => Ok(Running::Unavailable(
                 "the rule engine that runs mappings is not in this build yet".into(),
             )),
-            ResourceKind::User(_) | ResourceKind::Role(_) => Ok(Running::Unavailable(String::new())),
+            ResourceKind::User(_) | ResourceKind::Role(_) => {
+                Ok(Running::Unavailable(String::new()))
+            }
         }
     }
 }
@@ -138,23 +162,32 @@ fn qos(level: u8) -> QoS {
 }
 
 impl ResourceRuntime for Supervisor {
-    fn start<'a>(&'a self, service: &'a Service, resource: &'a Resource) -> BoxFuture<'a, Result<(), String>> {
+    fn start<'a>(
+        &'a self,
+        service: &'a Service,
+        resource: &'a Resource,
+    ) -> BoxFuture<'a, Result<(), String>> {
         Box::pin(async move {
             let running = self.start_resource(service, resource).await?;
             if let Running::Unavailable(reason) = &running {
                 warn!(service = %service.id, resource = %resource.id, reason = %reason, "Resource recorded but not running");
             }
-            self.running().insert((service.id.clone(), resource.id.clone()), running);
+            self.running()
+                .insert((service.id.clone(), resource.id.clone()), running);
             Ok(())
         })
     }
 
     fn stop<'a>(&'a self, service_id: &'a str, resource_id: &'a str) -> BoxFuture<'a, ()> {
         Box::pin(async move {
-            let removed = self.running().remove(&(service_id.to_string(), resource_id.to_string()));
+            let removed = self
+                .running()
+                .remove(&(service_id.to_string(), resource_id.to_string()));
             match removed {
                 Some(Running::ModbusConnection(handle)) => handle.stop().await,
-                Some(Running::ModbusEndpoint { connection, id }) => connection.remove_endpoint(&id).await,
+                Some(Running::ModbusEndpoint { connection, id }) => {
+                    connection.remove_endpoint(&id).await
+                }
                 Some(Running::Unavailable(_)) | None => {}
             }
         })
@@ -169,14 +202,20 @@ impl ResourceRuntime for Supervisor {
         };
         match running.get(&(service_id.to_string(), resource_id.to_string())) {
             None => status("stopped", false, None),
-            Some(Running::Unavailable(reason)) => status("unavailable", false, Some(reason.clone())),
+            Some(Running::Unavailable(reason)) => {
+                status("unavailable", false, Some(reason.clone()))
+            }
             Some(Running::ModbusConnection(handle)) => {
                 let current = handle.status();
                 let wanted = match handle.target {
                     ConnectionTargetState::Connected => ConnectionState::Connected,
                     ConnectionTargetState::Disconnected => ConnectionState::Disconnected,
                 };
-                status(current.state.as_str(), current.state == wanted, current.last_error)
+                status(
+                    current.state.as_str(),
+                    current.state == wanted,
+                    current.last_error,
+                )
             }
             Some(Running::ModbusEndpoint { connection, id }) => {
                 let current = connection.status();
@@ -219,7 +258,11 @@ fn now_millis() -> u64 {
 }
 
 /// Publishes queued status messages, retained, through an in-process broker link.
-pub async fn publish_statuses(broker: BrokerHandle, mut rx: mpsc::Receiver<(String, Bytes)>, stop: CancellationToken) {
+pub async fn publish_statuses(
+    broker: BrokerHandle,
+    mut rx: mpsc::Receiver<(String, Bytes)>,
+    stop: CancellationToken,
+) {
     let client = match broker.connect_local("ironbridge/supervisor").await {
         Ok(client) => client,
         Err(e) => {
@@ -235,7 +278,10 @@ pub async fn publish_statuses(broker: BrokerHandle, mut rx: mpsc::Receiver<(Stri
                 None => break,
             },
         };
-        if let Err(e) = client.publish(Message::new(topic, payload, QoS::AtLeastOnce, true)).await {
+        if let Err(e) = client
+            .publish(Message::new(topic, payload, QoS::AtLeastOnce, true))
+            .await
+        {
             warn!(error = %e, "Cannot publish a service status");
         }
     }

@@ -333,3 +333,48 @@ async fn target_state_disconnected_never_opens_a_socket() {
     device.stop().await;
     broker.shutdown().await;
 }
+
+#[tokio::test]
+async fn cron_expressions_schedule_polls() {
+    let broker = broker().await;
+    let device = Simulator::start("127.0.0.1:0".parse().unwrap(), 10)
+        .await
+        .unwrap();
+    device.bank().holding[0] = 42;
+    let mut observer = broker
+        .handle()
+        .connect_local("test/observer")
+        .await
+        .unwrap();
+    observer
+        .subscribe("services/line/every-second", QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    let link = broker
+        .handle()
+        .connect_local("ironbridge/line/plc")
+        .await
+        .unwrap();
+    let plc = connection::start(
+        "line",
+        "plc",
+        connection_spec(device.addr),
+        ConnectionTargetState::Connected,
+        link,
+    );
+    let mut spec = endpoint("every-second", Operation::Subscribe, 3, 0, 1, None);
+    spec.address.interval = None;
+    spec.address.cron_expression = Some("* * * * * *".into());
+    plc.add_endpoint(spec).await.unwrap();
+    let first = next_on(&mut observer, "services/line/every-second").await;
+    let second = next_on(&mut observer, "services/line/every-second").await;
+    let gap = second["timestamp"].as_i64().unwrap() - first["timestamp"].as_i64().unwrap();
+    assert!(
+        (500..1500).contains(&gap),
+        "one poll per second, got {gap} ms apart"
+    );
+    assert_eq!(second["value"], json!([42]));
+    plc.stop().await;
+    device.stop().await;
+    broker.shutdown().await;
+}

@@ -89,7 +89,10 @@ async fn a_modbus_service_publishes_writes_and_reports_its_connection() {
         .unwrap();
 
     let admin = gw.admin();
-    let parameters = json!({"port": device.addr.port()}).as_object().cloned().unwrap();
+    let parameters = json!({"port": device.addr.port()})
+        .as_object()
+        .cloned()
+        .unwrap();
     let installed = admin
         .install_service(ServiceInput {
             id: None,

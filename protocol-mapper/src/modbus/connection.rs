@@ -5,7 +5,6 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use broker::{LocalClient, Message, QoS};
@@ -324,7 +323,7 @@ impl Actor {
 
     async fn add(&mut self, spec: EndpointSpec) -> Result<(), String> {
         let schedule = match &spec.address.cron_expression {
-            Some(expression) => Some(parse_cron(expression)?),
+            Some(expression) => Some(commissioning::model::parse_cron(expression)?),
             None => None,
         };
         if spec.operation != Operation::Subscribe {
@@ -681,18 +680,6 @@ fn request_filter(spec: &EndpointSpec) -> String {
         Operation::Write => format!("{}/set", spec.topic),
         _ => format!("{}/req", spec.topic),
     }
-}
-
-/// Cron expressions with five fields (minute precision) get a leading seconds field of `0`.
-pub fn parse_cron(expression: &str) -> Result<cron::Schedule, String> {
-    let fields = expression.split_whitespace().count();
-    let full = if fields == 5 {
-        format!("0 {expression}")
-    } else {
-        expression.to_string()
-    };
-    cron::Schedule::from_str(&full)
-        .map_err(|e| format!("invalid cronExpression {expression:?}: {e}"))
 }
 
 /// When a subscribe endpoint reads next: right away when added, then every `interval` ms
