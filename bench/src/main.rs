@@ -7,6 +7,7 @@
 mod auth;
 mod brokers;
 mod load;
+mod modbus;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -45,6 +46,19 @@ enum Command {
         /// Only these brokers (ironbridge, mosquitto, rumqttd).
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
+    },
+    /// Device to subscriber through the gateway: Modbus devices polled with batching.
+    Modbus {
+        #[arg(long, default_value_t = 20)]
+        devices: usize,
+        /// Registers per device, one endpoint each.
+        #[arg(long, default_value_t = 250)]
+        registers: u16,
+        /// Poll interval in milliseconds.
+        #[arg(long, default_value_t = 100)]
+        interval: u64,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
     },
     /// Password-authenticated connects per second, against Mosquitto with a password file.
     Auth {
@@ -130,6 +144,26 @@ async fn run(clients: &Clients, command: Command) -> anyhow::Result<()> {
         ironbridge.display()
     );
     let (seconds, latency_rate, idle, tools, only) = match command {
+        Command::Modbus {
+            devices,
+            registers,
+            interval,
+            seconds,
+        } => {
+            let options = modbus::Options {
+                devices,
+                registers,
+                interval_ms: interval,
+                seconds,
+            };
+            return modbus::run(
+                &ironbridge,
+                &clients.publishers,
+                &clients.subscribers,
+                options,
+            )
+            .await;
+        }
         Command::Auth {
             connections,
             concurrency,

@@ -425,8 +425,13 @@ impl Actor {
         let now = Instant::now();
         for id in due {
             if let Some(endpoint) = self.endpoints.get_mut(&id) {
-                endpoint.next_due =
-                    next_run(&endpoint.spec, endpoint.schedule.as_ref(), now, false);
+                endpoint.next_due = match endpoint.schedule {
+                    Some(_) => next_run(&endpoint.spec, endpoint.schedule.as_ref(), now, false),
+                    // Fixed rate: the next poll is one interval after the previous one was due,
+                    // not after it finished, so slow answers do not stretch the period. A poll
+                    // that fell behind runs once at once rather than in a burst.
+                    None => (endpoint.next_due + interval(&endpoint.spec)).max(now),
+                };
             }
         }
         Ok(())
@@ -701,5 +706,9 @@ fn next_run(
     if first {
         return now;
     }
-    now + Duration::from_millis(spec.address.interval.unwrap_or(1000).max(1))
+    now + interval(spec)
+}
+
+fn interval(spec: &EndpointSpec) -> Duration {
+    Duration::from_millis(spec.address.interval.unwrap_or(1000).max(1))
 }
