@@ -4,6 +4,9 @@ file installed through the REST API reads its registers and coils onto MQTT, and
 
 import asyncio
 import json
+import os
+import subprocess
+import sys
 import queue
 import tempfile
 import threading
@@ -14,7 +17,7 @@ import pytest
 from pymodbus.datastore import ModbusSequentialDataBlock, ModbusServerContext, ModbusSlaveContext
 from pymodbus.server import ServerAsyncStop, StartAsyncTcpServer
 
-from conftest import ADMIN_PASSWORD, free_port, start_gateway, stop_gateway
+from conftest import ADMIN_PASSWORD, free_port, start_gateway, stop_gateway, wait_for_port
 from test_system import api, login
 
 TIMEOUT = 10
@@ -116,7 +119,7 @@ def plc():
     server.stop()
 
 
-def watch(gw, topic):
+def watch(gw, *topics):
     messages = queue.Queue()
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
     client.username_pw_set("admin", ADMIN_PASSWORD)
@@ -125,8 +128,9 @@ def watch(gw, topic):
     client.on_subscribe = lambda *args: subscribed.put(True)
     client.connect("127.0.0.1", gw.mqtt)
     client.loop_start()
-    client.subscribe(topic, 1)
-    subscribed.get(timeout=TIMEOUT)
+    for topic in topics:
+        client.subscribe(topic, 1)
+        subscribed.get(timeout=TIMEOUT)
     return client, messages
 
 
@@ -174,3 +178,63 @@ def test_reads_and_writes_a_pymodbus_server_through_a_commissioning_file(plc):
             client.loop_stop()
         finally:
             stop_gateway(gw)
+
+
+def socket_count(pid):
+    fds = os.path.join("/proc", str(pid), "fd")
+    count = 0
+    for fd in os.listdir(fds):
+        try:
+            if os.readlink(os.path.join(fds, fd)).startswith("socket:"):
+                count += 1
+        except OSError:
+            pass
+    return count
+
+
+class KillablePymodbus:
+    """pymodbus in a child process, killed with SIGKILL: the connection just vanishes."""
+
+    def __init__(self, port, temperature):
+        script = os.path.join(os.path.dirname(__file__), "pymodbus_server.py")
+        self.process = subprocess.Popen([sys.executable, script, str(port), str(temperature)])
+        wait_for_port(port)
+
+    def kill(self):
+        self.process.kill()
+        self.process.wait(timeout=10)
+
+
+def test_the_gateway_reconnects_when_the_pymodbus_server_is_killed_and_leaks_no_sockets():
+    port = free_port()
+    plc = KillablePymodbus(port, 21.5)
+    with tempfile.TemporaryDirectory() as data_dir:
+        gw = start_gateway(data_dir, anonymous=False)
+        try:
+            token = login(gw)
+            # `#` does not match `$SYS/...` topics: status needs its own subscription.
+            client, messages = watch(gw, "services/#", "$SYS/ironbridge/#")
+            status, body = api(gw, "POST", "/api/services", token, {"commissioningFile": FILE, "parameters": {"port": port}})
+            assert status == 201, body
+            wait_for(messages, "services/pymodbusplc/temperature", lambda p: p["value"] == 21.5)
+            status_topic = "$SYS/ironbridge/services/pymodbusplc/connections/plc/status"
+            sockets = None
+            for cycle in range(3):
+                plc.kill()
+                wait_for(messages, status_topic, lambda p: p["state"] == "reconnecting")
+                _, report = api(gw, "GET", "/api/services/pymodbusplc/status", token)
+                assert report["deviated"] is True and "plc" in report["deviations"], report
+                value = 30.0 + cycle
+                plc = KillablePymodbus(port, value)
+                wait_for(messages, status_topic, lambda p: p["state"] == "connected")
+                wait_for(messages, "services/pymodbusplc/temperature", lambda p: p["value"] == value)
+                now = socket_count(gw.process.pid)
+                if sockets is None:
+                    sockets = now
+                assert now <= sockets + 1, f"sockets grow across reconnects: {sockets} -> {now}"
+            _, report = api(gw, "GET", "/api/services/pymodbusplc/status", token)
+            assert report["deviated"] is False, report
+            client.loop_stop()
+        finally:
+            stop_gateway(gw)
+            plc.kill()
