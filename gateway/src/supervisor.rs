@@ -41,6 +41,8 @@ enum Running {
 pub struct Supervisor {
     broker: OnceLock<BrokerHandle>,
     running: Mutex<HashMap<Key, Running>>,
+    /// Connections that have published a retained status, cleared when their service is deleted.
+    with_status: Mutex<std::collections::HashSet<Key>>,
     status: mpsc::Sender<(String, Bytes)>,
 }
 
@@ -50,6 +52,7 @@ impl Supervisor {
         let supervisor = Supervisor {
             broker: OnceLock::new(),
             running: Mutex::new(HashMap::new()),
+            with_status: Mutex::new(std::collections::HashSet::new()),
             status,
         };
         (supervisor, rx)
@@ -83,6 +86,10 @@ impl Supervisor {
                         .connect_local(&format!("ironbridge/{}/{}", service.id, resource.id))
                         .await
                         .map_err(|e| format!("cannot reach the broker: {e}"))?;
+                    self.with_status
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert((service.id.clone(), resource.id.clone()));
                     let handle = modbus::start(
                         &service.id,
                         &resource.id,
@@ -241,8 +248,25 @@ impl ResourceRuntime for Supervisor {
     }
 
     fn service_removed(&self, service_id: &str) {
-        // An empty retained message deletes the retained status.
+        // An empty retained message deletes the retained status, the service's and its
+        // connections'.
         self.publish(status_topic(service_id), Bytes::new());
+        let connections: Vec<Key> = {
+            let mut with_status = self.with_status.lock().unwrap_or_else(|e| e.into_inner());
+            let keys = with_status
+                .iter()
+                .filter(|(s, _)| s == service_id)
+                .cloned()
+                .collect();
+            with_status.retain(|(s, _)| s != service_id);
+            keys
+        };
+        for (service, resource) in connections {
+            self.publish(
+                protocol_mapper::status::connection_status_topic(&service, &resource),
+                Bytes::new(),
+            );
+        }
     }
 }
 

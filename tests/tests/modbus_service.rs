@@ -146,6 +146,16 @@ async fn a_modbus_service_publishes_writes_and_reports_its_connection() {
     let before = device.bank().requests;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(device.bank().requests, before, "no polling after disable");
+
+    // Deleting the service removes its retained statuses: a new subscriber gets nothing.
+    admin.delete_service("pressline").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut late = gw.broker().connect_local("test/late").await.unwrap();
+    late.subscribe("$SYS/ironbridge/services/pressline/#", QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    let retained = tokio::time::timeout(Duration::from_millis(300), late.recv()).await;
+    assert!(retained.is_err(), "no retained status left: {retained:?}");
     device.stop().await;
     gw.shutdown().await;
 }
