@@ -8,6 +8,13 @@ use gateway::{LogFormat, Settings};
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
+/// jemalloc returns freed memory to the system after a short decay. With glibc's allocator every
+/// thread that checked a password (argon2id: a 19 MiB buffer) kept that memory in its arena:
+/// three failed logins grew the resident set from 33 MB to 72 MB for good.
+#[cfg(not(target_env = "msvc"))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Parser)]
 #[command(
     name = "ironbridge",
