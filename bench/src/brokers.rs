@@ -167,14 +167,7 @@ impl RunningBroker {
 
     /// Resident memory of the broker process in bytes.
     pub fn rss(&self) -> anyhow::Result<u64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
-        let kb: u64 = status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|v| v.parse().ok())
-            .context("VmRSS not found")?;
-        Ok(kb * 1024)
+        rss_of(self.child.id())
     }
 
     pub fn stop(mut self) {
@@ -215,4 +208,16 @@ next_connection_delay_ms = 0
     dynamic_filters = true
 "#
     )
+}
+
+/// Resident memory of a process in bytes (`VmRSS` of `/proc/<pid>/status`).
+pub fn rss_of(pid: u32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .context("VmRSS not found")?;
+    Ok(kb * 1024)
 }

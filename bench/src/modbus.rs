@@ -199,7 +199,7 @@ async fn measure(
     let count = received.load(Ordering::Relaxed) - count_before;
     let elapsed = at_before.elapsed().as_secs_f64();
     let cores = (cpu_ticks(child.id())? - cpu_before) as f64 / ticks_per_second() / elapsed;
-    let rss = rss(child.id())?;
+    let rss = crate::brokers::rss_of(child.id())?;
     stop.cancel();
 
     let pick = |samples: &Arc<Mutex<Vec<i64>>>, q: f64| -> f64 {
@@ -347,15 +347,4 @@ fn cpu_ticks(pid: u32) -> anyhow::Result<u64> {
 
 fn ticks_per_second() -> f64 {
     100.0 // CLK_TCK on Linux
-}
-
-fn rss(pid: u32) -> anyhow::Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let kb: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .context("VmRSS not found")?;
-    Ok(kb * 1024)
 }

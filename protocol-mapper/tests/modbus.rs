@@ -11,7 +11,7 @@ use commissioning::model::{
     ConnectionStrategy, ConnectionTargetState, ModbusAddress, ModbusConnection, ModbusDataType,
     Operation,
 };
-use protocol_mapper::modbus::connection::{self, EndpointSpec};
+use protocol_mapper::modbus::connection::{self, EndpointSpec, ModbusConnectionHandle};
 use protocol_mapper::modbus::simulator::Simulator;
 use serde_json::{Value, json};
 
@@ -71,6 +71,20 @@ fn endpoint(
     }
 }
 
+/// Starts a connection to `device` as resource `plc` of service `line`.
+async fn start_plc(
+    broker: &Broker,
+    device: &Simulator,
+    target: ConnectionTargetState,
+) -> ModbusConnectionHandle {
+    let link = broker
+        .handle()
+        .connect_local("ironbridge/line/plc")
+        .await
+        .unwrap();
+    connection::start("line", "plc", connection_spec(device.addr), target, link)
+}
+
 /// The next message on `topic`, skipping others; its payload as JSON.
 async fn next_on(client: &mut LocalClient, topic: &str) -> Value {
     let wait = async {
@@ -112,18 +126,7 @@ async fn polls_reads_writes_and_reports_exceptions_per_endpoint() {
         .await
         .unwrap();
 
-    let link = broker
-        .handle()
-        .connect_local("ironbridge/line/plc")
-        .await
-        .unwrap();
-    let plc = connection::start(
-        "line",
-        "plc",
-        connection_spec(device.addr),
-        ConnectionTargetState::Connected,
-        link,
-    );
+    let plc = start_plc(&broker, &device, ConnectionTargetState::Connected).await;
     let endpoints = [
         endpoint(
             "temperature",
@@ -264,18 +267,7 @@ async fn reconnects_after_the_device_restarts_and_publishes_again() {
         .subscribe(status_topic, QoS::AtLeastOnce)
         .await
         .unwrap();
-    let link = broker
-        .handle()
-        .connect_local("ironbridge/line/plc")
-        .await
-        .unwrap();
-    let plc = connection::start(
-        "line",
-        "plc",
-        connection_spec(addr),
-        ConnectionTargetState::Connected,
-        link,
-    );
+    let plc = start_plc(&broker, &device, ConnectionTargetState::Connected).await;
     plc.add_endpoint(endpoint("counter", Operation::Subscribe, 3, 0, 1, None))
         .await
         .unwrap();
@@ -311,18 +303,7 @@ async fn target_state_disconnected_never_opens_a_socket() {
     let device = Simulator::start("127.0.0.1:0".parse().unwrap(), 10)
         .await
         .unwrap();
-    let link = broker
-        .handle()
-        .connect_local("ironbridge/line/plc")
-        .await
-        .unwrap();
-    let plc = connection::start(
-        "line",
-        "plc",
-        connection_spec(device.addr),
-        ConnectionTargetState::Disconnected,
-        link,
-    );
+    let plc = start_plc(&broker, &device, ConnectionTargetState::Disconnected).await;
     plc.add_endpoint(endpoint("counter", Operation::Subscribe, 3, 0, 1, None))
         .await
         .unwrap();
@@ -350,18 +331,7 @@ async fn cron_expressions_schedule_polls() {
         .subscribe("services/line/every-second", QoS::AtLeastOnce)
         .await
         .unwrap();
-    let link = broker
-        .handle()
-        .connect_local("ironbridge/line/plc")
-        .await
-        .unwrap();
-    let plc = connection::start(
-        "line",
-        "plc",
-        connection_spec(device.addr),
-        ConnectionTargetState::Connected,
-        link,
-    );
+    let plc = start_plc(&broker, &device, ConnectionTargetState::Connected).await;
     let mut spec = endpoint("every-second", Operation::Subscribe, 3, 0, 1, None);
     spec.address.interval = None;
     spec.address.cron_expression = Some("* * * * * *".into());

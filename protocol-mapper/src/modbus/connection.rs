@@ -507,12 +507,8 @@ impl Actor {
                     .map(|r| r.map(Data::Words)),
             }
         };
-        match tokio::time::timeout(self.timeout, call).await {
-            Err(_) => Err(format!("no answer within {} ms", self.timeout.as_millis())),
-            Ok(Err(e)) => Err(format!("transport error: {e}")),
-            Ok(Ok(Err(exception))) => Ok(Err(exception_message(exception))),
-            Ok(Ok(Ok(data))) => Ok(Ok(data)),
-        }
+        let answer = layers(tokio::time::timeout(self.timeout, call).await, self.timeout)?;
+        Ok(answer.map_err(exception_message))
     }
 
     fn request_target(&self, topic: &str) -> Option<(String, Operation)> {
@@ -632,15 +628,13 @@ impl Actor {
                 (_, Data::Bits(bits)) => context.write_multiple_coils(address, bits).await,
             }
         };
-        match tokio::time::timeout(self.timeout, call).await {
-            Err(_) => Err(format!("no answer within {} ms", self.timeout.as_millis())),
-            Ok(Err(e)) => Err(format!("transport error: {e}")),
-            Ok(Ok(Err(exception))) => Ok(Err((
+        let answer = layers(tokio::time::timeout(self.timeout, call).await, self.timeout)?;
+        Ok(answer.map(|()| value.clone()).map_err(|exception| {
+            (
                 exception_message(exception),
                 Some(Json::from(u8::from(exception))),
-            ))),
-            Ok(Ok(Ok(()))) => Ok(Ok(value.clone())),
-        }
+            )
+        }))
     }
 }
 
@@ -673,6 +667,19 @@ impl Data {
                 Ok(codec::decode_bits(part))
             }
         }
+    }
+}
+
+/// A call's outcome in tokio-modbus's two layers: `Err` when the transport failed or timed out
+/// (the connection reconnects), `Ok(Err)` when the device answered with an exception.
+fn layers<T>(
+    outcome: Result<tokio_modbus::Result<T>, tokio::time::error::Elapsed>,
+    timeout: Duration,
+) -> Result<Result<T, ExceptionCode>, String> {
+    match outcome {
+        Err(_) => Err(format!("no answer within {} ms", timeout.as_millis())),
+        Ok(Err(e)) => Err(format!("transport error: {e}")),
+        Ok(Ok(answer)) => Ok(answer),
     }
 }
 
