@@ -19,6 +19,7 @@ use serde_json::{Map, Value as Json};
 use tracing::{info, warn};
 
 pub use runtime::{ResourceRuntime, ResourceStatus};
+use state::transition;
 pub use state::{Operation, ServiceState, Transition};
 
 use crate::auth::password;
@@ -65,9 +66,10 @@ pub struct ServiceInput {
     pub target_state: Option<ServiceState>,
 }
 
-struct Installed2<'a>(&'a BTreeMap<String, Installed>);
+/// The installed services as `!ref other::resource` sees them.
+struct InstalledServices<'a>(&'a BTreeMap<String, Installed>);
 
-impl OtherServices for Installed2<'_> {
+impl OtherServices for InstalledServices<'_> {
     fn resource_type(&self, service: &str, resource: &str) -> Option<String> {
         let installed = self.0.get(service)?;
         installed
@@ -79,6 +81,26 @@ impl OtherServices for Installed2<'_> {
 }
 
 impl Admin {
+    /// Resolves a file for service `id` against the other installed services; the one place the
+    /// `Cybus::Mqtt*` pseudo parameters are filled in.
+    fn resolve(
+        &self,
+        services: &BTreeMap<String, Installed>,
+        file: &str,
+        id: &str,
+        parameters: &Map<String, Json>,
+        mqtt_password: &str,
+    ) -> Result<Service, Vec<commissioning::Diagnostic>> {
+        let others = InstalledServices(services);
+        let env = Environment {
+            mqtt_host: self.config.mqtt_host.clone(),
+            mqtt_port: self.config.mqtt_port,
+            mqtt_password: mqtt_password.to_string(),
+            other_services: Some(&others),
+        };
+        commissioning::load(file, id, parameters, &env)
+    }
+
     /// Validates without installing: the diagnostics, empty when the file is valid.
     pub async fn validate_service(&self, input: &ServiceInput) -> Vec<commissioning::Diagnostic> {
         let services = self.services.lock().await;
@@ -87,16 +109,15 @@ impl Admin {
             Ok(id) => id,
             Err(diagnostics) => return diagnostics,
         };
-        let others = Installed2(&services);
-        let env = Environment {
-            mqtt_host: self.config.mqtt_host.clone(),
-            mqtt_port: self.config.mqtt_port,
-            mqtt_password: String::new(),
-            other_services: Some(&others),
-        };
-        commissioning::load(&input.commissioning_file, &id, &input.parameters, &env)
-            .err()
-            .unwrap_or_default()
+        self.resolve(
+            &services,
+            &input.commissioning_file,
+            &id,
+            &input.parameters,
+            "",
+        )
+        .err()
+        .unwrap_or_default()
     }
 
     pub async fn install_service(&self, input: ServiceInput) -> AdminResult<Installed> {
@@ -114,17 +135,15 @@ impl Admin {
             )));
         }
         let mqtt_password = password::generate();
-        let service = {
-            let others = Installed2(&services);
-            let env = Environment {
-                mqtt_host: self.config.mqtt_host.clone(),
-                mqtt_port: self.config.mqtt_port,
-                mqtt_password: mqtt_password.clone(),
-                other_services: Some(&others),
-            };
-            commissioning::load(&input.commissioning_file, &id, &input.parameters, &env)
-                .map_err(AdminError::InvalidFile)?
-        };
+        let service = self
+            .resolve(
+                &services,
+                &input.commissioning_file,
+                &id,
+                &input.parameters,
+                &mqtt_password,
+            )
+            .map_err(AdminError::InvalidFile)?;
         let target = input.target_state.unwrap_or(ServiceState::Enabled);
         let now = now_secs();
         let record = ServiceRecord {
@@ -213,16 +232,9 @@ impl Admin {
         let old = services.get(id).cloned().ok_or_else(|| not_found(id))?;
         let file = file.unwrap_or_else(|| old.record.commissioning_file.clone());
         let parameters = parameters.unwrap_or_else(|| old.record.parameters.clone());
-        let new_service = {
-            let others = Installed2(&services);
-            let env = Environment {
-                mqtt_host: self.config.mqtt_host.clone(),
-                mqtt_port: self.config.mqtt_port,
-                mqtt_password: old.record.mqtt_password.clone(),
-                other_services: Some(&others),
-            };
-            commissioning::load(&file, id, &parameters, &env).map_err(AdminError::InvalidFile)?
-        };
+        let new_service = self
+            .resolve(&services, &file, id, &parameters, &old.record.mqtt_password)
+            .map_err(AdminError::InvalidFile)?;
         // Another service must not lose a resource it references.
         for other in services
             .values()
@@ -380,21 +392,13 @@ impl Admin {
             let before = pending.len();
             let mut next = Vec::new();
             for record in pending {
-                let loaded = {
-                    let others = Installed2(&services);
-                    let env = Environment {
-                        mqtt_host: self.config.mqtt_host.clone(),
-                        mqtt_port: self.config.mqtt_port,
-                        mqtt_password: record.mqtt_password.clone(),
-                        other_services: Some(&others),
-                    };
-                    commissioning::load(
-                        &record.commissioning_file,
-                        &record.id,
-                        &record.parameters,
-                        &env,
-                    )
-                };
+                let loaded = self.resolve(
+                    &services,
+                    &record.commissioning_file,
+                    &record.id,
+                    &record.parameters,
+                    &record.mqtt_password,
+                );
                 match loaded {
                     Ok(service) => {
                         let mut installed = Installed {
@@ -517,8 +521,7 @@ impl Admin {
             return Ok(());
         };
         match &resource.kind {
-            ResourceKind::Role(role) if rid == "defaultRole" => {
-                let _ = role;
+            ResourceKind::Role(_) if rid == "defaultRole" => {
                 self.sync_default_role(installed).await
             }
             ResourceKind::Role(role) => self
@@ -664,8 +667,6 @@ impl Admin {
         }
     }
 }
-
-use state::transition;
 
 fn not_found(id: &str) -> AdminError {
     AdminError::NotFound(format!("no service with id {id:?}"))
