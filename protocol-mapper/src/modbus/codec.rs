@@ -34,7 +34,8 @@ fn words_to_bytes(words: &[u16]) -> Vec<u8> {
     words.iter().flat_map(|w| w.to_be_bytes()).collect()
 }
 
-/// The bytes of one value in big-endian order, ready for `from_be_bytes`.
+/// The bytes of one value in big-endian order, ready for `from_be_bytes`. Each reordering is its
+/// own inverse, so encoding uses the same function to go back to the wire order.
 fn normalise(data_type: T, chunk: &[u8]) -> Vec<u8> {
     let mut bytes = chunk.to_vec();
     match data_type {
@@ -207,7 +208,8 @@ pub fn encode_registers(
         }
         fixed => {
             let be = number_bytes(fixed, value)?;
-            normalise_back(fixed, be)
+            // Every reordering here is its own inverse, so the same function maps back to the wire.
+            normalise(fixed, &be)
         }
     };
     if bytes.len() % 2 != 0 {
@@ -219,27 +221,6 @@ pub fn encode_registers(
         .chunks_exact(2)
         .map(|c| u16::from_be_bytes([c[0], c[1]]))
         .collect())
-}
-
-/// The inverse of `normalise`: big-endian value bytes to the order on the wire.
-fn normalise_back(data_type: T, mut be: Vec<u8>) -> Vec<u8> {
-    match data_type {
-        T::FloatBeWs => swap_words(&mut be),
-        T::FloatLeWs => {
-            be.reverse();
-            swap_words(&mut be);
-        }
-        T::Int16Le
-        | T::Uint16Le
-        | T::Int32Le
-        | T::Uint32Le
-        | T::Int64Le
-        | T::Uint64Le
-        | T::FloatLe
-        | T::DoubleLe => be.reverse(),
-        _ => {}
-    }
-    be
 }
 
 fn number_bytes(data_type: T, value: &Json) -> Result<Vec<u8>, CodecError> {
