@@ -22,11 +22,12 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 step "Python environment (.venv)"
-if [ ! -x .venv/bin/pytest ]; then
+if [ ! -x .venv/bin/pip ]; then
   python3 -m venv .venv
   .venv/bin/pip install -q --upgrade pip
-  .venv/bin/pip install -q -r tests/interop/requirements.txt
 fi
+# Always: a pinned version added to the requirements reaches existing environments too.
+.venv/bin/pip install -q -r tests/interop/requirements.txt
 
 step "Formatting and lints"
 cargo fmt --all -- --check

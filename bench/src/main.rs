@@ -6,8 +6,10 @@
 
 mod auth;
 mod brokers;
+mod endtoend;
 mod load;
 mod modbus;
+mod opcua;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -57,6 +59,19 @@ enum Command {
         /// Poll interval in milliseconds.
         #[arg(long, default_value_t = 100)]
         interval: u64,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+    },
+    /// Device to subscriber through the gateway: one OPC UA server, many monitored items.
+    Opcua {
+        #[arg(long, default_value_t = 10_000)]
+        items: usize,
+        /// How often the server changes every value, in milliseconds.
+        #[arg(long, default_value_t = 200)]
+        change: u64,
+        /// Publishing interval of the subscription, in milliseconds.
+        #[arg(long, default_value_t = 100)]
+        publish: u64,
         #[arg(long, default_value_t = 10)]
         seconds: u64,
     },
@@ -157,6 +172,26 @@ async fn run(clients: &Clients, command: Command) -> anyhow::Result<()> {
                 seconds,
             };
             return modbus::run(
+                &ironbridge,
+                &clients.publishers,
+                &clients.subscribers,
+                options,
+            )
+            .await;
+        }
+        Command::Opcua {
+            items,
+            change,
+            publish,
+            seconds,
+        } => {
+            let options = opcua::Options {
+                items,
+                change_ms: change,
+                publish_ms: publish,
+                seconds,
+            };
+            return opcua::run(
                 &ironbridge,
                 &clients.publishers,
                 &clients.subscribers,

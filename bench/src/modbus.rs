@@ -12,20 +12,12 @@
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::Context as _;
-use broker::codec::QoS;
 use protocol_mapper::modbus::simulator::Simulator;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
-use crate::brokers::free_port;
-use crate::load;
-
-const PASSWORD: &str = "bench-password-1234";
+use crate::endtoend;
 /// Registers 0..250 are the measured values; 250..254 hold the device clock (µs, uint64BE).
 const CLOCK: u16 = 250;
 
@@ -75,143 +67,15 @@ pub async fn run(
         simulators.push(simulator);
     }
 
-    // The gateway, anonymous MQTT on for the raw subscribers.
-    let dir = tempfile::tempdir()?;
-    let (mqtt, http) = (free_port()?, free_port()?);
-    let mut child = std::process::Command::new(ironbridge)
-        .arg("run")
-        .env("IRONBRIDGE_DATA_DIR", dir.path())
-        .env("IRONBRIDGE_MQTT_PORT", mqtt.to_string())
-        .env("IRONBRIDGE_HTTP_PORT", http.to_string())
-        .env("IRONBRIDGE_ADMIN_PASSWORD", PASSWORD)
-        .env("IRONBRIDGE_BROKER_ALLOW_ANONYMOUS", "true")
-        .env(
-            "IRONBRIDGE_ADMIN_MAX_BODY_BYTES",
-            (16 * 1024 * 1024).to_string(),
-        )
-        .env("IRONBRIDGE_LOG_LEVEL", "warn")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .context("starting ironbridge")?;
-    let result = measure(&child, mqtt, http, &addrs, subscribers_rt, &options).await;
-    let _ = std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let _ = child.wait();
+    let endpoints = addrs.len() * (usize::from(options.registers) + 1);
+    let file = commissioning_file(&addrs, &options);
+    let result =
+        endtoend::run_gateway(ironbridge, file, endpoints, subscribers_rt, options.seconds).await;
     stop.cancel();
     for simulator in simulators {
         devices_rt.spawn(simulator.stop()).await?;
     }
-    result
-}
-
-async fn measure(
-    child: &std::process::Child,
-    mqtt: u16,
-    http: u16,
-    addrs: &[SocketAddr],
-    subscribers_rt: &tokio::runtime::Runtime,
-    options: &Options,
-) -> anyhow::Result<()> {
-    crate::brokers::wait_for_port(http)?;
-    let http_addr: SocketAddr = ([127, 0, 0, 1], http).into();
-    let mqtt_addr: SocketAddr = ([127, 0, 0, 1], mqtt).into();
-
-    // Subscribers first, so the first values are counted.
-    let received = Arc::new(AtomicU64::new(0));
-    let ready = Arc::new(AtomicU64::new(0));
-    let added = Arc::new(Mutex::new(Vec::<i64>::new()));
-    let change = Arc::new(Mutex::new(Vec::<i64>::new()));
-    let stop = CancellationToken::new();
-    let added_sink = added.clone();
-    subscribers_rt.spawn(load::subscriber(
-        load::Subscriber {
-            addr: mqtt_addr,
-            id: "bench-values".into(),
-            topic: "services/bench/+/+".into(),
-            qos: QoS::AtMostOnce,
-            received: received.clone(),
-            ready: ready.clone(),
-            on_message: Some(Arc::new(move |payload: &[u8]| {
-                if let Some(ts) = timestamp(payload) {
-                    let late = now_micros() / 1000 - ts;
-                    if let Ok(mut samples) = added_sink.lock() {
-                        samples.push(late);
-                    }
-                }
-            })),
-        },
-        stop.clone(),
-    ));
-    let change_sink = change.clone();
-    subscribers_rt.spawn(load::subscriber(
-        load::Subscriber {
-            addr: mqtt_addr,
-            id: "bench-clock".into(),
-            topic: "services/bench/+/clock/#".into(),
-            qos: QoS::AtMostOnce,
-            received: Arc::new(AtomicU64::new(0)),
-            ready: ready.clone(),
-            on_message: Some(Arc::new(move |payload: &[u8]| {
-                if let Some(device_micros) = value(payload) {
-                    if let Ok(mut samples) = change_sink.lock() {
-                        samples.push(now_micros() - device_micros);
-                    }
-                }
-            })),
-        },
-        stop.clone(),
-    ));
-    while ready.load(Ordering::Relaxed) < 2 {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-
-    let token = login(http_addr).await?;
-    let file = commissioning_file(addrs, options);
-    let body = serde_json::json!({"commissioningFile": file}).to_string();
-    let installed = Instant::now();
-    let (status, response) =
-        request(http_addr, "POST", "/api/services", Some(&token), &body).await?;
-    anyhow::ensure!(
-        status == 201,
-        "install failed ({status}): {}",
-        &response[..response.len().min(500)]
-    );
-    eprintln!(
-        "   installed {} endpoints in {:.1} s",
-        addrs.len() * (usize::from(options.registers) + 1),
-        installed.elapsed().as_secs_f64()
-    );
-
-    tokio::time::sleep(Duration::from_secs(2)).await; // warm-up
-    added
-        .lock()
-        .map_err(|_| anyhow::anyhow!("poisoned"))?
-        .clear();
-    change
-        .lock()
-        .map_err(|_| anyhow::anyhow!("poisoned"))?
-        .clear();
-    let (cpu_before, at_before) = (cpu_ticks(child.id())?, Instant::now());
-    let count_before = received.load(Ordering::Relaxed);
-    tokio::time::sleep(Duration::from_secs(options.seconds)).await;
-    let count = received.load(Ordering::Relaxed) - count_before;
-    let elapsed = at_before.elapsed().as_secs_f64();
-    let cores = (cpu_ticks(child.id())? - cpu_before) as f64 / ticks_per_second() / elapsed;
-    let rss = crate::brokers::rss_of(child.id())?;
-    stop.cancel();
-
-    let pick = |samples: &Arc<Mutex<Vec<i64>>>, q: f64| -> f64 {
-        let mut s = samples.lock().map(|s| s.clone()).unwrap_or_default();
-        s.sort_unstable();
-        if s.is_empty() {
-            f64::NAN
-        } else {
-            s[((s.len() - 1) as f64 * q) as usize] as f64
-        }
-    };
-    let values = count as f64 / elapsed;
+    let measurement = result?;
     let expected =
         (addrs.len() * usize::from(options.registers)) as f64 * 1000.0 / options.interval_ms as f64;
     println!(
@@ -222,18 +86,7 @@ async fn measure(
         expected,
         options.seconds
     );
-    println!(
-        "| values/s delivered | gateway CPU (cores) | gateway RSS | added latency p50 / p99 | device change to subscriber p50 / p99 |"
-    );
-    println!("|---:|---:|---:|---:|---:|");
-    println!(
-        "| {values:.0} | {cores:.2} | {:.1} MiB | {:.0} / {:.0} ms | {:.1} / {:.1} ms |",
-        rss as f64 / 1048576.0,
-        pick(&added, 0.5),
-        pick(&added, 0.99),
-        pick(&change, 0.5) / 1000.0,
-        pick(&change, 0.99) / 1000.0
-    );
+    measurement.print_table();
     Ok(())
 }
 
@@ -259,92 +112,4 @@ fn commissioning_file(addrs: &[SocketAddr], options: &Options) -> String {
         }
     }
     yaml
-}
-
-fn timestamp(payload: &[u8]) -> Option<i64> {
-    serde_json::from_slice::<serde_json::Value>(payload)
-        .ok()?
-        .get("timestamp")?
-        .as_i64()
-}
-
-fn value(payload: &[u8]) -> Option<i64> {
-    serde_json::from_slice::<serde_json::Value>(payload)
-        .ok()?
-        .get("value")?
-        .as_i64()
-}
-
-fn now_micros() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_micros() as i64)
-        .unwrap_or(0)
-}
-
-async fn login(addr: SocketAddr) -> anyhow::Result<String> {
-    let body = serde_json::json!({"username": "admin", "password": PASSWORD}).to_string();
-    let (status, response) = request(addr, "POST", "/api/login", None, &body).await?;
-    anyhow::ensure!(status == 200, "login failed ({status}): {response}");
-    let json: serde_json::Value = serde_json::from_str(&response)?;
-    json["token"]
-        .as_str()
-        .map(str::to_string)
-        .context("no token in the login answer")
-}
-
-/// One HTTP/1.1 request with `Connection: close`; the status and body.
-async fn request(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    token: Option<&str>,
-    body: &str,
-) -> anyhow::Result<(u16, String)> {
-    let mut stream = tokio::net::TcpStream::connect(addr).await?;
-    let auth = token
-        .map(|t| format!("Authorization: Bearer {t}\r\n"))
-        .unwrap_or_default();
-    let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{auth}Connection: close\r\n\r\n",
-        body.len()
-    );
-    stream.write_all(head.as_bytes()).await?;
-    stream.write_all(body.as_bytes()).await?;
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).await?;
-    let text = String::from_utf8_lossy(&response).to_string();
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .context("no HTTP status")?;
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    Ok((status, body))
-}
-
-fn cpu_ticks(pid: u32) -> anyhow::Result<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    // Fields after the command name (which may contain spaces) start after the last ')'.
-    let rest = stat
-        .rsplit_once(')')
-        .map(|(_, r)| r)
-        .context("bad /proc stat")?;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let utime: u64 = fields
-        .get(11)
-        .and_then(|v| v.parse().ok())
-        .context("utime")?;
-    let stime: u64 = fields
-        .get(12)
-        .and_then(|v| v.parse().ok())
-        .context("stime")?;
-    Ok(utime + stime)
-}
-
-fn ticks_per_second() -> f64 {
-    100.0 // CLK_TCK on Linux
 }

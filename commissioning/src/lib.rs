@@ -6,6 +6,7 @@
 
 pub mod diagnostic;
 pub mod model;
+pub mod opcua_address;
 pub mod params;
 pub mod resolve;
 pub mod service;

@@ -11,6 +11,7 @@ use crate::model::{
     Address, Connection, ConnectionParams, ConnectionShape, Endpoint, EndpointShape, Mapping,
     ModbusAddress, Operation, Protocol, Qos, RESOURCE_TYPES, ResourceKind, ResourceRef, Role, User,
 };
+use crate::opcua_address::{check_node_id, parse_browse_path};
 use crate::params::{self, ParameterSpec};
 use crate::resolve::{OtherServices, Resolved, Scope, position_of};
 use crate::typed::typed;
@@ -543,6 +544,25 @@ fn load_resource(
                             position_of(positions, &address_path),
                             "give exactly one of `nodeId` or `browsePath`",
                         ));
+                    }
+                    let checks = [
+                        ("nodeId", a.node_id.as_deref().map(check_node_id)),
+                        (
+                            "browsePath",
+                            a.browse_path
+                                .as_deref()
+                                .map(|p| parse_browse_path(p).map(|_| ())),
+                        ),
+                    ];
+                    for (key, outcome) in checks {
+                        if let Some(Err(message)) = outcome {
+                            let path = join(&address_path, key);
+                            diagnostics.push(Diagnostic::new(
+                                &path,
+                                position_of(positions, &path),
+                                message,
+                            ));
+                        }
                     }
                     Address::Opcua(a)
                 }

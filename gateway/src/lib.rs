@@ -35,7 +35,7 @@ impl Gateway {
         if broker_config.persistence_dir.is_none() {
             broker_config.persistence_dir = Some(settings.data_dir.join("broker"));
         }
-        let (supervisor, statuses) = supervisor::Supervisor::new();
+        let (supervisor, statuses) = supervisor::Supervisor::new(&settings.data_dir);
         let supervisor = Arc::new(supervisor);
         let admin = Admin::start(
             AdminConfig {

@@ -1,12 +1,13 @@
 //! The supervisor: owns the tasks of every service resource and publishes service states as
 //! retained messages on `$SYS/ironbridge/services/<id>/status`.
 //!
-//! Modbus connections and endpoints run on the protocol mapper's driver. OPC UA and MQTT
-//! connections, mappings, and endpoints with rule chains have no driver in this build yet: they are
-//! validated and recorded, and report `unavailable` with that reason, which makes their service
-//! `deviated`. Nothing pretends to read a device.
+//! Modbus and OPC UA connections and their endpoints run on the protocol mapper's drivers. MQTT
+//! connections, mappings, and endpoints with rule chains have no driver in this build yet: they
+//! are validated and recorded, and report `unavailable` with that reason, which makes their
+//! service `deviated`. Nothing pretends to read a device.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use admin_api::services::{BoxFuture, ResourceRuntime, ResourceStatus};
@@ -16,7 +17,7 @@ use broker::message::Message;
 use bytes::Bytes;
 use commissioning::model::{Address, ConnectionParams, ConnectionTargetState, ResourceKind};
 use commissioning::{Resource, Service};
-use protocol_mapper::modbus::connection::{self as modbus, EndpointSpec, ModbusConnectionHandle};
+use protocol_mapper::driver::{ConnectionHandle, EndpointSpec};
 use protocol_mapper::status::ConnectionState;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -29,9 +30,9 @@ const STATUS_QUEUE: usize = 1024;
 type Key = (String, String);
 
 enum Running {
-    ModbusConnection(Arc<ModbusConnectionHandle>),
-    ModbusEndpoint {
-        connection: Arc<ModbusConnectionHandle>,
+    Connection(Arc<ConnectionHandle>),
+    Endpoint {
+        connection: Arc<ConnectionHandle>,
         id: String,
     },
     /// Recorded but without a driver in this build; the reason says which part is missing.
@@ -40,6 +41,8 @@ enum Running {
 
 pub struct Supervisor {
     broker: OnceLock<BrokerHandle>,
+    /// Per-connection certificate folders of OPC UA clients live below this.
+    opcua_pki: PathBuf,
     running: Mutex<HashMap<Key, Running>>,
     /// Connections that have published a retained status, cleared when their service is deleted.
     with_status: Mutex<std::collections::HashSet<Key>>,
@@ -47,10 +50,12 @@ pub struct Supervisor {
 }
 
 impl Supervisor {
-    pub fn new() -> (Supervisor, mpsc::Receiver<(String, Bytes)>) {
+    /// `data_dir` holds what drivers keep on disk (OPC UA certificates).
+    pub fn new(data_dir: &std::path::Path) -> (Supervisor, mpsc::Receiver<(String, Bytes)>) {
         let (status, rx) = mpsc::channel(STATUS_QUEUE);
         let supervisor = Supervisor {
             broker: OnceLock::new(),
+            opcua_pki: data_dir.join("opcua-pki"),
             running: Mutex::new(HashMap::new()),
             with_status: Mutex::new(std::collections::HashSet::new()),
             status,
@@ -73,6 +78,24 @@ impl Supervisor {
         self.running.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// A connection's broker link; the connection will publish a retained status through it.
+    async fn connection_link(
+        &self,
+        broker: &BrokerHandle,
+        service: &Service,
+        resource: &Resource,
+    ) -> Result<broker::LocalClient, String> {
+        let link = broker
+            .connect_local(&format!("ironbridge/{}/{}", service.id, resource.id))
+            .await
+            .map_err(|e| format!("cannot reach the broker: {e}"))?;
+        self.with_status
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert((service.id.clone(), resource.id.clone()));
+        Ok(link)
+    }
+
     async fn start_resource(
         &self,
         service: &Service,
@@ -80,30 +103,33 @@ impl Supervisor {
     ) -> Result<Running, String> {
         let broker = self.broker.get().ok_or("the broker is not running yet")?;
         match &resource.kind {
-            ResourceKind::Connection(connection) => match &connection.params {
-                ConnectionParams::Modbus(spec) => {
-                    let link = broker
-                        .connect_local(&format!("ironbridge/{}/{}", service.id, resource.id))
-                        .await
-                        .map_err(|e| format!("cannot reach the broker: {e}"))?;
-                    self.with_status
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .insert((service.id.clone(), resource.id.clone()));
-                    let handle = modbus::start(
+            ResourceKind::Connection(connection) => {
+                let target = connection.target_state;
+                let handle = match &connection.params {
+                    ConnectionParams::Modbus(spec) => protocol_mapper::modbus::connection::start(
                         &service.id,
                         &resource.id,
                         spec.clone(),
-                        connection.target_state,
-                        link,
-                    );
-                    Ok(Running::ModbusConnection(Arc::new(handle)))
-                }
-                other => Ok(Running::Unavailable(format!(
-                    "no driver for {} connections in this build yet",
-                    protocol_name(other)
-                ))),
-            },
+                        target,
+                        self.connection_link(broker, service, resource).await?,
+                    ),
+                    ConnectionParams::Opcua(spec) => protocol_mapper::opcua::connection::start(
+                        &service.id,
+                        &resource.id,
+                        spec.clone(),
+                        target,
+                        self.opcua_pki.join(&service.id).join(&resource.id),
+                        self.connection_link(broker, service, resource).await?,
+                    ),
+                    other => {
+                        return Ok(Running::Unavailable(format!(
+                            "no driver for {} connections in this build yet",
+                            protocol_name(other)
+                        )));
+                    }
+                };
+                Ok(Running::Connection(Arc::new(handle)))
+            }
             ResourceKind::Endpoint(endpoint) => {
                 if !endpoint.rules.is_empty() {
                     return Ok(Running::Unavailable(
@@ -111,21 +137,21 @@ impl Supervisor {
                             .into(),
                     ));
                 }
-                let Address::Modbus(address) = &endpoint.address else {
+                if matches!(endpoint.address, Address::Mqtt(_)) {
                     return Ok(Running::Unavailable(format!(
                         "no driver for {:?} endpoints in this build yet",
                         endpoint.protocol
                     )));
-                };
+                }
                 let key = (
                     endpoint.connection.service.clone(),
                     endpoint.connection.resource.clone(),
                 );
                 let connection = match self.running().get(&key) {
-                    Some(Running::ModbusConnection(handle)) => handle.clone(),
+                    Some(Running::Connection(handle)) => handle.clone(),
                     _ => {
                         return Err(format!(
-                            "its connection {} is not running as a Modbus connection",
+                            "its connection {} is not running",
                             endpoint.connection
                         ));
                     }
@@ -134,13 +160,13 @@ impl Supervisor {
                     id: format!("{}::{}", service.id, resource.id),
                     topic: format!("{}/{}", service.mqtt_root, endpoint.topic),
                     operation: endpoint.operation,
-                    address: address.clone(),
+                    address: endpoint.address.clone(),
                     qos: qos(endpoint.qos.0),
                     retain: endpoint.retain,
                 };
                 let id = spec.id.clone();
                 connection.add_endpoint(spec).await?;
-                Ok(Running::ModbusEndpoint { connection, id })
+                Ok(Running::Endpoint { connection, id })
             }
             ResourceKind::Mapping(_) => Ok(Running::Unavailable(
                 "the rule engine that runs mappings is not in this build yet".into(),
@@ -191,10 +217,8 @@ impl ResourceRuntime for Supervisor {
                 .running()
                 .remove(&(service_id.to_string(), resource_id.to_string()));
             match removed {
-                Some(Running::ModbusConnection(handle)) => handle.stop().await,
-                Some(Running::ModbusEndpoint { connection, id }) => {
-                    connection.remove_endpoint(&id).await
-                }
+                Some(Running::Connection(handle)) => handle.stop().await,
+                Some(Running::Endpoint { connection, id }) => connection.remove_endpoint(&id).await,
                 Some(Running::Unavailable(_)) | None => {}
             }
         })
@@ -212,7 +236,7 @@ impl ResourceRuntime for Supervisor {
             Some(Running::Unavailable(reason)) => {
                 status("unavailable", false, Some(reason.clone()))
             }
-            Some(Running::ModbusConnection(handle)) => {
+            Some(Running::Connection(handle)) => {
                 let current = handle.status();
                 let wanted = match handle.target {
                     ConnectionTargetState::Connected => ConnectionState::Connected,
@@ -224,7 +248,7 @@ impl ResourceRuntime for Supervisor {
                     current.last_error,
                 )
             }
-            Some(Running::ModbusEndpoint { connection, id }) => {
+            Some(Running::Endpoint { connection, id }) => {
                 let current = connection.status();
                 if current.state != ConnectionState::Connected {
                     let wanted = connection.target == ConnectionTargetState::Disconnected;
@@ -248,6 +272,13 @@ impl ResourceRuntime for Supervisor {
     }
 
     fn service_removed(&self, service_id: &str) {
+        // Generated OPC UA client keys and trusted certificates go with the service.
+        let pki = self.opcua_pki.join(service_id);
+        if pki.exists()
+            && let Err(e) = std::fs::remove_dir_all(&pki)
+        {
+            warn!(service = %service_id, error = %e, "Cannot remove the OPC UA certificate folder");
+        }
         // An empty retained message deletes the retained status, the service's and its
         // connections'.
         self.publish(status_topic(service_id), Bytes::new());

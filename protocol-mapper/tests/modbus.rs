@@ -3,31 +3,20 @@
 #![allow(clippy::unwrap_used)]
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
-use broker::{AnonymousOnly, Broker, BrokerConfig, LocalClient, Message, QoS};
-use commissioning::model::{
-    ConnectionStrategy, ConnectionTargetState, ModbusAddress, ModbusConnection, ModbusDataType,
-    Operation,
-};
-use protocol_mapper::modbus::connection::{self, EndpointSpec, ModbusConnectionHandle};
-use protocol_mapper::modbus::simulator::Simulator;
-use serde_json::{Value, json};
+mod common;
 
-async fn broker() -> Broker {
-    let config = BrokerConfig {
-        allow_anonymous: true,
-        ..BrokerConfig::default()
-    };
-    Broker::start(
-        config,
-        Arc::new(AnonymousOnly {
-            allow_anonymous: true,
-        }),
-    )
-    .unwrap()
-}
+use broker::{Broker, QoS};
+use commissioning::model::{
+    Address, ConnectionStrategy, ConnectionTargetState, ModbusAddress, ModbusConnection,
+    ModbusDataType, Operation,
+};
+use common::{broker, next_on, send};
+use protocol_mapper::driver::{ConnectionHandle, EndpointSpec};
+use protocol_mapper::modbus::connection;
+use protocol_mapper::modbus::simulator::Simulator;
+use serde_json::json;
 
 fn connection_spec(addr: SocketAddr) -> ModbusConnection {
     ModbusConnection {
@@ -57,7 +46,7 @@ fn endpoint(
         id: id.into(),
         topic: format!("services/line/{id}"),
         operation,
-        address: ModbusAddress {
+        address: Address::Modbus(ModbusAddress {
             fc,
             address,
             length,
@@ -65,7 +54,7 @@ fn endpoint(
             unit_id: None,
             interval: Some(50),
             cron_expression: None,
-        },
+        }),
         qos: QoS::AtMostOnce,
         retain: false,
     }
@@ -76,35 +65,13 @@ async fn start_plc(
     broker: &Broker,
     device: &Simulator,
     target: ConnectionTargetState,
-) -> ModbusConnectionHandle {
+) -> ConnectionHandle {
     let link = broker
         .handle()
         .connect_local("ironbridge/line/plc")
         .await
         .unwrap();
     connection::start("line", "plc", connection_spec(device.addr), target, link)
-}
-
-/// The next message on `topic`, skipping others; its payload as JSON.
-async fn next_on(client: &mut LocalClient, topic: &str) -> Value {
-    let wait = async {
-        loop {
-            let delivery = client.recv().await.expect("broker link open");
-            if &delivery.message.topic[..] == topic {
-                return serde_json::from_slice(&delivery.message.payload).unwrap();
-            }
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(5), wait)
-        .await
-        .unwrap_or_else(|_| panic!("nothing on {topic}"))
-}
-
-async fn send(client: &LocalClient, topic: &str, payload: &'static [u8]) {
-    client
-        .publish(Message::new(topic, payload, QoS::AtLeastOnce, false))
-        .await
-        .unwrap();
 }
 
 #[tokio::test]
@@ -333,8 +300,10 @@ async fn cron_expressions_schedule_polls() {
         .unwrap();
     let plc = start_plc(&broker, &device, ConnectionTargetState::Connected).await;
     let mut spec = endpoint("every-second", Operation::Subscribe, 3, 0, 1, None);
-    spec.address.interval = None;
-    spec.address.cron_expression = Some("* * * * * *".into());
+    if let Address::Modbus(address) = &mut spec.address {
+        address.interval = None;
+        address.cron_expression = Some("* * * * * *".into());
+    }
     plc.add_endpoint(spec).await.unwrap();
     let first = next_on(&mut observer, "services/line/every-second").await;
     let second = next_on(&mut observer, "services/line/every-second").await;

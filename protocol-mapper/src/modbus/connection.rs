@@ -7,10 +7,12 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use broker::{LocalClient, Message, QoS};
-use commissioning::model::{ConnectionTargetState, ModbusAddress, ModbusConnection, Operation};
+use broker::LocalClient;
+use commissioning::model::{
+    Address, ConnectionTargetState, ModbusAddress, ModbusConnection, ModbusDataType, Operation,
+};
 use serde_json::Value as Json;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::mpsc;
 use tokio_modbus::client::{Client, Context, Reader, Writer};
 use tokio_modbus::prelude::SlaveContext;
 use tokio_modbus::{ExceptionCode, Slave};
@@ -20,83 +22,12 @@ use tracing::{debug, info, warn};
 use super::batch::{self, Read};
 use super::codec;
 use crate::backoff::Backoff;
+use crate::driver::{self, Command, ConnectionHandle, EndpointSpec, Reporter};
 use crate::envelope;
-use crate::status::{ConnectionState, ConnectionStatus, connection_status_topic};
+use crate::status::ConnectionState;
 
 /// How long a request may take when the connection has no `socketTimeout`.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
-/// Commands waiting for the actor; the supervisor is the only sender.
-const COMMAND_QUEUE: usize = 64;
-
-/// An endpoint as the connection runs it.
-#[derive(Debug, Clone)]
-pub struct EndpointSpec {
-    pub id: String,
-    /// The full data topic (`services/<id>/<topic>`); requests arrive on `.../req` or `.../set`.
-    pub topic: String,
-    pub operation: Operation,
-    pub address: ModbusAddress,
-    pub qos: QoS,
-    pub retain: bool,
-}
-
-#[derive(Debug)]
-enum Command {
-    Add(Box<EndpointSpec>, oneshot::Sender<Result<(), String>>),
-    Remove(String, oneshot::Sender<()>),
-}
-
-/// The supervisor's handle on a running connection.
-pub struct ModbusConnectionHandle {
-    commands: mpsc::Sender<Command>,
-    status: watch::Receiver<ConnectionStatus>,
-    endpoint_errors: watch::Receiver<BTreeMap<String, String>>,
-    stop: CancellationToken,
-    task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
-    pub target: ConnectionTargetState,
-}
-
-impl ModbusConnectionHandle {
-    pub async fn add_endpoint(&self, endpoint: EndpointSpec) -> Result<(), String> {
-        let (tx, rx) = oneshot::channel();
-        self.commands
-            .send(Command::Add(Box::new(endpoint), tx))
-            .await
-            .map_err(|_| "the connection has stopped".to_string())?;
-        rx.await
-            .map_err(|_| "the connection has stopped".to_string())?
-    }
-
-    pub async fn remove_endpoint(&self, id: &str) {
-        let (tx, rx) = oneshot::channel();
-        if self
-            .commands
-            .send(Command::Remove(id.to_string(), tx))
-            .await
-            .is_ok()
-        {
-            let _ = rx.await;
-        }
-    }
-
-    pub fn status(&self) -> ConnectionStatus {
-        self.status.borrow().clone()
-    }
-
-    /// The last error of an endpoint, if its last poll or request failed.
-    pub fn endpoint_error(&self, id: &str) -> Option<String> {
-        self.endpoint_errors.borrow().get(id).cloned()
-    }
-
-    /// Stops polling, closes the socket and waits for the task.
-    pub async fn stop(&self) {
-        self.stop.cancel();
-        let task = self.task.lock().unwrap_or_else(|e| e.into_inner()).take();
-        if let Some(task) = task {
-            let _ = task.await;
-        }
-    }
-}
 
 /// Starts the actor. `link` is the broker connection it publishes and subscribes through.
 pub fn start(
@@ -105,57 +36,40 @@ pub fn start(
     spec: ModbusConnection,
     target: ConnectionTargetState,
     link: LocalClient,
-) -> ModbusConnectionHandle {
-    let (commands, commands_rx) = mpsc::channel(COMMAND_QUEUE);
-    let (status_tx, status) = watch::channel(ConnectionStatus::new(ConnectionState::Connecting));
-    let (errors_tx, endpoint_errors) = watch::channel(BTreeMap::new());
-    let stop = CancellationToken::new();
-    let actor = Actor {
-        label: format!("{service}::{resource}"),
-        status_topic: connection_status_topic(service, resource),
-        backoff: Backoff::new(spec.connection_strategy.as_ref()),
-        timeout: spec
-            .socket_timeout
-            .map_or(DEFAULT_TIMEOUT, Duration::from_millis),
-        spec,
-        target,
-        link,
-        commands: commands_rx,
-        status: status_tx,
-        errors: errors_tx,
-        endpoints: BTreeMap::new(),
-        stop: stop.clone(),
-    };
-    let task = std::sync::Mutex::new(Some(tokio::spawn(actor.run())));
-    ModbusConnectionHandle {
-        commands,
-        status,
-        endpoint_errors,
-        stop,
-        task,
-        target,
-    }
+) -> ConnectionHandle {
+    driver::spawn(service, resource, target, link, move |side| {
+        let actor = Actor {
+            backoff: Backoff::new(spec.connection_strategy.as_ref()),
+            timeout: spec
+                .socket_timeout
+                .map_or(DEFAULT_TIMEOUT, Duration::from_millis),
+            spec,
+            target,
+            commands: side.commands,
+            stop: side.stop,
+            report: side.reporter,
+            endpoints: BTreeMap::new(),
+        };
+        actor.run()
+    })
 }
 
 struct Endpoint {
     spec: EndpointSpec,
+    address: ModbusAddress,
     schedule: Option<cron::Schedule>,
     next_due: Instant,
 }
 
 struct Actor {
-    label: String,
-    status_topic: String,
     spec: ModbusConnection,
     target: ConnectionTargetState,
     backoff: Backoff,
     timeout: Duration,
-    link: LocalClient,
     commands: mpsc::Receiver<Command>,
-    status: watch::Sender<ConnectionStatus>,
-    errors: watch::Sender<BTreeMap<String, String>>,
-    endpoints: BTreeMap<String, Endpoint>,
     stop: CancellationToken,
+    report: Reporter,
+    endpoints: BTreeMap<String, Endpoint>,
 }
 
 /// Why the connected loop ended.
@@ -167,14 +81,16 @@ enum End {
 impl Actor {
     async fn run(mut self) {
         if self.target == ConnectionTargetState::Disconnected {
-            self.set_state(ConnectionState::Disconnected, None).await;
+            self.report
+                .set_state(ConnectionState::Disconnected, None)
+                .await;
             self.idle_until_stopped().await;
-            self.link.disconnect().await;
+            self.report.link.disconnect().await;
             return;
         }
         let mut state = ConnectionState::Connecting;
         loop {
-            self.set_state(state, None).await;
+            self.report.set_state(state, None).await;
             let connected = tokio::select! {
                 _ = self.stop.cancelled() => break,
                 connected = self.connect() => connected,
@@ -182,29 +98,27 @@ impl Actor {
             match connected {
                 Ok(mut context) => {
                     self.backoff.reset();
-                    info!(connection = %self.label, "Modbus connection established");
-                    self.set_state(ConnectionState::Connected, None).await;
+                    info!(connection = %self.report.label, "Modbus connection established");
+                    self.report
+                        .set_state(ConnectionState::Connected, None)
+                        .await;
                     match self.connected(&mut context).await {
                         End::Stopped => {
                             let _ = context.disconnect().await;
                             break;
                         }
                         End::Lost(error) => {
-                            warn!(connection = %self.label, error = %error, "Modbus connection lost");
+                            warn!(connection = %self.report.label, error = %error, "Modbus connection lost");
                             let _ = context.disconnect().await;
-                            self.set_state(ConnectionState::Reconnecting, Some(error))
+                            self.report
+                                .set_state(ConnectionState::Reconnecting, Some(error))
                                 .await;
                         }
                     }
                 }
                 Err(error) => {
-                    debug!(connection = %self.label, error = %error, "Modbus connect failed");
-                    let retry = if state == ConnectionState::Connecting {
-                        ConnectionState::Connecting
-                    } else {
-                        ConnectionState::Reconnecting
-                    };
-                    self.set_state(retry, Some(error)).await;
+                    debug!(connection = %self.report.label, error = %error, "Modbus connect failed");
+                    self.report.set_state(state, Some(error)).await;
                 }
             }
             state = ConnectionState::Reconnecting;
@@ -213,8 +127,10 @@ impl Actor {
                 break;
             }
         }
-        self.set_state(ConnectionState::Disconnected, None).await;
-        self.link.disconnect().await;
+        self.report
+            .set_state(ConnectionState::Disconnected, None)
+            .await;
+        self.report.link.disconnect().await;
     }
 
     async fn connect(&self) -> Result<Context, String> {
@@ -239,33 +155,6 @@ impl Actor {
             })
     }
 
-    async fn set_state(&mut self, state: ConnectionState, error: Option<String>) {
-        let mut status = ConnectionStatus::new(state);
-        let previous = self.status.borrow().clone();
-        if previous.state == state {
-            status.since = previous.since;
-        }
-        status.last_error = error.or(if state == ConnectionState::Connected {
-            None
-        } else {
-            previous.last_error.clone()
-        });
-        if status == previous && state != ConnectionState::Connecting {
-            return;
-        }
-        self.status.send_replace(status.clone());
-        let payload = serde_json::to_vec(&status).unwrap_or_default();
-        let _ = self
-            .link
-            .publish(Message::new(
-                self.status_topic.clone(),
-                payload,
-                QoS::AtLeastOnce,
-                true,
-            ))
-            .await;
-    }
-
     /// While not connected: keep accepting endpoint changes and answer requests with an error,
     /// until the delay is over (true) or the connection is stopped (false).
     async fn wait_disconnected(&mut self, delay: Duration) -> bool {
@@ -278,13 +167,10 @@ impl Actor {
                     Some(command) => self.apply(command).await,
                     None => return false,
                 },
-                delivery = self.link.recv() => {
+                delivery = self.report.link.recv() => {
                     let Some(delivery) = delivery else { return false };
-                    if let Some((id, _)) = self.request_target(&delivery.message.topic) {
-                        let request = envelope::parse_request(&delivery.message.payload).ok();
-                        let topic = format!("{}/res", self.endpoints[&id].spec.topic);
-                        let payload = envelope::error(request.and_then(|r| r.id), "not connected to the device", None, envelope::now_millis());
-                        let _ = self.link.publish(Message::new(topic, payload, QoS::AtLeastOnce, false)).await;
+                    if let Some(id) = self.request_target(&delivery.message.topic) {
+                        self.report.refuse_request(&self.endpoints[&id].spec, &delivery.message.payload).await;
                     }
                 }
             }
@@ -311,32 +197,28 @@ impl Actor {
             }
             Command::Remove(id, reply) => {
                 if let Some(endpoint) = self.endpoints.remove(&id) {
-                    let _ = self.link.unsubscribe(&request_filter(&endpoint.spec)).await;
+                    self.report.forget(&endpoint.spec).await;
                 }
-                self.errors.send_modify(|errors| {
-                    errors.remove(&id);
-                });
                 let _ = reply.send(());
             }
         }
     }
 
     async fn add(&mut self, spec: EndpointSpec) -> Result<(), String> {
-        let schedule = match &spec.address.cron_expression {
+        let Address::Modbus(address) = spec.address.clone() else {
+            return Err("a Modbus connection only runs Modbus endpoints".into());
+        };
+        let schedule = match &address.cron_expression {
             Some(expression) => Some(commissioning::model::parse_cron(expression)?),
             None => None,
         };
-        if spec.operation != Operation::Subscribe {
-            self.link
-                .subscribe(&request_filter(&spec), QoS::AtLeastOnce)
-                .await
-                .map_err(|e| format!("cannot subscribe to the request topic: {e}"))?;
-        }
-        let next_due = next_run(&spec, schedule.as_ref(), Instant::now(), true);
+        self.report.listen_for_requests(&spec).await?;
+        let next_due = next_run(&address, schedule.as_ref(), Instant::now(), true);
         self.endpoints.insert(
             spec.id.clone(),
             Endpoint {
                 spec,
+                address,
                 schedule,
                 next_due,
             },
@@ -364,7 +246,7 @@ impl Actor {
                     Some(command) => self.apply(command).await,
                     None => return End::Stopped,
                 },
-                delivery = self.link.recv() => {
+                delivery = self.report.link.recv() => {
                     let Some(delivery) = delivery else { return End::Stopped };
                     if let Err(error) = self.handle_request(context, &delivery.message.topic, &delivery.message.payload).await {
                         return End::Lost(error);
@@ -390,7 +272,7 @@ impl Actor {
             .collect();
         let reads: Vec<Read> = due
             .iter()
-            .map(|id| self.read_of(&self.endpoints[id].spec))
+            .map(|id| self.read_of(&self.endpoints[id].address))
             .collect();
         let plan = batch::plan(
             &reads,
@@ -416,7 +298,7 @@ impl Actor {
                     data.slice(
                         offset,
                         usize::from(read.count),
-                        self.endpoints[id].spec.address.data_type,
+                        self.endpoints[id].address.data_type,
                     )
                 });
                 self.publish_reading(id, result, timestamp).await;
@@ -426,53 +308,37 @@ impl Actor {
         for id in due {
             if let Some(endpoint) = self.endpoints.get_mut(&id) {
                 endpoint.next_due = match endpoint.schedule {
-                    Some(_) => next_run(&endpoint.spec, endpoint.schedule.as_ref(), now, false),
+                    Some(_) => next_run(&endpoint.address, endpoint.schedule.as_ref(), now, false),
                     // Fixed rate: the next poll is one interval after the previous one was due,
                     // not after it finished, so slow answers do not stretch the period. A poll
                     // that fell behind runs once at once rather than in a burst.
-                    None => (endpoint.next_due + interval(&endpoint.spec)).max(now),
+                    None => (endpoint.next_due + interval(&endpoint.address)).max(now),
                 };
             }
         }
         Ok(())
     }
 
-    async fn publish_reading(&mut self, id: &str, result: Result<Json, String>, timestamp: i64) {
+    async fn publish_reading(&self, id: &str, result: Result<Json, String>, timestamp: i64) {
         let Some(endpoint) = self.endpoints.get(id) else {
             return;
         };
         match result {
             Ok(value) => {
-                let message = Message::new(
-                    endpoint.spec.topic.clone(),
-                    envelope::data(value, timestamp),
-                    endpoint.spec.qos,
-                    endpoint.spec.retain,
-                );
-                let _ = self.link.publish(message).await;
-                if self.errors.borrow().contains_key(id) {
-                    self.errors.send_modify(|errors| {
-                        errors.remove(id);
-                    });
-                }
+                self.report
+                    .publish_data(&endpoint.spec, value, timestamp)
+                    .await
             }
-            Err(error) => {
-                if self.errors.borrow().get(id) != Some(&error) {
-                    warn!(connection = %self.label, endpoint = %id, error = %error, "Modbus read failed");
-                    self.errors.send_modify(|errors| {
-                        errors.insert(id.to_string(), error);
-                    });
-                }
-            }
+            Err(error) => self.report.endpoint_failed(id, error),
         }
     }
 
-    fn read_of(&self, spec: &EndpointSpec) -> Read {
+    fn read_of(&self, address: &ModbusAddress) -> Read {
         Read {
-            unit: spec.address.unit_id.unwrap_or(self.spec.unit_id),
-            fc: spec.address.fc,
-            address: spec.address.address,
-            count: spec.address.length,
+            unit: address.unit_id.unwrap_or(self.spec.unit_id),
+            fc: address.fc,
+            address: address.address,
+            count: address.length,
         }
     }
 
@@ -511,16 +377,10 @@ impl Actor {
         Ok(answer.map_err(exception_message))
     }
 
-    fn request_target(&self, topic: &str) -> Option<(String, Operation)> {
-        let (base, suffix) = topic.rsplit_once('/')?;
-        self.endpoints.iter().find_map(|(id, e)| {
-            let matches = e.spec.topic == base
-                && matches!(
-                    (e.spec.operation, suffix),
-                    (Operation::Read, "req") | (Operation::Write, "set")
-                );
-            matches.then(|| (id.clone(), e.spec.operation))
-        })
+    fn request_target(&self, topic: &str) -> Option<String> {
+        self.endpoints
+            .iter()
+            .find_map(|(id, e)| e.spec.is_request_topic(topic).then(|| id.clone()))
     }
 
     /// Answers a `/req` (read now) or `/set` (write) on `/res`.
@@ -530,58 +390,41 @@ impl Actor {
         topic: &str,
         payload: &[u8],
     ) -> Result<(), String> {
-        let Some((id, operation)) = self.request_target(topic) else {
+        let Some(id) = self.request_target(topic) else {
             return Ok(());
         };
-        let spec = self.endpoints[&id].spec.clone();
-        let response_topic = format!("{}/res", spec.topic);
-        let timestamp = envelope::now_millis();
+        let endpoint = &self.endpoints[&id];
+        let (spec, address) = (endpoint.spec.clone(), endpoint.address.clone());
         let request = match envelope::parse_request(payload) {
             Ok(request) => request,
             Err(error) => {
-                let payload = envelope::error(None, &error, None, timestamp);
-                let _ = self
-                    .link
-                    .publish(Message::new(
-                        response_topic,
-                        payload,
-                        QoS::AtLeastOnce,
-                        false,
-                    ))
-                    .await;
+                let answer = envelope::error(None, &error, None, envelope::now_millis());
+                self.report.answer(&spec, answer).await;
                 return Ok(());
             }
         };
-        let outcome: Result<Json, (String, Option<Json>)> = match operation {
-            Operation::Write => self.write(context, &spec, &request.value).await?,
+        let outcome: Result<Json, (String, Option<Json>)> = match spec.operation {
+            Operation::Write => self.write(context, &address, &request.value).await?,
             _ => {
-                let read = self.read_of(&spec);
+                let read = self.read_of(&address);
                 match self
                     .read(context, read.unit, read.fc, read.address, read.count)
                     .await?
                 {
                     Ok(data) => data
-                        .slice(0, usize::from(read.count), spec.address.data_type)
+                        .slice(0, usize::from(read.count), address.data_type)
                         .map_err(|e| (e, None)),
                     Err(e) => Err((e, None)),
                 }
             }
         };
-        let payload = match outcome {
+        let answer = match outcome {
             Ok(value) => envelope::result(request.id, value, envelope::now_millis()),
             Err((message, code)) => {
                 envelope::error(request.id, &message, code, envelope::now_millis())
             }
         };
-        let _ = self
-            .link
-            .publish(Message::new(
-                response_topic,
-                payload,
-                QoS::AtLeastOnce,
-                false,
-            ))
-            .await;
+        self.report.answer(&spec, answer).await;
         Ok(())
     }
 
@@ -590,25 +433,22 @@ impl Actor {
     async fn write(
         &self,
         context: &mut Context,
-        spec: &EndpointSpec,
+        target: &ModbusAddress,
         value: &Json,
     ) -> Result<Result<Json, (String, Option<Json>)>, String> {
-        let address = spec.address.address;
-        context.set_slave(Slave(spec.address.unit_id.unwrap_or(self.spec.unit_id)));
-        let encoded = match spec.address.fc {
+        let address = target.address;
+        context.set_slave(Slave(target.unit_id.unwrap_or(self.spec.unit_id)));
+        let encoded = match target.fc {
             5 | 15 => codec::encode_bits(value).map(Data::Bits),
             _ => {
-                let length = spec
-                    .address
-                    .data_type
-                    .map_or(spec.address.length, |t| match t {
-                        commissioning::model::ModbusDataType::StringBe
-                        | commissioning::model::ModbusDataType::StringLe
-                        | commissioning::model::ModbusDataType::Raw
-                        | commissioning::model::ModbusDataType::Base64 => spec.address.length,
-                        other => codec::registers_for(other, spec.address.length),
-                    });
-                codec::encode_registers(value, spec.address.data_type, length).map(Data::Words)
+                let length = target.data_type.map_or(target.length, |t| match t {
+                    ModbusDataType::StringBe
+                    | ModbusDataType::StringLe
+                    | ModbusDataType::Raw
+                    | ModbusDataType::Base64 => target.length,
+                    other => codec::registers_for(other, target.length),
+                });
+                codec::encode_registers(value, target.data_type, length).map(Data::Words)
             }
         };
         let data = match encoded {
@@ -616,7 +456,7 @@ impl Actor {
             Err(e) => return Ok(Err((e.to_string(), None))),
         };
         let call = async {
-            match (spec.address.fc, &data) {
+            match (target.fc, &data) {
                 (5, Data::Bits(bits)) if bits.len() == 1 => {
                     context.write_single_coil(address, bits[0]).await
                 }
@@ -687,17 +527,10 @@ fn exception_message(exception: ExceptionCode) -> String {
     format!("Modbus exception {:#04x}: {exception}", u8::from(exception))
 }
 
-fn request_filter(spec: &EndpointSpec) -> String {
-    match spec.operation {
-        Operation::Write => format!("{}/set", spec.topic),
-        _ => format!("{}/req", spec.topic),
-    }
-}
-
 /// When a subscribe endpoint reads next: right away when added, then every `interval` ms
 /// (default 1000) or at the cron schedule's next time.
 fn next_run(
-    spec: &EndpointSpec,
+    address: &ModbusAddress,
     schedule: Option<&cron::Schedule>,
     now: Instant,
     first: bool,
@@ -713,9 +546,9 @@ fn next_run(
     if first {
         return now;
     }
-    now + interval(spec)
+    now + interval(address)
 }
 
-fn interval(spec: &EndpointSpec) -> Duration {
-    Duration::from_millis(spec.address.interval.unwrap_or(1000).max(1))
+fn interval(address: &ModbusAddress) -> Duration {
+    Duration::from_millis(address.interval.unwrap_or(1000).max(1))
 }

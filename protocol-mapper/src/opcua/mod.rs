@@ -1,0 +1,5 @@
+//! OPC UA client connections. The only module that talks to async-opcua.
+pub mod connection;
+pub mod convert;
+pub mod pki;
+pub mod simulator;
