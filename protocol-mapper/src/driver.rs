@@ -56,6 +56,14 @@ impl EndpointSpec {
     }
 }
 
+/// Why a driver's connected loop ended.
+pub enum End {
+    /// The connection was stopped (service disabled, deleted or reconfigured).
+    Stopped,
+    /// The device went away; the reason becomes the status's `lastError`.
+    Lost(String),
+}
+
 #[derive(Debug)]
 pub enum Command {
     Add(Box<EndpointSpec>, oneshot::Sender<Result<(), String>>),

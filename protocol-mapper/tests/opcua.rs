@@ -120,6 +120,17 @@ async fn wait_for_state(handle: &ConnectionHandle, state: ConnectionState) {
     );
 }
 
+/// The connection's first `lastError`, waiting up to 10 s for it.
+async fn first_error(handle: &ConnectionHandle) -> String {
+    for _ in 0..200 {
+        if let Some(error) = handle.status().last_error {
+            return error;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("no error after 10 s; status {:?}", handle.status());
+}
+
 #[tokio::test]
 async fn subscribes_reads_and_writes_converting_to_the_node_type() {
     let dir = tempfile::tempdir().unwrap();
@@ -276,13 +287,7 @@ async fn sign_and_encrypt_with_a_username() {
         &dir.path().join("client"),
         link(&broker, "b").await,
     );
-    for _ in 0..200 {
-        if refused.status().last_error.is_some() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let error = refused.status().last_error.unwrap_or_default();
+    let error = first_error(&refused).await;
     assert!(
         error.starts_with("the server refused the username or password"),
         "{error}"
@@ -311,13 +316,7 @@ async fn a_certificate_for_another_host_is_a_clear_error() {
         &dir.path().join("client"),
         link(&broker, "a").await,
     );
-    for _ in 0..200 {
-        if plc.status().last_error.is_some() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let error = plc.status().last_error.unwrap_or_default();
+    let error = first_error(&plc).await;
     assert!(
         error.starts_with("the server certificate does not name the host `127.0.0.2`"),
         "{error}"

@@ -132,7 +132,9 @@ def test_subscribes_reads_and_writes_an_asyncua_server_with_sign_and_encrypt(cer
             assert first == {"services/asyncuacnc/spindle/speed": 1200.5, "services/asyncuacnc/feed": 80}
             ua_client = server.client()
             ua_client.get_node("ns=2;s=Machine.Spindle.Speed").write_value(1500.25)
-            wait_for(messages, "services/asyncuacnc/spindle/speed", lambda p: p["value"] == 1500.25)
+            changed = wait_for(messages, "services/asyncuacnc/spindle/speed", lambda p: p["value"] == 1500.25)
+            # The payload carries the server's source timestamp of the change.
+            assert abs(changed["timestamp"] - time.time() * 1000) < 5000, changed
 
             client.publish("services/asyncuacnc/program/req", json.dumps({"id": "p"}), 1)
             answer = wait_for(messages, "services/asyncuacnc/program/res")

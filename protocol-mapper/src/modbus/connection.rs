@@ -22,7 +22,7 @@ use tracing::{debug, info, warn};
 use super::batch::{self, Read};
 use super::codec;
 use crate::backoff::Backoff;
-use crate::driver::{self, Command, ConnectionHandle, EndpointSpec, Reporter};
+use crate::driver::{self, Command, ConnectionHandle, End, EndpointSpec, Reporter};
 use crate::envelope;
 use crate::status::ConnectionState;
 
@@ -70,12 +70,6 @@ struct Actor {
     stop: CancellationToken,
     report: Reporter,
     endpoints: BTreeMap<String, Endpoint>,
-}
-
-/// Why the connected loop ended.
-enum End {
-    Stopped,
-    Lost(String),
 }
 
 impl Actor {

@@ -38,7 +38,7 @@ use tracing::{debug, info, warn};
 use super::convert;
 use super::pki::{self, Pki};
 use crate::backoff::Backoff;
-use crate::driver::{self, Command, ConnectionHandle, EndpointSpec, Reporter};
+use crate::driver::{self, Command, ConnectionHandle, End, EndpointSpec, Reporter};
 use crate::envelope;
 use crate::status::ConnectionState;
 
@@ -49,6 +49,9 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 const SAMPLE_QUEUE: usize = 65_536;
 /// Monitored items per CreateMonitoredItems request, well inside common server limits.
 const ITEMS_PER_REQUEST: usize = 1000;
+/// Largest message accepted from a server, and in how many chunks (of 64 KiB by default).
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+pub const MAX_CHUNKS: usize = 1024;
 /// `publishInterval` when the endpoint does not say.
 const DEFAULT_PUBLISH_INTERVAL: u64 = 1000;
 
@@ -153,12 +156,6 @@ struct Actor {
     next_handle: u32,
 }
 
-/// Why the connected loop ended.
-enum End {
-    Stopped,
-    Lost(String),
-}
-
 impl Actor {
     async fn run(mut self) {
         if self.target == ConnectionTargetState::Disconnected {
@@ -251,7 +248,11 @@ impl Actor {
                 .verify_server_certs(!pki.trust_any_server)
                 .session_retry_limit(0)
                 .request_timeout(REQUEST_TIMEOUT)
+                // A publish response carries every change of a subscription since the last
+                // one: 10,000 monitored items need far more than the library's default message.
                 .max_array_length(1_000_000)
+                .max_message_size(MAX_MESSAGE_BYTES)
+                .max_chunk_count(MAX_CHUNKS)
                 .client()
                 .map_err(|errors| format!("invalid OPC UA client settings: {}", errors.join("; ")))
         })

@@ -104,6 +104,8 @@ impl OpcuaSimulator {
         }
         let limits = builder.limits_mut();
         limits.max_array_length = 1_000_000;
+        limits.max_message_size = super::connection::MAX_MESSAGE_BYTES;
+        limits.max_chunk_count = super::connection::MAX_CHUNKS;
         limits.subscriptions.max_monitored_items_per_sub = 100_000;
         limits.operational.max_monitored_items_per_call = 10_000;
         let (server, handle) = builder.build()?;
