@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test of Ironbridge on a fresh Debian machine: installs what the tests need
-# (Mosquitto's clients, PostgreSQL, a Python virtual environment with paho-mqtt and pytest),
+# (Mosquitto's clients, PostgreSQL, a Python virtual environment with paho-mqtt, pytest, pymodbus
+# and asyncua),
 # checks formatting and lints, runs the Rust test suites (the admin API suite twice: SQLite and
 # PostgreSQL) and the interoperability tests against the real binary. Exits non-zero on the
 # first failure.
