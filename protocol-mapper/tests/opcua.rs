@@ -77,12 +77,7 @@ fn endpoint(
     }
 }
 
-fn start(
-    _broker: &Broker,
-    spec: OpcuaConnection,
-    pki: &Path,
-    link: LocalClient,
-) -> ConnectionHandle {
+fn start(spec: OpcuaConnection, pki: &Path, link: LocalClient) -> ConnectionHandle {
     connection::start(
         "cnc",
         "machine",
@@ -148,7 +143,6 @@ async fn subscribes_reads_and_writes_converting_to_the_node_type() {
         .await
         .unwrap();
     let plc = start(
-        &broker,
         connection_spec(server.addr),
         &dir.path().join("client"),
         link(&broker, "ironbridge/cnc/machine").await,
@@ -261,7 +255,6 @@ async fn sign_and_encrypt_with_a_username() {
     options.security_policy = Some(SecurityPolicy::Basic256Sha256);
     options.message_security_mode = Some(MessageSecurityMode::SignAndEncrypt);
     let plc = start(
-        &broker,
         spec.clone(),
         &dir.path().join("client"),
         link(&broker, "a").await,
@@ -281,12 +274,7 @@ async fn sign_and_encrypt_with_a_username() {
     plc.stop().await;
 
     spec.password = Some("wrong".into());
-    let refused = start(
-        &broker,
-        spec,
-        &dir.path().join("client"),
-        link(&broker, "b").await,
-    );
+    let refused = start(spec, &dir.path().join("client"), link(&broker, "b").await);
     let error = first_error(&refused).await;
     assert!(
         error.starts_with("the server refused the username or password"),
@@ -310,12 +298,7 @@ async fn a_certificate_for_another_host_is_a_clear_error() {
     let options = spec.options.as_mut().unwrap();
     options.security_policy = Some(SecurityPolicy::Basic256Sha256);
     options.message_security_mode = Some(MessageSecurityMode::Sign);
-    let plc = start(
-        &broker,
-        spec,
-        &dir.path().join("client"),
-        link(&broker, "a").await,
-    );
+    let plc = start(spec, &dir.path().join("client"), link(&broker, "a").await);
     let error = first_error(&plc).await;
     assert!(
         error.starts_with("the server certificate does not name the host `127.0.0.2`"),
@@ -335,7 +318,6 @@ async fn the_session_and_its_monitored_items_come_back_after_a_server_restart() 
     let broker = broker().await;
     let mut observer = observer(&broker).await;
     let plc = start(
-        &broker,
         connection_spec(addr),
         &dir.path().join("client"),
         link(&broker, "a").await,

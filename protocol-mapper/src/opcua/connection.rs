@@ -541,15 +541,7 @@ impl Actor {
             return;
         }
         let at = timestamp_millis(&sample.value);
-        let value = {
-            let context = live.session.context();
-            let context = context.read();
-            sample
-                .value
-                .value
-                .as_ref()
-                .map_or(Json::Null, |v| convert::to_json(v, &context.context()))
-        };
+        let value = value_json(&live.session, &sample.value);
         self.report.publish_data(&endpoint.spec, value, at).await;
     }
 
@@ -677,14 +669,9 @@ impl Actor {
             Some(node) if spec.operation == Operation::Write => {
                 self.write(live, &spec.id, node, &request.value).await
             }
-            Some(node) => read_value(&live.session, node).await.map(|value| {
-                let context = live.session.context();
-                let context = context.read();
-                value
-                    .value
-                    .as_ref()
-                    .map_or(Json::Null, |v| convert::to_json(v, &context.context()))
-            }),
+            Some(node) => read_value(&live.session, node)
+                .await
+                .map(|value| value_json(&live.session, &value)),
         };
         let answer = match outcome {
             Ok(value) => envelope::result(request.id, value, envelope::now_millis()),
@@ -740,6 +727,16 @@ async fn close(live: Live) {
     let _ = tokio::time::timeout(Duration::from_secs(2), live.session.disconnect()).await;
     live.event_loop.abort();
     let _ = live.event_loop.await;
+}
+
+/// A data value's JSON form, decoded with the session's namespaces and types.
+fn value_json(session: &Session, value: &DataValue) -> Json {
+    let context = session.context();
+    let context = context.read();
+    value
+        .value
+        .as_ref()
+        .map_or(Json::Null, |v| convert::to_json(v, &context.context()))
 }
 
 async fn read_value(session: &Session, node: NodeId) -> Result<DataValue, (String, Option<Json>)> {
