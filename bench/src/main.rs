@@ -10,6 +10,7 @@ mod endtoend;
 mod load;
 mod modbus;
 mod opcua;
+mod rules;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -74,6 +75,17 @@ enum Command {
         publish: u64,
         #[arg(long, default_value_t = 10)]
         seconds: u64,
+    },
+    /// Messages per second through a mapping on one core, against the broker alone.
+    Rules {
+        /// Messages per scenario for the throughput measurement.
+        #[arg(long, default_value_t = 200_000)]
+        messages: u64,
+        /// Rate for the latency measurement, in messages per second.
+        #[arg(long, default_value_t = 5_000)]
+        latency_rate: u64,
+        #[arg(long, default_value_t = 4)]
+        latency_seconds: u64,
     },
     /// Password-authenticated connects per second, against Mosquitto with a password file.
     Auth {
@@ -153,8 +165,10 @@ fn main() -> anyhow::Result<()> {
 async fn run(clients: &Clients, command: Command) -> anyhow::Result<()> {
     let _ = rlimit::increase_nofile_limit(65_536);
     let ironbridge = std::env::current_exe()?.with_file_name("ironbridge");
+    // `rules` runs the rule engine in-process; every other benchmark drives the binary.
+    let in_process = matches!(command, Command::Rules { .. });
     anyhow::ensure!(
-        ironbridge.exists(),
+        in_process || ironbridge.exists(),
         "{} not found: build it with cargo build --release -p gateway",
         ironbridge.display()
     );
@@ -207,6 +221,17 @@ async fn run(clients: &Clients, command: Command) -> anyhow::Result<()> {
                 .publishers
                 .spawn(async move { auth::run(&ironbridge, connections, concurrency).await })
                 .await?;
+        }
+        Command::Rules {
+            messages,
+            latency_rate,
+            latency_seconds,
+        } => {
+            return rules::run(rules::Options {
+                messages,
+                latency_rate,
+                latency_seconds,
+            });
         }
         Command::Broker {
             seconds,

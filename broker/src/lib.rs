@@ -32,7 +32,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 pub use auth::{AnonymousOnly, AuthHook, Credentials, Principal};
-pub use codec::{QoS, ReasonCode};
+pub use codec::{QoS, ReasonCode, SubscriptionOptions};
 pub use config::BrokerConfig;
 pub use local::{LinkError, LocalClient};
 pub use message::{Delivery, Message, MessageProperties};

@@ -90,6 +90,20 @@ impl LocalClient {
 
     /// Subscribes; returns the granted QoS as a reason code.
     pub async fn subscribe(&mut self, filter: &str, qos: QoS) -> Result<ReasonCode, LinkError> {
+        let options = SubscriptionOptions {
+            qos,
+            ..SubscriptionOptions::default()
+        };
+        self.subscribe_with(filter, options).await
+    }
+
+    /// Subscribes with MQTT 5 options, such as `no_local` for a component that must not hear
+    /// its own publications.
+    pub async fn subscribe_with(
+        &mut self,
+        filter: &str,
+        options: SubscriptionOptions,
+    ) -> Result<ReasonCode, LinkError> {
         let valid = match topic::parse_shared(filter) {
             Ok(Some(_)) => true,
             Ok(None) => topic::is_valid_topic_filter(filter),
@@ -99,10 +113,6 @@ impl LocalClient {
             return Err(LinkError::InvalidFilter(filter.to_string()));
         }
         let (reply_tx, reply_rx) = oneshot::channel();
-        let options = SubscriptionOptions {
-            qos,
-            ..SubscriptionOptions::default()
-        };
         let request = SubscribeRequest {
             session: self.session,
             subscription_id: None,

@@ -9,7 +9,9 @@ pub mod model;
 pub mod opcua_address;
 pub mod params;
 pub mod resolve;
+mod rules;
 pub mod service;
+pub mod topic_pattern;
 mod typed;
 pub mod yaml;
 

@@ -442,10 +442,68 @@ pub enum Rule {
     Stash(StashRule),
 }
 
+/// `parse: {format}`. The format is checked by name when the file is loaded (so a wrong one
+/// is reported along with every other problem) and read with [`ParseFormat::from_name`].
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ParseRule {
     pub format: String,
+}
+
+/// What `parse` reads the payload as (SPEC section 5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ParseFormat {
+    Json,
+    Utf8,
+    Latin1,
+    Ascii,
+    Boolean,
+    Int8,
+    Uint8,
+    Int16Be,
+    Int16Le,
+    Uint16Be,
+    Uint16Le,
+    Int32Be,
+    Int32Le,
+    Uint32Be,
+    Uint32Le,
+    FloatBe,
+    FloatLe,
+    DoubleBe,
+    DoubleLe,
+    ToBase64,
+    FromBase64,
+}
+
+impl ParseFormat {
+    pub const ALL: [(ParseFormat, &'static str); 21] = [
+        (ParseFormat::Json, "json"),
+        (ParseFormat::Utf8, "utf8"),
+        (ParseFormat::Latin1, "latin1"),
+        (ParseFormat::Ascii, "ascii"),
+        (ParseFormat::Boolean, "boolean"),
+        (ParseFormat::Int8, "int8"),
+        (ParseFormat::Uint8, "uint8"),
+        (ParseFormat::Int16Be, "int16BE"),
+        (ParseFormat::Int16Le, "int16LE"),
+        (ParseFormat::Uint16Be, "uint16BE"),
+        (ParseFormat::Uint16Le, "uint16LE"),
+        (ParseFormat::Int32Be, "int32BE"),
+        (ParseFormat::Int32Le, "int32LE"),
+        (ParseFormat::Uint32Be, "uint32BE"),
+        (ParseFormat::Uint32Le, "uint32LE"),
+        (ParseFormat::FloatBe, "floatBE"),
+        (ParseFormat::FloatLe, "floatLE"),
+        (ParseFormat::DoubleBe, "doubleBE"),
+        (ParseFormat::DoubleLe, "doubleLE"),
+        (ParseFormat::ToBase64, "toBase64"),
+        (ParseFormat::FromBase64, "fromBase64"),
+    ];
+
+    pub fn from_name(name: &str) -> Option<ParseFormat> {
+        Self::ALL.iter().find(|(_, n)| *n == name).map(|(f, _)| *f)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]

@@ -14,6 +14,8 @@ use crate::model::{
 use crate::opcua_address::{check_node_id, parse_browse_path};
 use crate::params::{self, ParameterSpec};
 use crate::resolve::{OtherServices, Resolved, Scope, position_of};
+use crate::rules::check_rules;
+use crate::topic_pattern::{NamedFilter, Template};
 use crate::typed::typed;
 use crate::yaml::{self, Node, Value};
 
@@ -570,6 +572,12 @@ fn load_resource(
                     Address::Mqtt(typed(address, &address_path, positions, diagnostics)?)
                 }
             };
+            check_rules(
+                &shape.rules,
+                &join(&props_path, "rules"),
+                positions,
+                diagnostics,
+            );
             let topic = shape.topic.unwrap_or_else(|| id.to_string());
             check_topic(
                 &topic,
@@ -732,14 +740,20 @@ fn check_mapping(
     positions: &BTreeMap<String, Pos>,
     diagnostics: &mut Vec<Diagnostic>,
 ) {
+    let problem = |diagnostics: &mut Vec<Diagnostic>, path: &str, message: String| {
+        diagnostics.push(Diagnostic::new(path, position_of(positions, path), message));
+    };
     for (i, entry) in mapping.mappings.iter().enumerate() {
         let entry_path = index(&join(path, "mappings"), i);
         let many = matches!(entry.subscribe, crate::model::OneOrMany::Many(_));
+        // Names a publish topic may use: bound by some source's wildcards or set by a rule.
+        let mut bound: BTreeSet<String> = BTreeSet::new();
         for (j, source) in entry.subscribe.iter().enumerate() {
             let source_path = match many {
                 true => index(&join(&entry_path, "subscribe"), j),
                 false => join(&entry_path, "subscribe"),
             };
+            let mut wildcards = BTreeSet::new();
             match (&source.endpoint, &source.topic) {
                 (Some(endpoint), None) => check_ref(
                     scope,
@@ -750,19 +764,30 @@ fn check_mapping(
                     positions,
                     diagnostics,
                 ),
-                (None, Some(topic)) => check_topic(
-                    topic,
-                    true,
-                    true,
-                    &join(&source_path, "topic"),
-                    positions,
+                (None, Some(topic)) => match NamedFilter::parse(topic) {
+                    Ok(filter) => wildcards.extend(filter.names().map(str::to_string)),
+                    Err(e) => problem(diagnostics, &join(&source_path, "topic"), e),
+                },
+                _ => problem(
                     diagnostics,
-                ),
-                _ => diagnostics.push(Diagnostic::new(
                     &source_path,
-                    position_of(positions, &source_path),
-                    "give exactly one of `endpoint` or `topic`",
-                )),
+                    "give exactly one of `endpoint` or `topic`".into(),
+                ),
+            }
+            if let Some(label) = &source.label {
+                let label_path = join(&source_path, "label");
+                match Template::parse(label) {
+                    Ok(template) => {
+                        if let Some(name) = template.names().find(|n| !wildcards.contains(*n)) {
+                            problem(
+                                diagnostics,
+                                &label_path,
+                                format!("`{name}` is not a named wildcard of this subscription"),
+                            );
+                        }
+                    }
+                    Err(e) => problem(diagnostics, &label_path, e),
+                }
             }
             if let Some(connection) = &source.connection {
                 check_ref(
@@ -775,7 +800,14 @@ fn check_mapping(
                     diagnostics,
                 );
             }
+            bound.extend(wildcards);
         }
+        bound.extend(check_rules(
+            &entry.rules,
+            &join(&entry_path, "rules"),
+            positions,
+            diagnostics,
+        ));
         let sink_path = join(&entry_path, "publish");
         match (&entry.publish.endpoint, &entry.publish.topic) {
             (Some(endpoint), None) => check_ref(
@@ -787,19 +819,29 @@ fn check_mapping(
                 positions,
                 diagnostics,
             ),
-            (None, Some(topic)) => check_topic(
-                topic,
-                false,
-                true,
-                &join(&sink_path, "topic"),
-                positions,
+            (None, Some(topic)) => {
+                let topic_path = join(&sink_path, "topic");
+                check_topic(topic, false, true, &topic_path, positions, diagnostics);
+                match Template::parse(topic) {
+                    Ok(template) => {
+                        if let Some(name) = template.names().find(|n| !bound.contains(*n)) {
+                            problem(
+                                diagnostics,
+                                &topic_path,
+                                format!(
+                                    "`{name}` is neither a named wildcard of a subscription nor set by `setContextVars`"
+                                ),
+                            );
+                        }
+                    }
+                    Err(e) => problem(diagnostics, &topic_path, e),
+                }
+            }
+            _ => problem(
                 diagnostics,
-            ),
-            _ => diagnostics.push(Diagnostic::new(
                 &sink_path,
-                position_of(positions, &sink_path),
-                "give exactly one of `endpoint` or `topic`",
-            )),
+                "give exactly one of `endpoint` or `topic`".into(),
+            ),
         }
         if let Some(connection) = &entry.publish.connection {
             check_ref(

@@ -1,10 +1,11 @@
 //! The supervisor: owns the tasks of every service resource and publishes service states as
 //! retained messages on `$SYS/ironbridge/services/<id>/status`.
 //!
-//! Modbus and OPC UA connections and their endpoints run on the protocol mapper's drivers. MQTT
-//! connections, mappings, and endpoints with rule chains have no driver in this build yet: they
-//! are validated and recorded, and report `unavailable` with that reason, which makes their
-//! service `deviated`. Nothing pretends to read a device.
+//! Modbus and OPC UA connections and their endpoints run on the protocol mapper's drivers;
+//! mappings and endpoint rule chains on the rule engine. MQTT connections (and mappings that
+//! use them) have no driver in this build yet: they are validated and recorded, and report
+//! `unavailable` with that reason, which makes their service `deviated`. Nothing pretends to
+//! read a device.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -15,13 +16,21 @@ use broker::BrokerHandle;
 use broker::codec::QoS;
 use broker::message::Message;
 use bytes::Bytes;
-use commissioning::model::{Address, ConnectionParams, ConnectionTargetState, ResourceKind};
+use commissioning::model::{
+    Address, ConnectionParams, ConnectionTargetState, Mapping, MappingTargetState, Operation,
+    ResourceKind, ResourceRef,
+};
 use commissioning::{Resource, Service};
 use protocol_mapper::driver::{ConnectionHandle, EndpointSpec};
 use protocol_mapper::status::ConnectionState;
+use rule_engine::{EntrySpec, PublishSpec, RunningChains, SourceSpec};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
+
+/// Endpoint values waiting for the endpoint's rule chain; beyond this the chain is behind and
+/// values are dropped (the endpoint reports it).
+const ENDPOINT_RULES_QUEUE: usize = 4096;
 
 /// Status messages waiting for the broker link; more than this and the oldest news is dropped
 /// (a later state of the same service supersedes it anyway).
@@ -34,7 +43,13 @@ enum Running {
     Endpoint {
         connection: Arc<ConnectionHandle>,
         id: String,
+        /// The full data topic, which mappings subscribe to (or request on).
+        topic: String,
+        operation: Operation,
+        rules: Option<RunningChains>,
     },
+    /// A mapping's entries; `None` while its `targetState` is `disabled`.
+    Mapping(Option<RunningChains>),
     /// Recorded but without a driver in this build; the reason says which part is missing.
     Unavailable(String),
 }
@@ -131,12 +146,6 @@ impl Supervisor {
                 Ok(Running::Connection(Arc::new(handle)))
             }
             ResourceKind::Endpoint(endpoint) => {
-                if !endpoint.rules.is_empty() {
-                    return Ok(Running::Unavailable(
-                        "endpoint rules need the rule engine, which is not in this build yet"
-                            .into(),
-                    ));
-                }
                 if matches!(endpoint.address, Address::Mqtt(_)) {
                     return Ok(Running::Unavailable(format!(
                         "no driver for {:?} endpoints in this build yet",
@@ -156,24 +165,145 @@ impl Supervisor {
                         ));
                     }
                 };
-                let spec = EndpointSpec {
-                    id: format!("{}::{}", service.id, resource.id),
-                    topic: format!("{}/{}", service.mqtt_root, endpoint.topic),
-                    operation: endpoint.operation,
-                    address: endpoint.address.clone(),
+                let topic = format!("{}/{}", service.mqtt_root, endpoint.topic);
+                let id = format!("{}::{}", service.id, resource.id);
+                let publish = PublishSpec {
+                    topic: topic.clone(),
                     qos: qos(endpoint.qos.0),
                     retain: endpoint.retain,
                 };
-                let id = spec.id.clone();
-                connection.add_endpoint(spec).await?;
-                Ok(Running::Endpoint { connection, id })
+                let (rules, rules_input) = match endpoint.rules.is_empty() {
+                    true => (None, None),
+                    false => {
+                        let (tx, rx) = mpsc::channel(ENDPOINT_RULES_QUEUE);
+                        let chains = rule_engine::start_endpoint_chain(
+                            &id,
+                            &endpoint.rules,
+                            publish.clone(),
+                            rx,
+                            broker,
+                        )
+                        .await?;
+                        (Some(chains), Some(tx))
+                    }
+                };
+                let spec = EndpointSpec {
+                    id: id.clone(),
+                    topic: topic.clone(),
+                    operation: endpoint.operation,
+                    address: endpoint.address.clone(),
+                    qos: publish.qos,
+                    retain: publish.retain,
+                    rules: rules_input,
+                };
+                if let Err(e) = connection.add_endpoint(spec).await {
+                    if let Some(rules) = &rules {
+                        rules.stop().await;
+                    }
+                    return Err(e);
+                }
+                Ok(Running::Endpoint {
+                    connection,
+                    id,
+                    topic,
+                    operation: endpoint.operation,
+                    rules,
+                })
             }
-            ResourceKind::Mapping(_) => Ok(Running::Unavailable(
-                "the rule engine that runs mappings is not in this build yet".into(),
-            )),
+            ResourceKind::Mapping(mapping) => self.start_mapping(service, resource, mapping).await,
             ResourceKind::User(_) | ResourceKind::Role(_) => {
                 Ok(Running::Unavailable(String::new()))
             }
+        }
+    }
+
+    async fn start_mapping(
+        &self,
+        service: &Service,
+        resource: &Resource,
+        mapping: &Mapping,
+    ) -> Result<Running, String> {
+        let broker = self.broker.get().ok_or("the broker is not running yet")?;
+        let uses_connection = mapping.mappings.iter().any(|entry| {
+            entry.publish.connection.is_some()
+                || entry.subscribe.iter().any(|s| s.connection.is_some())
+        });
+        if uses_connection {
+            return Ok(Running::Unavailable(
+                "mappings through MQTT connections need the MQTT client, which is not in this build yet"
+                    .into(),
+            ));
+        }
+        if mapping.target_state == MappingTargetState::Disabled {
+            return Ok(Running::Mapping(None));
+        }
+        let mut entries = Vec::with_capacity(mapping.mappings.len());
+        for (i, entry) in mapping.mappings.iter().enumerate() {
+            let mut sources = Vec::new();
+            for source in entry.subscribe.iter() {
+                let topic = match (&source.endpoint, &source.topic) {
+                    (Some(endpoint), _) => self.endpoint_output_topic(endpoint)?,
+                    (None, Some(topic)) => topic.clone(),
+                    (None, None) => return Err(format!("mappings[{i}]: a source without a topic")),
+                };
+                sources.push(SourceSpec {
+                    topic,
+                    qos: qos(source.qos.map_or(0, |q| q.0)),
+                    label: source.label.clone(),
+                });
+            }
+            let topic = match (&entry.publish.endpoint, &entry.publish.topic) {
+                (Some(endpoint), _) => self
+                    .endpoint_input_topic(endpoint)
+                    .map_err(|e| format!("mappings[{i}].publish: {e}"))?,
+                (None, Some(topic)) => topic.clone(),
+                (None, None) => return Err(format!("mappings[{i}]: a publish without a topic")),
+            };
+            entries.push(EntrySpec {
+                sources,
+                publish: PublishSpec {
+                    topic,
+                    qos: qos(entry.publish.qos.map_or(0, |q| q.0)),
+                    retain: entry.publish.retain,
+                },
+                rules: entry.rules.clone(),
+            });
+        }
+        let name = format!("{}::{}", service.id, resource.id);
+        let chains = rule_engine::start_mapping(&name, entries, broker).await?;
+        Ok(Running::Mapping(Some(chains)))
+    }
+
+    /// Where a mapping hears an endpoint: its data topic, or `/res` for read and write
+    /// endpoints, whose results are answers.
+    fn endpoint_output_topic(&self, endpoint: &ResourceRef) -> Result<String, String> {
+        let (topic, operation) = self.endpoint_topic(endpoint)?;
+        Ok(match operation {
+            Operation::Subscribe => topic,
+            Operation::Read | Operation::Write => format!("{topic}/res"),
+        })
+    }
+
+    /// Where a mapping sends to an endpoint: `/set` of a write endpoint (a device write) or
+    /// `/req` of a read endpoint (a read request).
+    fn endpoint_input_topic(&self, endpoint: &ResourceRef) -> Result<String, String> {
+        let (topic, operation) = self.endpoint_topic(endpoint)?;
+        match operation {
+            Operation::Write => Ok(format!("{topic}/set")),
+            Operation::Read => Ok(format!("{topic}/req")),
+            Operation::Subscribe => Err(format!(
+                "endpoint {endpoint} subscribes to the device; publish to a write endpoint (or a read endpoint to trigger a read)"
+            )),
+        }
+    }
+
+    fn endpoint_topic(&self, endpoint: &ResourceRef) -> Result<(String, Operation), String> {
+        let key = (endpoint.service.clone(), endpoint.resource.clone());
+        match self.running().get(&key) {
+            Some(Running::Endpoint {
+                topic, operation, ..
+            }) => Ok((topic.clone(), *operation)),
+            _ => Err(format!("its endpoint {endpoint} is not running")),
         }
     }
 }
@@ -218,8 +348,19 @@ impl ResourceRuntime for Supervisor {
                 .remove(&(service_id.to_string(), resource_id.to_string()));
             match removed {
                 Some(Running::Connection(handle)) => handle.stop().await,
-                Some(Running::Endpoint { connection, id }) => connection.remove_endpoint(&id).await,
-                Some(Running::Unavailable(_)) | None => {}
+                Some(Running::Endpoint {
+                    connection,
+                    id,
+                    rules,
+                    ..
+                }) => {
+                    connection.remove_endpoint(&id).await;
+                    if let Some(rules) = rules {
+                        rules.stop().await;
+                    }
+                }
+                Some(Running::Mapping(Some(chains))) => chains.stop().await,
+                Some(Running::Mapping(None) | Running::Unavailable(_)) | None => {}
             }
         })
     }
@@ -248,15 +389,43 @@ impl ResourceRuntime for Supervisor {
                     current.last_error,
                 )
             }
-            Some(Running::Endpoint { connection, id }) => {
+            Some(Running::Mapping(None)) => status("disabled", true, None),
+            Some(Running::Mapping(Some(chains))) => {
+                let stats = chains.stats();
+                let message = stats.last_error.map(|error| {
+                    format!(
+                        "{} messages dropped by its rules; the last because {error}",
+                        stats.dropped
+                    )
+                });
+                match chains.is_running() {
+                    true => status("running", true, message),
+                    false => status("stopped", false, Some("the broker link ended".into())),
+                }
+            }
+            Some(Running::Endpoint {
+                connection,
+                id,
+                rules,
+                ..
+            }) => {
                 let current = connection.status();
+                let rules_error = rules.as_ref().and_then(|r| {
+                    let stats = r.stats();
+                    stats.last_error.map(|error| {
+                        format!(
+                            "{} values dropped by its rules; the last because {error}",
+                            stats.dropped
+                        )
+                    })
+                });
                 if current.state != ConnectionState::Connected {
                     let wanted = connection.target == ConnectionTargetState::Disconnected;
                     status("waiting for its connection", wanted, current.last_error)
                 } else if let Some(error) = connection.endpoint_error(id) {
                     status("error", false, Some(error))
                 } else {
-                    status("running", true, None)
+                    status("running", true, rules_error)
                 }
             }
         }

@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 
 use broker::{LocalClient, Message, QoS};
+use bytes::Bytes;
 use commissioning::model::{Address, ConnectionTargetState, Operation};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
@@ -29,6 +30,9 @@ pub struct EndpointSpec {
     pub address: Address,
     pub qos: QoS,
     pub retain: bool,
+    /// Set when the endpoint has a rule chain: data goes to the chain's task, which publishes
+    /// what comes out, instead of straight to `topic`.
+    pub rules: Option<mpsc::Sender<Bytes>>,
 }
 
 impl EndpointSpec {
@@ -212,15 +216,29 @@ impl Reporter {
             .await;
     }
 
-    /// Publishes `{"timestamp", "value"}` on an endpoint's topic and clears its error.
+    /// Publishes `{"timestamp", "value"}` on an endpoint's topic (or hands it to the endpoint's
+    /// rule chain) and clears its error.
     pub async fn publish_data(&self, endpoint: &EndpointSpec, value: serde_json::Value, at: i64) {
-        let message = Message::new(
-            endpoint.topic.clone(),
-            envelope::data(value, at),
-            endpoint.qos,
-            endpoint.retain,
-        );
-        let _ = self.link.publish(message).await;
+        let payload = envelope::data(value, at);
+        if let Some(rules) = &endpoint.rules {
+            // A full queue means the chain is behind the device; the value is dropped and the
+            // endpoint says so until the chain catches up.
+            if rules.try_send(Bytes::from(payload)).is_err() {
+                self.endpoint_failed(
+                    &endpoint.id,
+                    "its rule chain is behind or stopped; values are being dropped".into(),
+                );
+                return;
+            }
+        } else {
+            let message = Message::new(
+                endpoint.topic.clone(),
+                payload,
+                endpoint.qos,
+                endpoint.retain,
+            );
+            let _ = self.link.publish(message).await;
+        }
         self.clear_error(&endpoint.id);
     }
 

@@ -57,6 +57,7 @@ fn endpoint(
         }),
         qos: QoS::AtMostOnce,
         retain: false,
+        rules: None,
     }
 }
 

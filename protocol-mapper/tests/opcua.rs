@@ -74,6 +74,7 @@ fn endpoint(
         }),
         qos: QoS::AtMostOnce,
         retain: false,
+        rules: None,
     }
 }
 

@@ -1,5 +1,24 @@
-//! Rule engine: `Cybus::Mapping` resources and rule chains (JSONata transform, filter, cov, burst,
-//! collect, stash, setContextVars, parse).
+//! Rule engine: `Cybus::Mapping` resources and the rule chains of mappings and endpoints
+//! (SPEC sections 2 and 5).
 //!
-//! Not implemented yet (issue "Mappings and the rule engine"). This crate deliberately exports
-//! nothing until it does real work.
+//! [`chain::Chain`] is the pure part: compiled rules and their state, fed messages and the
+//! clock. [`mapping`] runs chains as tasks on the in-process broker link. Expressions are
+//! JSONata on jsonata-core ([`expression`]).
+
+mod burst;
+pub mod chain;
+mod collect;
+pub mod context;
+mod cov;
+pub mod expression;
+pub mod mapping;
+mod parse;
+mod payload;
+mod stash;
+mod task;
+
+pub use chain::{Chain, Input, Output, RuleError};
+pub use mapping::{
+    EntrySpec, PublishSpec, RunningChains, SourceSpec, start_endpoint_chain, start_mapping,
+};
+pub use task::{LOG_INTERVAL, StatsSnapshot};

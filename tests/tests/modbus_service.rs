@@ -3,15 +3,17 @@
 //! service status follows the device going away and coming back.
 #![allow(clippy::unwrap_used)]
 
-use std::net::{IpAddr, Ipv4Addr};
+mod common;
+
 use std::time::Duration;
 
 use admin_api::services::{Operation, ServiceInput, ServiceState};
-use broker::{LocalClient, Message, QoS};
+use broker::{Message, QoS};
 use gateway::Gateway;
-use gateway::settings::Settings;
 use protocol_mapper::modbus::simulator::Simulator;
-use serde_json::{Value, json};
+use serde_json::json;
+
+use common::{next_on, settings};
 
 const FILE: &str = r#"
 metadata: {name: Press Line}
@@ -43,33 +45,6 @@ resources:
       write: {fc: 16, address: 10, dataType: uint32BE}
 "#;
 
-fn settings(dir: &std::path::Path) -> Settings {
-    let mut s = Settings {
-        data_dir: dir.to_path_buf(),
-        ..Settings::default()
-    };
-    s.admin.password = Some("modbus-service-test".into());
-    for listener in [&mut s.mqtt, &mut s.mqtts, &mut s.http, &mut s.https] {
-        listener.bind = IpAddr::V4(Ipv4Addr::LOCALHOST);
-        listener.port = 0;
-    }
-    s
-}
-
-async fn next_on(client: &mut LocalClient, topic: &str) -> Value {
-    let wait = async {
-        loop {
-            let delivery = client.recv().await.unwrap();
-            if &delivery.message.topic[..] == topic {
-                return serde_json::from_slice(&delivery.message.payload).unwrap();
-            }
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(5), wait)
-        .await
-        .unwrap_or_else(|_| panic!("nothing on {topic}"))
-}
-
 #[tokio::test]
 async fn a_modbus_service_publishes_writes_and_reports_its_connection() {
     let device = Simulator::start("127.0.0.1:0".parse().unwrap(), 100)
@@ -77,7 +52,9 @@ async fn a_modbus_service_publishes_writes_and_reports_its_connection() {
         .unwrap();
     device.bank().holding[0..2].copy_from_slice(&[0x44BB, 0x8000]); // 1500.0 as floatBE
     let dir = tempfile::tempdir().unwrap();
-    let gw = Gateway::start(settings(dir.path())).await.unwrap();
+    let gw = Gateway::start(settings(dir.path(), "modbus-service-test"))
+        .await
+        .unwrap();
     let mut watcher = gw.broker().connect_local("test/watcher").await.unwrap();
     watcher
         .subscribe("services/pressline/#", QoS::AtLeastOnce)

@@ -32,7 +32,8 @@ pub struct ApiError {
     status: StatusCode,
     code: &'static str,
     message: String,
-    details: Option<Json_>,
+    /// Boxed: rare (diagnostics), and errors travel in every handler's `Result`.
+    details: Option<Box<Json_>>,
     retry_after: Option<u64>,
 }
 
@@ -68,7 +69,7 @@ impl From<AdminError> for ApiError {
             AdminError::NotFound(_) => ApiError::new(StatusCode::NOT_FOUND, "not_found", message),
             AdminError::Conflict(_) => ApiError::new(StatusCode::CONFLICT, "conflict", message),
             AdminError::InvalidFile(diagnostics) => ApiError {
-                details: Some(serde_json::json!({ "diagnostics": diagnostics })),
+                details: Some(Box::new(serde_json::json!({ "diagnostics": diagnostics }))),
                 ..ApiError::new(
                     StatusCode::UNPROCESSABLE_ENTITY,
                     "invalid_commissioning_file",
@@ -134,7 +135,7 @@ impl IntoResponse for ApiError {
             error: ErrorDetail {
                 code: self.code.into(),
                 message: self.message,
-                details: self.details,
+                details: self.details.map(|details| *details),
             },
         };
         let mut response = (self.status, Json(body)).into_response();

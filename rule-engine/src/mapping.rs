@@ -1,0 +1,169 @@
+//! Starting and stopping a `Cybus::Mapping` (one task per entry) or an endpoint's rule chain,
+//! from specs whose endpoint references the supervisor has already turned into topics.
+
+use std::sync::{Arc, Mutex};
+
+use broker::{BrokerHandle, QoS, SubscriptionOptions};
+use bytes::Bytes;
+use commissioning::model::Rule;
+use commissioning::topic_pattern::{NamedFilter, Template};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::chain::Chain;
+use crate::task::{ChainTask, Inbox, Sink, Source, Stats, StatsSnapshot};
+
+/// One `mappings` entry with its endpoints resolved.
+#[derive(Debug, Clone)]
+pub struct EntrySpec {
+    pub sources: Vec<SourceSpec>,
+    pub publish: PublishSpec,
+    pub rules: Vec<Rule>,
+}
+
+/// A subscription: an absolute topic, possibly with named wildcards.
+#[derive(Debug, Clone)]
+pub struct SourceSpec {
+    pub topic: String,
+    pub qos: QoS,
+    pub label: Option<String>,
+}
+
+/// A publish topic, possibly with `$name`/`{name}` variables.
+#[derive(Debug, Clone)]
+pub struct PublishSpec {
+    pub topic: String,
+    pub qos: QoS,
+    pub retain: bool,
+}
+
+/// A running mapping or endpoint chain: its tasks and their counters.
+pub struct RunningChains {
+    stop: CancellationToken,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+    stats: Arc<Stats>,
+}
+
+impl RunningChains {
+    pub fn stats(&self) -> StatsSnapshot {
+        self.stats.snapshot()
+    }
+
+    /// Whether every task still runs (a task ends early only when the broker goes away).
+    pub fn is_running(&self) -> bool {
+        let tasks = self.tasks.lock().unwrap_or_else(|e| e.into_inner());
+        tasks.iter().all(|task| !task.is_finished())
+    }
+
+    /// Stops the tasks, which end their broker sessions, and waits for them.
+    pub async fn stop(&self) {
+        self.stop.cancel();
+        let tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|e| e.into_inner()));
+        for task in tasks {
+            let _ = task.await;
+        }
+    }
+}
+
+/// Compiles every entry, then subscribes and starts one task per entry. Nothing runs unless
+/// everything compiles and subscribes.
+pub async fn start_mapping(
+    name: &str,
+    entries: Vec<EntrySpec>,
+    broker: &BrokerHandle,
+) -> Result<RunningChains, String> {
+    let stats = Arc::new(Stats::default());
+    let mut prepared = Vec::with_capacity(entries.len());
+    for (i, entry) in entries.into_iter().enumerate() {
+        let at = |e: String| format!("mappings[{i}]: {e}");
+        let chain = Chain::new(&entry.rules).map_err(at)?;
+        let sink = sink(&entry.publish).map_err(at)?;
+        let mut sources = Vec::with_capacity(entry.sources.len());
+        for source in &entry.sources {
+            sources.push(Source {
+                filter: NamedFilter::parse(&source.topic).map_err(at)?,
+                qos: source.qos,
+                label: source
+                    .label
+                    .as_deref()
+                    .map(Template::parse)
+                    .transpose()
+                    .map_err(at)?,
+            });
+        }
+        let mut link = broker
+            .connect_local(&format!("ironbridge/mapping/{name}/{i}"))
+            .await
+            .map_err(|e| format!("cannot reach the broker: {e}"))?;
+        for source in &sources {
+            let options = SubscriptionOptions {
+                qos: source.qos,
+                no_local: true,
+                ..SubscriptionOptions::default()
+            };
+            link.subscribe_with(source.filter.filter(), options)
+                .await
+                .map_err(|e| at(format!("cannot subscribe: {e}")))?;
+        }
+        prepared.push(ChainTask {
+            name: name.to_string(),
+            link,
+            inbox: Inbox::Subscriptions(sources),
+            chain,
+            sink,
+            stats: stats.clone(),
+        });
+    }
+    Ok(spawn(prepared, stats))
+}
+
+/// Runs an endpoint's rules on the data its connection hands over on `data`, publishing the
+/// result on the endpoint's topic.
+pub async fn start_endpoint_chain(
+    name: &str,
+    rules: &[Rule],
+    publish: PublishSpec,
+    data: mpsc::Receiver<Bytes>,
+    broker: &BrokerHandle,
+) -> Result<RunningChains, String> {
+    let stats = Arc::new(Stats::default());
+    let chain = Chain::new(rules)?;
+    let link = broker
+        .connect_local(&format!("ironbridge/endpoint-rules/{name}"))
+        .await
+        .map_err(|e| format!("cannot reach the broker: {e}"))?;
+    let task = ChainTask {
+        name: name.to_string(),
+        link,
+        inbox: Inbox::Endpoint {
+            topic: publish.topic.clone(),
+            data,
+        },
+        chain,
+        sink: sink(&publish)?,
+        stats: stats.clone(),
+    };
+    Ok(spawn(vec![task], stats))
+}
+
+fn sink(publish: &PublishSpec) -> Result<Sink, String> {
+    Ok(Sink {
+        topic: Template::parse(&publish.topic)?,
+        qos: publish.qos,
+        retain: publish.retain,
+    })
+}
+
+fn spawn(tasks: Vec<ChainTask>, stats: Arc<Stats>) -> RunningChains {
+    let stop = CancellationToken::new();
+    let handles = tasks
+        .into_iter()
+        .map(|task| tokio::spawn(task.run(stop.clone())))
+        .collect();
+    RunningChains {
+        stop,
+        tasks: Mutex::new(handles),
+        stats,
+    }
+}

@@ -1,0 +1,55 @@
+//! What the in-process whole-gateway tests share: settings with free loopback ports and waits
+//! for messages on the in-process link.
+#![allow(dead_code)]
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::Path;
+use std::time::Duration;
+
+use broker::LocalClient;
+use gateway::settings::Settings;
+use serde_json::Value;
+
+/// Embedded defaults (anonymous MQTT off), data in `dir`, every listener on a free loopback port.
+pub fn settings(dir: &Path, admin_password: &str) -> Settings {
+    let mut s = Settings {
+        data_dir: dir.to_path_buf(),
+        ..Settings::default()
+    };
+    s.admin.password = Some(admin_password.into());
+    for listener in [&mut s.mqtt, &mut s.mqtts, &mut s.http, &mut s.https] {
+        listener.bind = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        listener.port = 0;
+    }
+    s
+}
+
+/// The next message on `topic`, as JSON, within 5 s.
+pub async fn next_on(client: &mut LocalClient, topic: &str) -> Value {
+    first_matching(client, topic, |_| true).await
+}
+
+/// The first message on `topic` that satisfies `wanted`, within 5 s.
+pub async fn first_matching(
+    client: &mut LocalClient,
+    topic: &str,
+    wanted: impl Fn(&Value) -> bool,
+) -> Value {
+    let wait = async {
+        loop {
+            let Some(delivery) = client.recv().await else {
+                panic!("the watcher lost its broker session");
+            };
+            if &delivery.message.topic[..] == topic {
+                let value = serde_json::from_slice(&delivery.message.payload)
+                    .unwrap_or_else(|e| panic!("{topic}: not JSON: {e}"));
+                if wanted(&value) {
+                    return value;
+                }
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), wait)
+        .await
+        .unwrap_or_else(|_| panic!("nothing wanted on {topic} within 5 s"))
+}
