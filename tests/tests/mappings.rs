@@ -54,13 +54,13 @@ async fn watch(gw: &Gateway, filters: &[&str]) -> LocalClient {
 
 /// Everything that arrives within `window`, as (topic, JSON).
 async fn collect_for(client: &mut LocalClient, window: Duration) -> Vec<(String, Value)> {
-    let mut seen = Vec::new();
-    let deadline = tokio::time::Instant::now() + window;
-    while let Ok(Some(delivery)) = tokio::time::timeout_at(deadline, client.recv()).await {
-        let payload = serde_json::from_slice(&delivery.message.payload).unwrap_or(Value::Null);
-        seen.push((delivery.message.topic.to_string(), payload));
-    }
-    seen
+    let raw = collect_raw_for(client, window).await;
+    raw.into_iter()
+        .map(|(topic, payload)| {
+            let json = serde_json::from_slice(&payload).unwrap_or(Value::Null);
+            (topic, json)
+        })
+        .collect()
 }
 
 async fn publish(client: &LocalClient, topic: &str, payload: Value) {
@@ -306,4 +306,67 @@ async fn cov_uplink_forwards_changes_and_batches_readings() {
         "rule errors do not make a service deviate: {status:?}"
     );
     gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_mapping_with_target_state_disabled_is_recorded_but_moves_nothing() {
+    const FILE: &str = r#"
+metadata: {name: Switchable}
+resources:
+  active:
+    type: Cybus::Mapping
+    properties:
+      mappings:
+        - subscribe: {topic: 'in/+n'}
+          publish: {topic: 'active/{n}'}
+  parked:
+    type: Cybus::Mapping
+    properties:
+      targetState: disabled
+      mappings:
+        - subscribe: {topic: 'in/+n'}
+          publish: {topic: 'parked/{n}'}
+"#;
+    let dir = tempfile::tempdir().unwrap();
+    let gw = Gateway::start(settings(dir.path(), "mapping-test-admin"))
+        .await
+        .unwrap();
+    let mut watcher = watch(&gw, &["active/#", "parked/#"]).await;
+    let installed = gw
+        .admin()
+        .install_service(ServiceInput {
+            id: None,
+            commissioning_file: FILE.into(),
+            parameters: Map::new(),
+            target_state: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(installed.state, ServiceState::Enabled);
+
+    // The payload is not JSON: a mapping without rules moves bytes as they are.
+    let raw = Message::new("in/1", &b"\x00raw\xff"[..], QoS::AtLeastOnce, false);
+    watcher.publish(raw).await.unwrap();
+    let seen = collect_raw_for(&mut watcher, Duration::from_millis(400)).await;
+    assert_eq!(seen, [("active/1".to_string(), b"\x00raw\xff".to_vec())]);
+
+    let status = gw.admin().status("switchable").await.unwrap();
+    let parked = status.resources.iter().find(|r| r.id == "parked").unwrap();
+    assert_eq!(
+        (parked.state.as_str(), parked.in_target_state),
+        ("disabled", true)
+    );
+    assert!(!status.deviated, "{status:?}");
+    gw.shutdown().await;
+}
+
+/// Everything that arrives within `window`, as (topic, raw payload).
+async fn collect_raw_for(client: &mut LocalClient, window: Duration) -> Vec<(String, Vec<u8>)> {
+    let mut seen = Vec::new();
+    let deadline = tokio::time::Instant::now() + window;
+    while let Ok(Some(delivery)) = tokio::time::timeout_at(deadline, client.recv()).await {
+        let message = delivery.message;
+        seen.push((message.topic.to_string(), message.payload.to_vec()));
+    }
+    seen
 }
