@@ -7,6 +7,7 @@
 mod auth;
 mod brokers;
 mod endtoend;
+mod forward;
 mod load;
 mod modbus;
 mod opcua;
@@ -87,6 +88,12 @@ enum Command {
         #[arg(long, default_value_t = 4)]
         latency_seconds: u64,
     },
+    /// QoS 1 forwarding to Mosquitto through the store-and-forward queue, against a client
+    /// publishing straight to Mosquitto.
+    Forward {
+        #[arg(long, default_value_t = 50_000)]
+        messages: u64,
+    },
     /// Password-authenticated connects per second, against Mosquitto with a password file.
     Auth {
         /// Clients that connect in total.
@@ -165,14 +172,17 @@ fn main() -> anyhow::Result<()> {
 async fn run(clients: &Clients, command: Command) -> anyhow::Result<()> {
     let _ = rlimit::increase_nofile_limit(65_536);
     let ironbridge = std::env::current_exe()?.with_file_name("ironbridge");
-    // `rules` runs the rule engine in-process; every other benchmark drives the binary.
-    let in_process = matches!(command, Command::Rules { .. });
+    // `rules` and `forward` run in-process; every other benchmark drives the binary.
+    let in_process = matches!(command, Command::Rules { .. } | Command::Forward { .. });
     anyhow::ensure!(
         in_process || ironbridge.exists(),
         "{} not found: build it with cargo build --release -p gateway",
         ironbridge.display()
     );
     let (seconds, latency_rate, idle, tools, only) = match command {
+        Command::Forward { messages } => {
+            return forward::run(forward::Options { messages }).await;
+        }
         Command::Modbus {
             devices,
             registers,

@@ -181,11 +181,13 @@ async fn start_mapping(
             topic: "bench/in/+n".into(),
             qos: QoS::AtMostOnce,
             label: None,
+            remote: None,
         }],
         publish: PublishSpec {
             topic: "bench/out/{n}".into(),
             qos: QoS::AtMostOnce,
             retain: false,
+            remote: None,
         },
         rules,
     };

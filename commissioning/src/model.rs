@@ -218,6 +218,12 @@ pub struct MqttConnection {
     pub port: Option<u16>,
     #[serde(default)]
     pub scheme: MqttScheme,
+    /// 4 (MQTT 3.1.1, the default) or 5 (MQTT 5.0).
+    #[serde(default)]
+    pub protocol_version: MqttVersion,
+    /// The HTTP path of `ws`/`wss` connections; `/mqtt` unless given.
+    #[serde(default)]
+    pub websocket_path: Option<String>,
     #[serde(default)]
     pub client_id: Option<String>,
     #[serde(default)]
@@ -241,6 +247,27 @@ pub struct MqttConnection {
     pub trust_all_certificates: bool,
     #[serde(default)]
     pub connection_strategy: Option<ConnectionStrategy>,
+}
+
+/// The MQTT protocol level spoken to a remote broker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+pub enum MqttVersion {
+    #[default]
+    V311,
+    V5,
+}
+
+impl<'de> Deserialize<'de> for MqttVersion {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        match u8::deserialize(deserializer)? {
+            4 => Ok(MqttVersion::V311),
+            5 => Ok(MqttVersion::V5),
+            other => Err(de::Error::invalid_value(
+                de::Unexpected::Unsigned(other.into()),
+                &"4 (MQTT 3.1.1) or 5 (MQTT 5.0)",
+            )),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]

@@ -9,7 +9,8 @@ use serde_json::{Map, Value as Json};
 use crate::diagnostic::{Diagnostic, Pos, index, join};
 use crate::model::{
     Address, Connection, ConnectionParams, ConnectionShape, Endpoint, EndpointShape, Mapping,
-    ModbusAddress, Operation, Protocol, Qos, RESOURCE_TYPES, ResourceKind, ResourceRef, Role, User,
+    ModbusAddress, MqttConnection, MqttScheme, Operation, Protocol, Qos, RESOURCE_TYPES,
+    ResourceKind, ResourceRef, Role, User,
 };
 use crate::opcua_address::{check_node_id, parse_browse_path};
 use crate::params::{self, ParameterSpec};
@@ -495,6 +496,9 @@ fn load_resource(
                     format!("expected 1-2000 (at most 125 are used for registers), got {size}"),
                 ));
             }
+            if let ConnectionParams::Mqtt(m) = &params {
+                check_mqtt_connection(m, &conn_path, positions, diagnostics);
+            }
             ResourceKind::Connection(Connection {
                 protocol: shape.protocol,
                 params,
@@ -640,6 +644,60 @@ fn load_resource(
         properties,
         depends_on: out.local_refs.clone(),
     })
+}
+
+/// TLS material of an MQTT connection: certificates need a TLS scheme, a client certificate
+/// needs its key (and the other way round), `mutualAuthentication` needs both, and each is PEM.
+fn check_mqtt_connection(
+    m: &MqttConnection,
+    conn_path: &str,
+    positions: &BTreeMap<String, Pos>,
+    diagnostics: &mut Vec<Diagnostic>,
+) {
+    let mut problem = |field: &str, message: String| {
+        let p = join(conn_path, field);
+        diagnostics.push(Diagnostic::new(&p, position_of(positions, &p), message));
+    };
+    let tls = matches!(m.scheme, MqttScheme::Mqtts | MqttScheme::Wss);
+    for (field, value, marker) in [
+        ("caCert", &m.ca_cert, "CERTIFICATE"),
+        ("clientCert", &m.client_cert, "CERTIFICATE"),
+        ("clientPrivateKey", &m.client_private_key, "PRIVATE KEY"),
+    ] {
+        let Some(value) = value else { continue };
+        if !tls {
+            problem(
+                field,
+                "is only used with scheme mqtts or wss; the connection is not encrypted".into(),
+            );
+        } else if !value.contains("-----BEGIN") || !value.contains(marker) {
+            problem(
+                field,
+                format!("expected a PEM block (-----BEGIN ...{marker}-----)"),
+            );
+        }
+    }
+    match (&m.client_cert, &m.client_private_key) {
+        (Some(_), None) => problem(
+            "clientPrivateKey",
+            "clientCert is given, so the matching clientPrivateKey is needed".into(),
+        ),
+        (None, Some(_)) => problem(
+            "clientCert",
+            "clientPrivateKey is given, so the matching clientCert is needed".into(),
+        ),
+        (None, None) if m.mutual_authentication => problem(
+            "mutualAuthentication",
+            "mutual TLS needs clientCert and clientPrivateKey (PEM)".into(),
+        ),
+        _ => {}
+    }
+    if m.mutual_authentication && !tls {
+        problem(
+            "mutualAuthentication",
+            "mutual TLS needs scheme mqtts or wss".into(),
+        );
+    }
 }
 
 /// `${Cybus::MqttRoot}` in a mapping topic is expanded even without `!sub` (SPEC section 2).

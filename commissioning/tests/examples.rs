@@ -14,6 +14,13 @@ fn examples_dir() -> PathBuf {
 fn parameters_for(file: &str) -> Map<String, Json> {
     let values = match file {
         "user-management.yml" => json!({"dashboardPassword": "a-long-dashboard-secret"}),
+        "aws-iot-core.yml" => json!({
+            "iotEndpoint": "a1b2c3d4e5f6g7-ats.iot.eu-central-1.amazonaws.com",
+            "thingName": "press-7",
+            "rootCa": "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
+            "certificate": "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
+            "privateKey": "-----BEGIN PRIVATE KEY-----\nMIIE\n-----END PRIVATE KEY-----\n",
+        }),
         _ => json!({}),
     };
     values.as_object().cloned().unwrap_or_default()
@@ -108,5 +115,34 @@ fn cron_expressions_are_checked_at_validation() {
     assert!(
         load(&five_fields, "cron", &Map::new(), &Environment::offline()).is_ok(),
         "crontab's five fields work too"
+    );
+}
+
+#[test]
+fn mqtt_tls_material_is_checked_at_validation() {
+    let file = "metadata: {name: Tls}\nresources:\n  cloud:\n    type: Cybus::Connection\n    properties:\n      protocol: Mqtt\n      connection:\n        host: h\n        scheme: mqtt\n        caCert: not a certificate\n        protocolVersion: 3\n  aws:\n    type: Cybus::Connection\n    properties:\n      protocol: Mqtt\n      connection: {host: h, scheme: mqtts, mutualAuthentication: true, clientCert: '-----BEGIN CERTIFICATE-----'}\n";
+    let problems = load(file, "tls", &Map::new(), &Environment::offline()).expect_err("invalid");
+    let mut found: Vec<String> = problems.iter().map(ToString::to_string).collect();
+    found.sort();
+    assert_eq!(found.len(), 3, "{found:#?}");
+    assert!(
+        found[0].starts_with(
+            "resources.aws.properties.connection.clientPrivateKey: clientCert is given"
+        ),
+        "{found:#?}"
+    );
+    assert!(
+        found[1].starts_with(
+            "resources.cloud.properties.connection.caCert: is only used with scheme mqtts or wss"
+        ),
+        "{found:#?}"
+    );
+    assert!(
+        found[2].starts_with("resources.cloud.properties.connection.protocolVersion: "),
+        "{found:#?}"
+    );
+    assert!(
+        found[2].contains("4 (MQTT 3.1.1) or 5 (MQTT 5.0)"),
+        "{found:#?}"
     );
 }

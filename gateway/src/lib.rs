@@ -2,6 +2,7 @@
 //! shuts everything down gracefully. Logic lives in the library crates; this crate wires them.
 
 pub mod http;
+pub mod metrics;
 pub mod settings;
 pub mod supervisor;
 
@@ -35,7 +36,8 @@ impl Gateway {
         if broker_config.persistence_dir.is_none() {
             broker_config.persistence_dir = Some(settings.data_dir.join("broker"));
         }
-        let (supervisor, statuses) = supervisor::Supervisor::new(&settings.data_dir);
+        let (supervisor, statuses) =
+            supervisor::Supervisor::new(&settings.data_dir, settings.forwarding.limits());
         let supervisor = Arc::new(supervisor);
         let admin = Admin::start(
             AdminConfig {
@@ -120,7 +122,8 @@ impl Gateway {
                 Arc::new(move || vec![("broker".to_string(), handle.is_running())]);
             let app = broker
                 .websocket_router()
-                .merge(admin_api::http::router(admin.clone(), probe));
+                .merge(admin_api::http::router(admin.clone(), probe))
+                .merge(metrics::router(supervisor.clone()));
             let http = http::HttpServers::start(&settings, tls.clone(), app).await?;
             Ok::<_, anyhow::Error>((mqtt_addr, mqtts_addr, http))
         }

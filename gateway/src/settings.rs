@@ -26,6 +26,46 @@ pub struct Settings {
     pub broker: BrokerConfig,
     pub database: DatabaseSettings,
     pub admin: AdminSettings,
+    pub forwarding: ForwardingSettings,
+}
+
+/// The store-and-forward queue of each MQTT connection (`<data_dir>/forwarding/`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ForwardingSettings {
+    /// Largest queue per connection in bytes (topics and payloads); beyond it the oldest
+    /// messages are dropped and counted.
+    pub queue_max_bytes: u64,
+    /// Messages older than this many seconds are dropped and counted.
+    pub queue_max_age_secs: u64,
+    /// `false`: a queued message survives the gateway being killed (kill -9, OOM) but not a
+    /// power loss. `true`: every write is fsynced and survives power loss too, at the cost of
+    /// one fsync per batch of messages.
+    pub fsync: bool,
+}
+
+impl Default for ForwardingSettings {
+    fn default() -> Self {
+        let limits = protocol_mapper::mqtt::QueueLimits::default();
+        ForwardingSettings {
+            queue_max_bytes: limits.max_bytes,
+            queue_max_age_secs: limits.max_age.as_secs(),
+            fsync: false,
+        }
+    }
+}
+
+impl ForwardingSettings {
+    pub fn limits(&self) -> protocol_mapper::mqtt::QueueLimits {
+        protocol_mapper::mqtt::QueueLimits {
+            max_bytes: self.queue_max_bytes,
+            max_age: std::time::Duration::from_secs(self.queue_max_age_secs),
+            durability: match self.fsync {
+                true => protocol_mapper::mqtt::Durability::Power,
+                false => protocol_mapper::mqtt::Durability::Process,
+            },
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -137,6 +177,7 @@ impl Default for Settings {
             broker: BrokerConfig::default(),
             database: DatabaseSettings::default(),
             admin: AdminSettings::default(),
+            forwarding: ForwardingSettings::default(),
         }
     }
 }

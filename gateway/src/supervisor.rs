@@ -1,11 +1,12 @@
 //! The supervisor: owns the tasks of every service resource and publishes service states as
 //! retained messages on `$SYS/ironbridge/services/<id>/status`.
 //!
-//! Modbus and OPC UA connections and their endpoints run on the protocol mapper's drivers;
-//! mappings and endpoint rule chains on the rule engine. MQTT connections (and mappings that
-//! use them) have no driver in this build yet: they are validated and recorded, and report
-//! `unavailable` with that reason, which makes their service `deviated`. Nothing pretends to
-//! read a device.
+//! Modbus, OPC UA and MQTT connections and the Modbus and OPC UA endpoints run on the protocol
+//! mapper's drivers; mappings and endpoint rule chains on the rule engine. A mapping reaches an
+//! MQTT connection (forwarding with store-and-forward, or remote subscriptions) through the
+//! connection's [`RemoteBroker`]. MQTT endpoints have no driver in this build: they are
+//! validated and recorded, and report `unavailable` with that reason, which makes their
+//! service `deviated`. Nothing pretends to read a device.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -22,6 +23,7 @@ use commissioning::model::{
 };
 use commissioning::{Resource, Service};
 use protocol_mapper::driver::{ConnectionHandle, EndpointSpec};
+use protocol_mapper::mqtt::{QueueLimits, QueueSettings, RemoteBroker};
 use protocol_mapper::status::ConnectionState;
 use rule_engine::{EntrySpec, PublishSpec, RunningChains, SourceSpec};
 use tokio::sync::mpsc;
@@ -39,7 +41,11 @@ const STATUS_QUEUE: usize = 1024;
 type Key = (String, String);
 
 enum Running {
-    Connection(Arc<ConnectionHandle>),
+    Connection {
+        handle: Arc<ConnectionHandle>,
+        /// MQTT connections: what mappings forward to and subscribe through.
+        remote: Option<RemoteBroker>,
+    },
     Endpoint {
         connection: Arc<ConnectionHandle>,
         id: String,
@@ -58,6 +64,9 @@ pub struct Supervisor {
     broker: OnceLock<BrokerHandle>,
     /// Per-connection certificate folders of OPC UA clients live below this.
     opcua_pki: PathBuf,
+    /// Store-and-forward queues of MQTT connections: `<service>/<resource>.sqlite` below this.
+    forwarding: PathBuf,
+    queue_limits: QueueLimits,
     running: Mutex<HashMap<Key, Running>>,
     /// Connections that have published a retained status, cleared when their service is deleted.
     with_status: Mutex<std::collections::HashSet<Key>>,
@@ -65,12 +74,18 @@ pub struct Supervisor {
 }
 
 impl Supervisor {
-    /// `data_dir` holds what drivers keep on disk (OPC UA certificates).
-    pub fn new(data_dir: &std::path::Path) -> (Supervisor, mpsc::Receiver<(String, Bytes)>) {
+    /// `data_dir` holds what drivers keep on disk (OPC UA certificates, store-and-forward
+    /// queues).
+    pub fn new(
+        data_dir: &std::path::Path,
+        queue_limits: QueueLimits,
+    ) -> (Supervisor, mpsc::Receiver<(String, Bytes)>) {
         let (status, rx) = mpsc::channel(STATUS_QUEUE);
         let supervisor = Supervisor {
             broker: OnceLock::new(),
             opcua_pki: data_dir.join("opcua-pki"),
+            forwarding: data_dir.join("forwarding"),
+            queue_limits,
             running: Mutex::new(HashMap::new()),
             with_status: Mutex::new(std::collections::HashSet::new()),
             status,
@@ -120,6 +135,7 @@ impl Supervisor {
         match &resource.kind {
             ResourceKind::Connection(connection) => {
                 let target = connection.target_state;
+                let mut remote = None;
                 let handle = match &connection.params {
                     ConnectionParams::Modbus(spec) => protocol_mapper::modbus::connection::start(
                         &service.id,
@@ -136,28 +152,43 @@ impl Supervisor {
                         self.opcua_pki.join(&service.id).join(&resource.id),
                         self.connection_link(broker, service, resource).await?,
                     ),
-                    other => {
-                        return Ok(Running::Unavailable(format!(
-                            "no driver for {} connections in this build yet",
-                            protocol_name(other)
-                        )));
+                    ConnectionParams::Mqtt(spec) => {
+                        let queue = QueueSettings {
+                            path: self
+                                .forwarding
+                                .join(&service.id)
+                                .join(format!("{}.sqlite", resource.id)),
+                            limits: self.queue_limits,
+                        };
+                        let (handle, broker_link) = protocol_mapper::mqtt::connection::start(
+                            &service.id,
+                            &resource.id,
+                            spec.clone(),
+                            target,
+                            queue,
+                            self.connection_link(broker, service, resource).await?,
+                        )?;
+                        remote = Some(broker_link);
+                        handle
                     }
                 };
-                Ok(Running::Connection(Arc::new(handle)))
+                Ok(Running::Connection {
+                    handle: Arc::new(handle),
+                    remote,
+                })
             }
             ResourceKind::Endpoint(endpoint) => {
                 if matches!(endpoint.address, Address::Mqtt(_)) {
-                    return Ok(Running::Unavailable(format!(
-                        "no driver for {:?} endpoints in this build yet",
-                        endpoint.protocol
-                    )));
+                    return Ok(Running::Unavailable(
+                        "MQTT endpoints have no driver in this build; a Cybus::Mapping with `connection: !ref` on its subscribe or publish moves data to and from a remote broker".into(),
+                    ));
                 }
                 let key = (
                     endpoint.connection.service.clone(),
                     endpoint.connection.resource.clone(),
                 );
                 let connection = match self.running().get(&key) {
-                    Some(Running::Connection(handle)) => handle.clone(),
+                    Some(Running::Connection { handle, .. }) => handle.clone(),
                     _ => {
                         return Err(format!(
                             "its connection {} is not running",
@@ -171,6 +202,7 @@ impl Supervisor {
                     topic: topic.clone(),
                     qos: qos(endpoint.qos.0),
                     retain: endpoint.retain,
+                    remote: None,
                 };
                 let (rules, rules_input) = match endpoint.rules.is_empty() {
                     true => (None, None),
@@ -224,16 +256,6 @@ impl Supervisor {
         mapping: &Mapping,
     ) -> Result<Running, String> {
         let broker = self.broker.get().ok_or("the broker is not running yet")?;
-        let uses_connection = mapping.mappings.iter().any(|entry| {
-            entry.publish.connection.is_some()
-                || entry.subscribe.iter().any(|s| s.connection.is_some())
-        });
-        if uses_connection {
-            return Ok(Running::Unavailable(
-                "mappings through MQTT connections need the MQTT client, which is not in this build yet"
-                    .into(),
-            ));
-        }
         if mapping.target_state == MappingTargetState::Disabled {
             return Ok(Running::Mapping(None));
         }
@@ -246,10 +268,17 @@ impl Supervisor {
                     (None, Some(topic)) => topic.clone(),
                     (None, None) => return Err(format!("mappings[{i}]: a source without a topic")),
                 };
+                let remote = source
+                    .connection
+                    .as_ref()
+                    .map(|c| self.remote_broker(c))
+                    .transpose()
+                    .map_err(|e| format!("mappings[{i}].subscribe: {e}"))?;
                 sources.push(SourceSpec {
                     topic,
                     qos: qos(source.qos.map_or(0, |q| q.0)),
                     label: source.label.clone(),
+                    remote,
                 });
             }
             let topic = match (&entry.publish.endpoint, &entry.publish.topic) {
@@ -259,12 +288,20 @@ impl Supervisor {
                 (None, Some(topic)) => topic.clone(),
                 (None, None) => return Err(format!("mappings[{i}]: a publish without a topic")),
             };
+            let remote = entry
+                .publish
+                .connection
+                .as_ref()
+                .map(|c| self.remote_broker(c))
+                .transpose()
+                .map_err(|e| format!("mappings[{i}].publish: {e}"))?;
             entries.push(EntrySpec {
                 sources,
                 publish: PublishSpec {
                     topic,
                     qos: qos(entry.publish.qos.map_or(0, |q| q.0)),
                     retain: entry.publish.retain,
+                    remote,
                 },
                 rules: entry.rules.clone(),
             });
@@ -272,6 +309,70 @@ impl Supervisor {
         let name = format!("{}::{}", service.id, resource.id);
         let chains = rule_engine::start_mapping(&name, entries, broker).await?;
         Ok(Running::Mapping(Some(chains)))
+    }
+}
+
+/// What `/metrics` shows of one resource.
+#[derive(Debug, Clone)]
+pub struct ResourceMetrics {
+    pub service: String,
+    pub resource: String,
+    /// Connections only.
+    pub connected: Option<bool>,
+    /// MQTT connections only.
+    pub forwarding: Option<protocol_mapper::mqtt::ForwardingStats>,
+    /// Mappings and endpoints with rules.
+    pub mapping: Option<rule_engine::StatsSnapshot>,
+}
+
+impl Supervisor {
+    /// Counters of every running connection, mapping and endpoint chain, sorted by id.
+    pub fn metrics(&self) -> Vec<ResourceMetrics> {
+        let running = self.running();
+        let mut all: Vec<ResourceMetrics> = running
+            .iter()
+            .filter_map(|((service, resource), running)| {
+                let (connected, forwarding, mapping) = match running {
+                    Running::Connection { handle, remote } => (
+                        Some(handle.status().state == ConnectionState::Connected),
+                        remote.as_ref().map(RemoteBroker::stats),
+                        None,
+                    ),
+                    Running::Mapping(Some(chains)) => (None, None, Some(chains.stats())),
+                    Running::Endpoint {
+                        rules: Some(chains),
+                        ..
+                    } => (None, None, Some(chains.stats())),
+                    _ => return None,
+                };
+                Some(ResourceMetrics {
+                    service: service.clone(),
+                    resource: resource.clone(),
+                    connected,
+                    forwarding,
+                    mapping,
+                })
+            })
+            .collect();
+        all.sort_by(|a, b| (&a.service, &a.resource).cmp(&(&b.service, &b.resource)));
+        all
+    }
+}
+
+impl Supervisor {
+    /// The running MQTT connection a mapping names with `connection: !ref`.
+    fn remote_broker(&self, connection: &ResourceRef) -> Result<RemoteBroker, String> {
+        let key = (connection.service.clone(), connection.resource.clone());
+        match self.running().get(&key) {
+            Some(Running::Connection {
+                remote: Some(remote),
+                ..
+            }) => Ok(remote.clone()),
+            Some(Running::Connection { remote: None, .. }) => {
+                Err(format!("connection {connection} is not an MQTT connection"))
+            }
+            _ => Err(format!("its connection {connection} is not running")),
+        }
     }
 
     /// Where a mapping hears an endpoint: its data topic, or `/res` for read and write
@@ -308,14 +409,6 @@ impl Supervisor {
     }
 }
 
-fn protocol_name(params: &ConnectionParams) -> &'static str {
-    match params {
-        ConnectionParams::Modbus(_) => "Modbus",
-        ConnectionParams::Opcua(_) => "OPC UA",
-        ConnectionParams::Mqtt(_) => "MQTT",
-    }
-}
-
 fn qos(level: u8) -> QoS {
     match level {
         0 => QoS::AtMostOnce,
@@ -347,7 +440,7 @@ impl ResourceRuntime for Supervisor {
                 .running()
                 .remove(&(service_id.to_string(), resource_id.to_string()));
             match removed {
-                Some(Running::Connection(handle)) => handle.stop().await,
+                Some(Running::Connection { handle, .. }) => handle.stop().await,
                 Some(Running::Endpoint {
                     connection,
                     id,
@@ -371,37 +464,45 @@ impl ResourceRuntime for Supervisor {
             state: state.into(),
             in_target_state,
             message,
+            metrics: None,
         };
         match running.get(&(service_id.to_string(), resource_id.to_string())) {
             None => status("stopped", false, None),
             Some(Running::Unavailable(reason)) => {
                 status("unavailable", false, Some(reason.clone()))
             }
-            Some(Running::Connection(handle)) => {
+            Some(Running::Connection { handle, remote }) => {
                 let current = handle.status();
                 let wanted = match handle.target {
                     ConnectionTargetState::Connected => ConnectionState::Connected,
                     ConnectionTargetState::Disconnected => ConnectionState::Disconnected,
                 };
-                status(
-                    current.state.as_str(),
-                    current.state == wanted,
-                    current.last_error,
-                )
+                ResourceStatus {
+                    metrics: remote
+                        .as_ref()
+                        .and_then(|r| serde_json::to_value(r.stats()).ok()),
+                    ..status(
+                        current.state.as_str(),
+                        current.state == wanted,
+                        current.last_error,
+                    )
+                }
             }
             Some(Running::Mapping(None)) => status("disabled", true, None),
             Some(Running::Mapping(Some(chains))) => {
                 let stats = chains.stats();
+                let metrics = serde_json::to_value(&stats).ok();
                 let message = stats.last_error.map(|error| {
                     format!(
                         "{} messages dropped by its rules; the last because {error}",
                         stats.dropped
                     )
                 });
-                match chains.is_running() {
+                let current = match chains.is_running() {
                     true => status("running", true, message),
                     false => status("stopped", false, Some("the broker link ended".into())),
-                }
+                };
+                ResourceStatus { metrics, ..current }
             }
             Some(Running::Endpoint {
                 connection,
@@ -441,12 +542,17 @@ impl ResourceRuntime for Supervisor {
     }
 
     fn service_removed(&self, service_id: &str) {
-        // Generated OPC UA client keys and trusted certificates go with the service.
-        let pki = self.opcua_pki.join(service_id);
-        if pki.exists()
-            && let Err(e) = std::fs::remove_dir_all(&pki)
-        {
-            warn!(service = %service_id, error = %e, "Cannot remove the OPC UA certificate folder");
+        // Generated OPC UA client keys and trusted certificates go with the service, and so
+        // do messages still queued for its MQTT connections (disabling keeps them).
+        for (folder, what) in [
+            (self.opcua_pki.join(service_id), "OPC UA certificate folder"),
+            (self.forwarding.join(service_id), "store-and-forward queues"),
+        ] {
+            if folder.exists()
+                && let Err(e) = std::fs::remove_dir_all(&folder)
+            {
+                warn!(service = %service_id, error = %e, "Cannot remove the {what}");
+            }
         }
         // An empty retained message deletes the retained status, the service's and its
         // connections'.

@@ -195,6 +195,7 @@ impl Reporter {
         if previous.state == state {
             status.since = previous.since;
         }
+        status.forwarding = previous.forwarding.clone();
         status.last_error = error.or(if state == ConnectionState::Connected {
             None
         } else {
@@ -204,7 +205,23 @@ impl Reporter {
             return;
         }
         self.status.send_replace(status.clone());
-        let payload = serde_json::to_vec(&status).unwrap_or_default();
+        self.publish_status(&status).await;
+    }
+
+    /// Records (and publishes, retained, when they changed) an MQTT connection's forwarding
+    /// counters.
+    pub async fn set_forwarding(&self, stats: crate::mqtt::ForwardingStats) {
+        let mut status = self.status.borrow().clone();
+        if status.forwarding.as_ref() == Some(&stats) {
+            return;
+        }
+        status.forwarding = Some(stats);
+        self.status.send_replace(status.clone());
+        self.publish_status(&status).await;
+    }
+
+    async fn publish_status(&self, status: &ConnectionStatus) {
+        let payload = serde_json::to_vec(status).unwrap_or_default();
         let _ = self
             .link
             .publish(Message::new(

@@ -3,6 +3,8 @@
 
 use serde::Serialize;
 
+use crate::mqtt::ForwardingStats;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub enum ConnectionState {
@@ -30,6 +32,9 @@ pub struct ConnectionStatus {
     /// Unix milliseconds of the last state change.
     pub since: i64,
     pub last_error: Option<String>,
+    /// MQTT connections only: the store-and-forward queue and message counters.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub forwarding: Option<ForwardingStats>,
 }
 
 impl ConnectionStatus {
@@ -38,6 +43,7 @@ impl ConnectionStatus {
             state,
             since: crate::envelope::now_millis(),
             last_error: None,
+            forwarding: None,
         }
     }
 }

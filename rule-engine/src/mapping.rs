@@ -7,6 +7,7 @@ use broker::{BrokerHandle, QoS, SubscriptionOptions};
 use bytes::Bytes;
 use commissioning::model::Rule;
 use commissioning::topic_pattern::{NamedFilter, Template};
+use protocol_mapper::mqtt::{Delivery, RemoteBroker};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -22,20 +23,24 @@ pub struct EntrySpec {
     pub rules: Vec<Rule>,
 }
 
-/// A subscription: an absolute topic, possibly with named wildcards.
+/// A subscription: an absolute topic, possibly with named wildcards, on the internal broker or
+/// on a remote one (`subscribe.connection`).
 #[derive(Debug, Clone)]
 pub struct SourceSpec {
     pub topic: String,
     pub qos: QoS,
     pub label: Option<String>,
+    pub remote: Option<RemoteBroker>,
 }
 
-/// A publish topic, possibly with `$name`/`{name}` variables.
+/// A publish topic, possibly with `$name`/`{name}` variables, on the internal broker or on a
+/// remote one (`publish.connection`, store-and-forward).
 #[derive(Debug, Clone)]
 pub struct PublishSpec {
     pub topic: String,
     pub qos: QoS,
     pub retain: bool,
+    pub remote: Option<RemoteBroker>,
 }
 
 /// A running mapping or endpoint chain: its tasks and their counters.
@@ -74,7 +79,7 @@ pub async fn start_mapping(
     broker: &BrokerHandle,
 ) -> Result<RunningChains, String> {
     let stats = Arc::new(Stats::default());
-    let mut prepared = Vec::with_capacity(entries.len());
+    let mut prepared: Vec<ChainTask> = Vec::with_capacity(entries.len());
     for (i, entry) in entries.into_iter().enumerate() {
         let at = |e: String| format!("mappings[{i}]: {e}");
         let chain = Chain::new(&entry.rules).map_err(at)?;
@@ -90,32 +95,74 @@ pub async fn start_mapping(
                     .map(Template::parse)
                     .transpose()
                     .map_err(at)?,
+                remote: source.remote.is_some(),
             });
         }
-        let mut link = broker
+        let link = broker
             .connect_local(&format!("ironbridge/mapping/{name}/{i}"))
             .await
             .map_err(|e| format!("cannot reach the broker: {e}"))?;
-        for source in &sources {
-            let options = SubscriptionOptions {
-                qos: source.qos,
-                no_local: true,
-                ..SubscriptionOptions::default()
-            };
-            link.subscribe_with(source.filter.filter(), options)
-                .await
-                .map_err(|e| at(format!("cannot subscribe: {e}")))?;
-        }
-        prepared.push(ChainTask {
+        let mut task = ChainTask {
             name: name.to_string(),
             link,
-            inbox: Inbox::Subscriptions(sources),
+            inbox: Inbox::Subscriptions {
+                sources: Vec::new(),
+                remote: None,
+            },
             chain,
             sink,
             stats: stats.clone(),
-        });
+            remote_subscriptions: Vec::new(),
+        };
+        let subscribed = subscribe(&mut task, sources, &entry.sources).await;
+        // Dropping the prepared tasks would leave remote subscriptions registered.
+        if let Err(e) = subscribed {
+            task.unsubscribe_remote().await;
+            for task in prepared {
+                task.unsubscribe_remote().await;
+            }
+            return Err(at(e));
+        }
+        prepared.push(task);
     }
     Ok(spawn(prepared, stats))
+}
+
+/// Subscribes an entry's task to its sources: local ones on its broker link (no-local),
+/// remote ones through their MQTT connection, delivered into one queue tagged by source index.
+async fn subscribe(
+    task: &mut ChainTask,
+    sources: Vec<Source>,
+    specs: &[SourceSpec],
+) -> Result<(), String> {
+    let remote_inbox = specs.iter().any(|s| s.remote.is_some()).then(|| {
+        let (tx, rx) = mpsc::channel::<Delivery>(protocol_mapper::mqtt::DELIVERY_QUEUE);
+        task.set_remote_inbox(rx);
+        tx
+    });
+    for (index, (source, spec)) in sources.iter().zip(specs).enumerate() {
+        match (&spec.remote, &remote_inbox) {
+            (Some(remote), Some(deliver)) => {
+                let id = remote
+                    .subscribe(source.filter.filter(), source.qos, index, deliver.clone())
+                    .await?;
+                task.remote_subscriptions.push((remote.clone(), id));
+            }
+            _ => {
+                let options = SubscriptionOptions {
+                    qos: source.qos,
+                    no_local: true,
+                    ..SubscriptionOptions::default()
+                };
+                task.link
+                    .subscribe_with(source.filter.filter(), options)
+                    .await
+                    .map_err(|e| format!("cannot subscribe: {e}"))?;
+            }
+        }
+    }
+    task.set_sources(sources);
+    Ok(())
 }
 
 /// Runs an endpoint's rules on the data its connection hands over on `data`, publishing the
@@ -143,6 +190,7 @@ pub async fn start_endpoint_chain(
         chain,
         sink: sink(&publish)?,
         stats: stats.clone(),
+        remote_subscriptions: Vec::new(),
     };
     Ok(spawn(vec![task], stats))
 }
@@ -152,6 +200,7 @@ fn sink(publish: &PublishSpec) -> Result<Sink, String> {
         topic: Template::parse(&publish.topic)?,
         qos: publish.qos,
         retain: publish.retain,
+        remote: publish.remote.clone(),
     })
 }
 

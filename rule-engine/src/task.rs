@@ -13,6 +13,7 @@ use std::time::Duration;
 use broker::{LocalClient, Message, QoS};
 use bytes::Bytes;
 use commissioning::topic_pattern::{NamedFilter, Template};
+use protocol_mapper::mqtt::{Delivery, RemoteBroker};
 use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -94,6 +95,8 @@ pub struct Source {
     pub filter: NamedFilter,
     pub qos: QoS,
     pub label: Option<Template>,
+    /// Subscribed on a remote broker: its messages arrive tagged, never on the broker link.
+    pub remote: bool,
 }
 
 impl Source {
@@ -119,11 +122,13 @@ impl Source {
     }
 }
 
-/// Where a chain's output goes: a topic (with variables) on the internal broker.
+/// Where a chain's output goes: a topic (with variables) on the internal broker, or on a remote
+/// broker through its MQTT connection.
 pub struct Sink {
     pub topic: Template,
     pub qos: QoS,
     pub retain: bool,
+    pub remote: Option<RemoteBroker>,
 }
 
 impl Sink {
@@ -132,16 +137,25 @@ impl Sink {
             Some(topic) => topic.to_string(),
             None => output.context.render(&self.topic)?,
         };
-        link.publish(Message::new(topic, output.payload, self.qos, self.retain))
-            .await
-            .map_err(|e| format!("cannot publish: {e}"))
+        let message = Message::new(topic, output.payload, self.qos, self.retain);
+        match &self.remote {
+            Some(remote) => remote.forward(message).await,
+            None => link
+                .publish(message)
+                .await
+                .map_err(|e| format!("cannot publish: {e}")),
+        }
     }
 }
 
 /// Where a chain's messages come from.
 pub enum Inbox {
-    /// The task's own subscriptions; the first source whose filter matches a topic takes it.
-    Subscriptions(Vec<Source>),
+    /// The task's own subscriptions; the first local source whose filter matches a topic takes
+    /// it. Messages of remote sources arrive on `remote`, tagged with their source's index.
+    Subscriptions {
+        sources: Vec<Source>,
+        remote: Option<mpsc::Receiver<Delivery>>,
+    },
     /// Data of an endpoint, handed over by its connection; `topic` is its `$context.topic`.
     Endpoint {
         topic: String,
@@ -153,12 +167,28 @@ impl Inbox {
     /// The next input; `None` when the broker or the connection went away.
     async fn next(&mut self, link: &mut LocalClient) -> Option<Result<Input, String>> {
         match self {
-            Inbox::Subscriptions(sources) => loop {
-                let delivery = link.recv().await?;
-                let topic = &delivery.message.topic;
-                let payload = &delivery.message.payload;
-                if let Some(input) = sources.iter().find_map(|s| s.input(topic, payload)) {
-                    return Some(input);
+            Inbox::Subscriptions { sources, remote } => loop {
+                tokio::select! {
+                    delivery = link.recv() => {
+                        let delivery = delivery?;
+                        let topic = &delivery.message.topic;
+                        let payload = &delivery.message.payload;
+                        let input = sources
+                            .iter()
+                            .filter(|s| !s.remote)
+                            .find_map(|s| s.input(topic, payload));
+                        if input.is_some() {
+                            return input;
+                        }
+                    }
+                    Some((index, message)) = recv_remote(remote) => {
+                        let input = sources
+                            .get(index)
+                            .and_then(|s| s.input(&message.topic, &message.payload));
+                        if input.is_some() {
+                            return input;
+                        }
+                    }
                 }
             },
             Inbox::Endpoint { topic, data } => {
@@ -173,6 +203,21 @@ impl Inbox {
     }
 }
 
+/// The next remote delivery; pending forever when there are no remote sources (or their
+/// connection is gone, which the connection's status reports).
+async fn recv_remote(remote: &mut Option<mpsc::Receiver<Delivery>>) -> Option<Delivery> {
+    match remote {
+        Some(rx) => match rx.recv().await {
+            Some(delivery) => Some(delivery),
+            None => {
+                *remote = None;
+                std::future::pending().await
+            }
+        },
+        None => std::future::pending().await,
+    }
+}
+
 /// One chain between its inbox and its sink.
 pub struct ChainTask {
     pub name: String,
@@ -181,9 +226,29 @@ pub struct ChainTask {
     pub chain: Chain,
     pub sink: Sink,
     pub stats: Arc<Stats>,
+    /// Subscriptions on remote brokers, removed when the task ends.
+    pub remote_subscriptions: Vec<(RemoteBroker, u64)>,
 }
 
 impl ChainTask {
+    pub fn set_sources(&mut self, new: Vec<Source>) {
+        if let Inbox::Subscriptions { sources, .. } = &mut self.inbox {
+            *sources = new;
+        }
+    }
+
+    pub fn set_remote_inbox(&mut self, rx: mpsc::Receiver<Delivery>) {
+        if let Inbox::Subscriptions { remote, .. } = &mut self.inbox {
+            *remote = Some(rx);
+        }
+    }
+
+    pub async fn unsubscribe_remote(&self) {
+        for (remote, id) in &self.remote_subscriptions {
+            remote.unsubscribe(*id).await;
+        }
+    }
+
     pub async fn run(mut self, stop: CancellationToken) {
         loop {
             let deadline = self.chain.next_deadline();
@@ -211,6 +276,7 @@ impl ChainTask {
             };
             self.finish(result).await;
         }
+        self.unsubscribe_remote().await;
         self.link.disconnect().await;
     }
 

@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::path::Path;
 use std::time::Duration;
 
 use admin_api::services::{ServiceInput, ServiceState};
@@ -13,14 +12,7 @@ use gateway::Gateway;
 use protocol_mapper::modbus::simulator::Simulator;
 use serde_json::{Map, Value, json};
 
-use common::{first_matching, next_on, settings};
-
-fn example(name: &str) -> String {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../commissioning-examples")
-        .join(name);
-    std::fs::read_to_string(path).unwrap()
-}
+use common::{example, first_matching, next_on, settings};
 
 async fn install(gw: &Gateway, file: &str, parameters: Value) -> String {
     let installed = gw

@@ -3,6 +3,10 @@
 //! with that user's permissions; clients without a certificate still use user name and password.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
+use common::pki::Pki;
+
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
 use std::time::Duration;
@@ -11,38 +15,7 @@ use broker::QoS;
 use commissioning::model::{AccessContext, AccessOperation, Permission};
 use gateway::Gateway;
 use gateway::settings::{Settings, Tls};
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, TlsConfiguration, Transport};
-
-struct Pki {
-    ca_pem: String,
-    issuer: Issuer<'static, KeyPair>,
-}
-
-impl Pki {
-    fn new(name: &str) -> Pki {
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.distinguished_name.push(DnType::CommonName, name);
-        let key = KeyPair::generate().unwrap();
-        let cert = params.self_signed(&key).unwrap();
-        Pki {
-            ca_pem: cert.pem(),
-            issuer: Issuer::new(params, key),
-        }
-    }
-
-    /// A certificate and key (PEM) signed by this CA.
-    fn issue(&self, common_name: &str, names: Vec<String>) -> (String, String) {
-        let mut params = CertificateParams::new(names).unwrap();
-        params
-            .distinguished_name
-            .push(DnType::CommonName, common_name);
-        let key = KeyPair::generate().unwrap();
-        let cert = params.signed_by(&key, &self.issuer).unwrap();
-        (cert.pem(), key.serialize_pem())
-    }
-}
 
 fn settings(dir: &Path, pki: &Pki) -> Settings {
     let (cert, key) = pki.issue("ironbridge", vec!["localhost".into()]);

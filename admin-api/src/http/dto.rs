@@ -199,6 +199,12 @@ pub struct ResourceDto {
     pub state: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// Counters: the store-and-forward queue of an MQTT connection (`queuedMessages`,
+    /// `queuedBytes`, `droppedQueueFull`, `delivered`, `deliveredPerSecond`, ...), or messages
+    /// through a mapping (`received`, `published`, `dropped`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub metrics: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]

@@ -47,6 +47,7 @@ fn resources(report: &StatusReport) -> Vec<ResourceDto> {
             kind: r.kind.into(),
             state: r.state.clone(),
             message: r.message.clone(),
+            metrics: r.metrics.clone(),
         })
         .collect()
 }

@@ -46,6 +46,7 @@ pub struct ResourceReport {
     pub state: String,
     pub in_target_state: bool,
     pub message: Option<String>,
+    pub metrics: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Clone)]
@@ -347,14 +348,19 @@ impl Admin {
             .filter_map(|rid| installed.service.resources.get(rid))
             .map(|resource| {
                 let kind = resource.kind.type_name();
-                let (state, in_target_state, message) = match (&resource.kind, enabled) {
+                let (state, in_target_state, message, metrics) = match (&resource.kind, enabled) {
                     (ResourceKind::User(_) | ResourceKind::Role(_), true) => {
-                        ("created".to_string(), true, None)
+                        ("created".to_string(), true, None, None)
                     }
-                    (_, false) => ("stopped".to_string(), true, None),
+                    (_, false) => ("stopped".to_string(), true, None, None),
                     (_, true) => {
                         let status = self.runtime.status(&installed.service.id, &resource.id);
-                        (status.state, status.in_target_state, status.message)
+                        (
+                            status.state,
+                            status.in_target_state,
+                            status.message,
+                            status.metrics,
+                        )
                     }
                 };
                 ResourceReport {
@@ -363,6 +369,7 @@ impl Admin {
                     state,
                     in_target_state,
                     message,
+                    metrics,
                 }
             })
             .collect();

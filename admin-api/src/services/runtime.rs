@@ -13,6 +13,9 @@ pub struct ResourceStatus {
     /// False makes the service `deviated`.
     pub in_target_state: bool,
     pub message: Option<String>,
+    /// Counters worth showing an operator: store-and-forward queues of MQTT connections,
+    /// messages through mappings.
+    pub metrics: Option<serde_json::Value>,
 }
 
 pub trait ResourceRuntime: Send + Sync + 'static {

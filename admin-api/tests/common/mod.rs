@@ -72,6 +72,7 @@ impl ResourceRuntime for RecordingRuntime {
             state: if running { "running" } else { "stopped" }.into(),
             in_target_state: running,
             message: None,
+            metrics: None,
         }
     }
     fn service_state(&self, _: &str, _: &str, _: Option<&str>) {}

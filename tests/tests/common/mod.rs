@@ -2,6 +2,9 @@
 //! for messages on the in-process link.
 #![allow(dead_code)]
 
+pub mod mosquitto;
+pub mod pki;
+
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
 use std::time::Duration;
@@ -11,6 +14,15 @@ use gateway::settings::Settings;
 use serde_json::Value;
 
 /// Embedded defaults (anonymous MQTT off), data in `dir`, every listener on a free loopback port.
+/// The text of a file in `commissioning-examples/`.
+#[allow(dead_code)] // Not every test binary installs examples.
+pub fn example(name: &str) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../commissioning-examples")
+        .join(name);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
 pub fn settings(dir: &Path, admin_password: &str) -> Settings {
     let mut s = Settings {
         data_dir: dir.to_path_buf(),
