@@ -1,6 +1,7 @@
 //! The Ironbridge gateway: reads settings, starts the broker and its listeners, serves HTTP, and
 //! shuts everything down gracefully. Logic lives in the library crates; this crate wires them.
 
+pub mod demo;
 pub mod http;
 pub mod metrics;
 pub mod settings;
@@ -13,7 +14,7 @@ use admin_api::{Admin, AdminConfig};
 use anyhow::Context as _;
 use broker::{Broker, BrokerHandle};
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tracing::{info, warn};
 
 pub use settings::{LogFormat, Settings};
 
@@ -23,6 +24,7 @@ pub struct Gateway {
     admin: Arc<Admin>,
     background: CancellationToken,
     http: http::HttpServers,
+    demo: Option<demo::Demo>,
     pub mqtt_addr: Option<SocketAddr>,
     pub mqtts_addr: Option<SocketAddr>,
     pub http_addr: Option<SocketAddr>,
@@ -36,6 +38,17 @@ impl Gateway {
         if broker_config.persistence_dir.is_none() {
             broker_config.persistence_dir = Some(settings.data_dir.join("broker"));
         }
+        if settings.demo.enabled && !broker_config.allow_anonymous {
+            // So the README's `mosquitto_sub -t 'services/#' -v` works without a password.
+            warn!("Demo mode: anonymous MQTT clients are allowed");
+            broker_config.allow_anonymous = true;
+        }
+        // The simulated machines start before the services are restored, so restored demo
+        // services find them at once.
+        let demo = match settings.demo.enabled {
+            true => Some(demo::Demo::start(&settings.demo, &settings.data_dir).await?),
+            false => None,
+        };
         let (supervisor, statuses) =
             supervisor::Supervisor::new(&settings.data_dir, settings.forwarding.limits());
         let supervisor = Arc::new(supervisor);
@@ -60,6 +73,7 @@ impl Gateway {
             Ok(broker) => broker,
             Err(e) => {
                 admin.shutdown().await;
+                stop_demo(demo).await;
                 return Err(e.into());
             }
         };
@@ -70,11 +84,23 @@ impl Gateway {
             background.clone(),
         ));
         supervisor.attach(broker.handle());
-        if let Err(e) = admin.restore_services().await {
+        let restored = async {
+            admin
+                .restore_services()
+                .await
+                .context("cannot restore the installed services")?;
+            if let Some(demo) = &demo {
+                demo.install_services(&admin).await?;
+            }
+            Ok::<_, anyhow::Error>(())
+        }
+        .await;
+        if let Err(e) = restored {
             background.cancel();
             admin.shutdown().await;
             broker.shutdown().await;
-            return Err(anyhow::Error::new(e).context("cannot restore the installed services"));
+            stop_demo(demo).await;
+            return Err(e);
         }
         let tls = match &settings.tls {
             settings::Tls::Mode(settings::TlsMode::Off) => None,
@@ -136,6 +162,7 @@ impl Gateway {
                 admin,
                 background,
                 http,
+                demo,
                 mqtt_addr,
                 mqtts_addr,
             }),
@@ -143,6 +170,7 @@ impl Gateway {
                 background.cancel();
                 admin.shutdown().await;
                 broker.shutdown().await;
+                stop_demo(demo).await;
                 Err(e)
             }
         }
@@ -163,6 +191,18 @@ impl Gateway {
         self.admin.shutdown().await;
         self.background.cancel();
         self.broker.shutdown().await;
+        stop_demo(self.demo).await;
+    }
+
+    /// The simulated machines of `--demo`, when running.
+    pub fn demo(&self) -> Option<&demo::Demo> {
+        self.demo.as_ref()
+    }
+}
+
+async fn stop_demo(demo: Option<demo::Demo>) {
+    if let Some(demo) = demo {
+        demo.stop().await;
     }
 }
 

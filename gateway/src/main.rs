@@ -36,6 +36,10 @@ enum Command {
         /// Log format (overrides log.format).
         #[arg(long, value_enum)]
         log_format: Option<LogFormat>,
+        /// Also run a simulated PLC (Modbus, 127.0.0.1:5020) and CNC machine (OPC UA,
+        /// 127.0.0.1:4841) with demo services reading them; allows anonymous MQTT clients.
+        #[arg(long)]
+        demo: bool,
     },
     /// Validate commissioning files offline; prints every problem and exits non-zero on any.
     Validate {
@@ -51,7 +55,11 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Run { config, log_format } => run(config, log_format),
+        Command::Run {
+            config,
+            log_format,
+            demo,
+        } => run(config, log_format, demo),
         Command::Validate { files, params } => validate(&files, &params),
     }
 }
@@ -109,7 +117,7 @@ fn validate(files: &[PathBuf], params: &[String]) -> ExitCode {
     }
 }
 
-fn run(config: Option<PathBuf>, log_format: Option<LogFormat>) -> ExitCode {
+fn run(config: Option<PathBuf>, log_format: Option<LogFormat>, demo: bool) -> ExitCode {
     let mut settings = match Settings::load(config.as_deref(), std::env::vars()) {
         Ok(settings) => settings,
         Err(e) => {
@@ -120,6 +128,7 @@ fn run(config: Option<PathBuf>, log_format: Option<LogFormat>) -> ExitCode {
     if let Some(format) = log_format {
         settings.log.format = format;
     }
+    settings.demo.enabled |= demo;
     init_logging(&settings);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,

@@ -27,6 +27,7 @@ pub struct Settings {
     pub database: DatabaseSettings,
     pub admin: AdminSettings,
     pub forwarding: ForwardingSettings,
+    pub demo: crate::demo::DemoSettings,
 }
 
 /// The store-and-forward queue of each MQTT connection (`<data_dir>/forwarding/`).
@@ -178,6 +179,7 @@ impl Default for Settings {
             database: DatabaseSettings::default(),
             admin: AdminSettings::default(),
             forwarding: ForwardingSettings::default(),
+            demo: crate::demo::DemoSettings::default(),
         }
     }
 }

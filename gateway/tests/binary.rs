@@ -229,3 +229,74 @@ fn validate_reports_problems_and_exit_codes() {
     let stdout = String::from_utf8_lossy(&broken.stdout);
     assert!(stdout.contains("resources.plcConnection.properties.connection.port: expected integer 0-65535, got string \"5o2\" (line 20, column 15)"), "{stdout}");
 }
+
+/// `ironbridge run --demo`: the simulated PLC and CNC machine are read by the demo services,
+/// and anonymous clients see their data (the README's first steps), also after a restart.
+#[tokio::test]
+async fn the_demo_shows_plc_and_cnc_data_to_anonymous_clients() {
+    let data = tempfile::tempdir().unwrap();
+    let (mqtt, http, modbus, opcua) = (free_port(), free_port(), free_port(), free_port());
+    let start_demo = || {
+        Command::new(env!("CARGO_BIN_EXE_ironbridge"))
+            .args(["run", "--demo"])
+            .env("IRONBRIDGE_DATA_DIR", data.path())
+            .env("IRONBRIDGE_MQTT_PORT", mqtt.to_string())
+            .env("IRONBRIDGE_HTTP_PORT", http.to_string())
+            .env("IRONBRIDGE_DEMO_MODBUS_PORT", modbus.to_string())
+            .env("IRONBRIDGE_DEMO_OPCUA_PORT", opcua.to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    for run in ["first start", "restart"] {
+        let mut gateway = start_demo();
+        wait_for(mqtt);
+        let started = Instant::now();
+        let mut options = MqttOptions::new(format!("demo-viewer-{mqtt}"), "127.0.0.1", mqtt);
+        options.set_keep_alive(Duration::from_secs(5));
+        let (client, mut events) = AsyncClient::new(options, 10);
+        client
+            .subscribe("services/#", QoS::AtMostOnce)
+            .await
+            .unwrap();
+        let wanted = [
+            "services/demoplc/line1/twin",
+            "services/demoplc/line1/temperature",
+            "services/democnc/mill1/spindle/speed",
+            "services/democnc/mill1/program/state",
+        ];
+        let mut seen = std::collections::BTreeMap::new();
+        let collect = async {
+            while seen.len() < wanted.len() {
+                match events.poll().await {
+                    Ok(Event::Incoming(Packet::Publish(p))) if wanted.contains(&&*p.topic) => {
+                        let value: serde_json::Value = serde_json::from_slice(&p.payload).unwrap();
+                        seen.insert(p.topic, value);
+                    }
+                    Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                        assert_eq!(ack.code, rumqttc::ConnectReturnCode::Success, "{run}");
+                    }
+                    Ok(_) => {}
+                    Err(e) => panic!("{run}: {e}"),
+                }
+            }
+        };
+        let within = Duration::from_secs(60);
+        let timed_out = tokio::time::timeout(within, collect).await.is_err();
+        assert!(!timed_out, "{run}: after {within:?} only {seen:?}");
+        eprintln!("{run}: all demo data within {:?}", started.elapsed());
+
+        let twin = &seen["services/demoplc/line1/twin"];
+        let temperature = twin["temperature"].as_f64().unwrap();
+        assert!((57.0..67.0).contains(&temperature), "{twin}");
+        assert!(twin["motorRunning"].is_boolean(), "{twin}");
+        assert!(twin["parts"].is_u64(), "{twin}");
+        let speed = &seen["services/democnc/mill1/spindle/speed"]["value"];
+        assert!(speed.as_f64().is_some(), "{speed}");
+        let state = &seen["services/democnc/mill1/program/state"]["value"];
+        assert!(state == "RUNNING" || state == "IDLE", "{state}");
+        let (status, _) = terminate(&mut gateway);
+        assert!(status.success(), "{run}: {status}");
+    }
+}

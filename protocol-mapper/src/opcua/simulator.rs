@@ -15,8 +15,11 @@ use opcua::server::address_space::{AccessLevel, VariableBuilder};
 use opcua::server::diagnostics::NamespaceMetadata;
 use opcua::server::node_manager::memory::{SimpleNodeManager, simple_node_manager};
 use opcua::server::{ANONYMOUS_USER_TOKEN_ID, ServerBuilder, ServerHandle, ServerUserToken};
-use opcua::types::{DataValue, MessageSecurityMode, NodeId, ObjectId, QualifiedName, Variant};
+use opcua::types::{DataValue, MessageSecurityMode, ObjectId, QualifiedName};
 use tokio::net::TcpListener;
+
+/// The types of the simulator's API, so its users need no OPC UA dependency of their own.
+pub use opcua::types::{NodeId, Variant};
 
 /// Distinct from the application URI, which the server's diagnostics node manager owns.
 const NAMESPACE: &str = "urn:ironbridge:simulator:machine";
@@ -44,6 +47,33 @@ pub struct OpcuaSimulator {
     /// The server until [`OpcuaSimulator::serve`] starts it, then its task.
     server: Option<(opcua::server::Server, TcpListener)>,
     task: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// Changes the simulator's values; see [`OpcuaSimulator::value_setter`].
+#[derive(Clone)]
+pub struct ValueSetter {
+    handle: ServerHandle,
+    manager: Arc<SimpleNodeManager>,
+}
+
+impl ValueSetter {
+    /// Sets many values at once: one lock and one notification pass.
+    pub fn set_values(
+        &self,
+        values: impl Iterator<Item = (NodeId, Variant)>,
+    ) -> Result<(), String> {
+        let values: Vec<(NodeId, DataValue)> = values
+            .map(|(node, value)| (node, DataValue::new_now(value)))
+            .collect();
+        self.manager
+            .set_values(
+                self.handle.subscriptions(),
+                values
+                    .iter()
+                    .map(|(node, value)| (node, None, value.clone())),
+            )
+            .map_err(|status| format!("cannot set values: {status}"))
+    }
 }
 
 impl OpcuaSimulator {
@@ -187,17 +217,16 @@ impl OpcuaSimulator {
         &self,
         values: impl Iterator<Item = (NodeId, Variant)>,
     ) -> Result<(), String> {
-        let values: Vec<(NodeId, DataValue)> = values
-            .map(|(node, value)| (node, DataValue::new_now(value)))
-            .collect();
-        self.manager
-            .set_values(
-                self.handle.subscriptions(),
-                values
-                    .iter()
-                    .map(|(node, value)| (node, None, value.clone())),
-            )
-            .map_err(|status| format!("cannot set values: {status}"))
+        self.value_setter().set_values(values)
+    }
+
+    /// A handle that changes values from another task while the simulator itself stays with
+    /// its owner (who alone can stop it).
+    pub fn value_setter(&self) -> ValueSetter {
+        ValueSetter {
+            handle: self.handle.clone(),
+            manager: self.manager.clone(),
+        }
     }
 
     /// The current value of a variable.
