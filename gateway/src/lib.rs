@@ -1,6 +1,7 @@
 //! The Ironbridge gateway: reads settings, starts the broker and its listeners, serves HTTP, and
 //! shuts everything down gracefully. Logic lives in the library crates; this crate wires them.
 
+pub mod cli;
 pub mod demo;
 pub mod http;
 pub mod metrics;

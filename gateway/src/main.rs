@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use gateway::cli::{self, Remote};
 use gateway::{LogFormat, Settings};
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
@@ -19,7 +20,12 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 #[command(
     name = "ironbridge",
     version,
-    about = "Industrial edge gateway: Modbus, OPC UA and MQTT"
+    about = "Industrial edge gateway: Modbus, OPC UA and MQTT",
+    after_help = "`service` and `user` talk to a running gateway (IRONBRIDGE_URL, default \
+http://localhost:8080) with IRONBRIDGE_TOKEN, or IRONBRIDGE_PASSWORD for IRONBRIDGE_USERNAME \
+(default admin).\nExit codes: 0 done (prints `ok: ...` when nothing needed changing, `changed: \
+...` otherwise), 1 refused by the gateway, 2 usage or credentials, 3 gateway unreachable, \
+4 service not in its target state or deviated (`service status`)."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -50,6 +56,9 @@ enum Command {
         #[arg(long = "param", short = 'p', value_name = "NAME=VALUE")]
         params: Vec<String>,
     },
+    /// Manage the services and users of a running gateway through its REST API.
+    #[command(flatten)]
+    Remote(Remote),
 }
 
 fn main() -> ExitCode {
@@ -61,21 +70,15 @@ fn main() -> ExitCode {
             demo,
         } => run(config, log_format, demo),
         Command::Validate { files, params } => validate(&files, &params),
+        Command::Remote(command) => cli::run(command),
     }
 }
 
 fn validate(files: &[PathBuf], params: &[String]) -> ExitCode {
-    let mut parameters = serde_json::Map::new();
-    for param in params {
-        let Some((name, value)) = param.split_once('=') else {
-            eprintln!("ironbridge: --param {param:?} must be NAME=VALUE");
-            return ExitCode::from(2);
-        };
-        parameters.insert(
-            name.to_string(),
-            serde_json::Value::String(value.to_string()),
-        );
-    }
+    let parameters = match cli::parse_params(params) {
+        Ok(parameters) => parameters,
+        Err(failure) => return failure.report(),
+    };
     let mut failed = false;
     for file in files {
         let source = match std::fs::read_to_string(file) {

@@ -1,0 +1,107 @@
+//! Commands that manage a running gateway through its REST API (`ironbridge service ...`,
+//! `ironbridge user ...`), for operators and deployment pipelines.
+
+pub mod client;
+pub mod service;
+pub mod user;
+
+use std::process::ExitCode;
+
+use serde_json::{Map, Value};
+
+use client::{Client, Failure, Target, exit};
+
+/// What a successful command prints, and its exit code.
+#[derive(Debug)]
+pub struct Outcome {
+    pub message: String,
+    pub code: u8,
+}
+
+impl Outcome {
+    fn changed(message: impl std::fmt::Display) -> Outcome {
+        Outcome {
+            message: format!("changed: {message}"),
+            code: exit::SUCCESS,
+        }
+    }
+
+    fn ok(message: impl std::fmt::Display) -> Outcome {
+        Outcome {
+            message: format!("ok: {message}"),
+            code: exit::SUCCESS,
+        }
+    }
+
+    fn output(message: String) -> Outcome {
+        Outcome {
+            message,
+            code: exit::SUCCESS,
+        }
+    }
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum Remote {
+    /// Install, enable, disable, delete, list services and show their status.
+    Service {
+        #[command(flatten)]
+        target: Target,
+        #[command(subcommand)]
+        command: service::ServiceCommand,
+    },
+    /// Create, delete, list users and set their passwords.
+    User {
+        #[command(flatten)]
+        target: Target,
+        #[command(subcommand)]
+        command: user::UserCommand,
+    },
+}
+
+/// Runs one command against the gateway it names and turns the result into an exit code.
+pub fn run(command: Remote) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => return Failure::usage(format!("cannot start the async runtime: {e}")).report(),
+    };
+    let result = runtime.block_on(async {
+        match command {
+            Remote::Service { target, command } => {
+                service::run(&Client::connect(&target).await?, command).await
+            }
+            Remote::User { target, command } => {
+                user::run(&Client::connect(&target).await?, command).await
+            }
+        }
+    });
+    match result {
+        Ok(outcome) => {
+            let message = outcome.message.trim_end();
+            if !message.is_empty() {
+                println!("{message}");
+            }
+            ExitCode::from(outcome.code)
+        }
+        Err(failure) => failure.report(),
+    }
+}
+
+/// `name=value` pairs into commissioning parameters (values as text; the file's parameter
+/// types convert them).
+pub fn parse_params(params: &[String]) -> Result<Map<String, Value>, Failure> {
+    params
+        .iter()
+        .map(|param| match param.split_once('=') {
+            Some((name, value)) if !name.is_empty() => {
+                Ok((name.to_string(), Value::String(value.to_string())))
+            }
+            _ => Err(Failure::usage(format!(
+                "--param {param:?} must be NAME=VALUE"
+            ))),
+        })
+        .collect()
+}
