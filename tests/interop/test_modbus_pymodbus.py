@@ -126,12 +126,21 @@ def watch(gw, *topics):
     client.username_pw_set("admin", ADMIN_PASSWORD)
     client.on_message = lambda c, u, msg: messages.put((msg.topic, json.loads(msg.payload)))
     subscribed = queue.Queue()
+    connected = queue.Queue()
+    client.on_connect = lambda c, u, flags, rc, props: connected.put(rc)
     client.on_subscribe = lambda *args: subscribed.put(True)
     client.connect("127.0.0.1", gw.mqtt)
     client.loop_start()
+    # Subscribe only once the broker has accepted the login, and say which step failed.
+    rc = connected.get(timeout=TIMEOUT)
+    assert not rc.is_failure, f"CONNACK {rc}"
     for topic in topics:
-        client.subscribe(topic, 1)
-        subscribed.get(timeout=TIMEOUT)
+        result, _ = client.subscribe(topic, 1)
+        assert result == mqtt.MQTT_ERR_SUCCESS, f"subscribe {topic}: {result}"
+        try:
+            subscribed.get(timeout=TIMEOUT)
+        except queue.Empty:
+            raise AssertionError(f"no SUBACK for {topic} within {TIMEOUT}s") from None
     return client, messages
 
 
