@@ -144,13 +144,21 @@ impl Gateway {
                 ),
                 _ => None,
             };
-            let handle = broker.handle();
-            let probe: admin_api::http::HealthProbe =
-                Arc::new(move || vec![("broker".to_string(), handle.is_running())]);
-            let app = broker
-                .websocket_router()
-                .merge(admin_api::http::router(admin.clone(), probe))
-                .merge(metrics::router(supervisor.clone()));
+            let probe = health_probe(broker.handle(), supervisor.clone());
+            let api_metrics = Arc::new(metrics::ApiMetrics::default());
+            let api = admin_api::http::router(admin.clone(), probe).route_layer(
+                axum::middleware::from_fn_with_state(api_metrics.clone(), metrics::track),
+            );
+            let app =
+                broker
+                    .websocket_router()
+                    .merge(api)
+                    .merge(metrics::router(metrics::Sources {
+                        supervisor: supervisor.clone(),
+                        broker: broker.handle(),
+                        api: api_metrics,
+                        started: std::time::Instant::now(),
+                    }));
             let http = http::HttpServers::start(&settings, tls.clone(), app).await?;
             Ok::<_, anyhow::Error>((mqtt_addr, mqtts_addr, http))
         }
@@ -199,6 +207,59 @@ impl Gateway {
     pub fn demo(&self) -> Option<&demo::Demo> {
         self.demo.as_ref()
     }
+}
+
+/// The parts `/api/system/health` reports besides the database and services: the broker
+/// (its state decides health) and, for information, the connections and their queues.
+fn health_probe(
+    broker: BrokerHandle,
+    supervisor: Arc<supervisor::Supervisor>,
+) -> admin_api::http::HealthProbe {
+    use admin_api::http::HealthPart;
+    use serde_json::json;
+    Arc::new(move || {
+        let mut broker_part = HealthPart::up("broker", broker.is_running());
+        broker_part.detail.insert(
+            "connections".into(),
+            broker::metrics::Metrics::get(&broker.metrics().connections_current).into(),
+        );
+        let resources = supervisor.metrics();
+        let connections: Vec<_> = resources
+            .iter()
+            .filter_map(|r| Some((format!("{}::{}", r.service, r.resource), r.connected?)))
+            .collect();
+        let not_connected: Vec<&String> = connections
+            .iter()
+            .filter(|(_, up)| !up)
+            .map(|(id, _)| id)
+            .collect();
+        let forwarding: Vec<_> = resources
+            .iter()
+            .filter_map(|r| r.forwarding.as_ref())
+            .collect();
+        let detail = |value: serde_json::Value| value.as_object().cloned().unwrap_or_default();
+        vec![
+            broker_part,
+            HealthPart {
+                name: "connections".into(),
+                ok: None,
+                detail: detail(json!({
+                    "total": connections.len(),
+                    "connected": connections.len() - not_connected.len(),
+                    "notConnected": not_connected,
+                })),
+            },
+            HealthPart {
+                name: "forwarding".into(),
+                ok: None,
+                detail: detail(json!({
+                    "connections": forwarding.len(),
+                    "queuedMessages": forwarding.iter().map(|f| f.queued_messages).sum::<u64>(),
+                    "queuedBytes": forwarding.iter().map(|f| f.queued_bytes).sum::<u64>(),
+                })),
+            },
+        ]
+    })
 }
 
 async fn stop_demo(demo: Option<demo::Demo>) {

@@ -1,160 +1,475 @@
-//! `GET /metrics` in the Prometheus text format: connections (state, and for MQTT connections
-//! the store-and-forward queue and its counters) and mappings. Readable without a token, as
-//! Prometheus scrapers expect; it names services and resources, never payloads or credentials.
+//! `GET /metrics` in the Prometheus text format: the broker, the REST API, the process, every
+//! connection (state, and for MQTT connections the store-and-forward queue) and every mapping.
+//! Readable without a token, as Prometheus scrapers expect; it names services, resources and
+//! API routes, never payloads, parameters or credentials.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use axum::Router;
+use axum::extract::{MatchedPath, Request, State};
 use axum::http::header;
-use axum::response::IntoResponse;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use broker::BrokerHandle;
+use broker::metrics::Metrics;
 
 use crate::supervisor::{ResourceMetrics, Supervisor};
 
-pub fn router(supervisor: Arc<Supervisor>) -> Router {
+/// Upper bounds of the API latency histogram, in seconds (a login's password hash lands in
+/// the 0.1-0.5 s bucket).
+const LATENCY_BUCKETS: [f64; 6] = [0.005, 0.025, 0.1, 0.5, 2.5, 10.0];
+
+/// Everything `/metrics` reads.
+#[derive(Clone)]
+pub struct Sources {
+    pub supervisor: Arc<Supervisor>,
+    pub broker: BrokerHandle,
+    pub api: Arc<ApiMetrics>,
+    pub started: Instant,
+}
+
+pub fn router(sources: Sources) -> Router {
     Router::new().route(
         "/metrics",
         get(move || {
-            let supervisor = supervisor.clone();
+            let sources = sources.clone();
             async move {
-                (
-                    [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-                    render(&supervisor.metrics()),
-                )
-                    .into_response()
+                let text = render(&Snapshot {
+                    broker: BrokerCounters::read(sources.broker.metrics()),
+                    api: sources.api.snapshot(),
+                    process: ProcessStats::read(sources.started),
+                    resources: sources.supervisor.metrics(),
+                });
+                ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
             }
         }),
     )
 }
 
-/// One metric family: its name, type, help and samples (labels, value).
-struct Family {
-    name: &'static str,
-    kind: &'static str,
-    help: &'static str,
-    samples: Vec<(String, u64)>,
+/// Requests to the REST API by method, route (the pattern, so ids do not multiply series) and
+/// status, with their latency.
+#[derive(Default)]
+pub struct ApiMetrics {
+    requests: Mutex<BTreeMap<(String, String), RouteStats>>,
 }
 
-fn render(resources: &[ResourceMetrics]) -> String {
-    let mut families = vec![
-        family(
-            "ironbridge_connection_up",
-            "gauge",
-            "1 while the connection is connected",
-        ),
-        family(
-            "ironbridge_forward_queue_messages",
-            "gauge",
-            "QoS 1/2 messages in the store-and-forward queue, not yet acknowledged by the remote broker",
-        ),
-        family(
-            "ironbridge_forward_queue_bytes",
-            "gauge",
-            "Bytes of topics and payloads in the store-and-forward queue",
-        ),
-        family(
-            "ironbridge_forward_delivered_total",
-            "counter",
-            "Queued messages the remote broker acknowledged",
-        ),
-        family(
-            "ironbridge_forward_delivered_per_second",
-            "gauge",
-            "Acknowledged messages per second over the last seconds",
-        ),
-        family(
-            "ironbridge_forward_dropped_total",
-            "counter",
-            "Messages dropped on the way to or from the remote broker, by reason",
-        ),
-        family(
-            "ironbridge_forward_sent_qos0_total",
-            "counter",
-            "QoS 0 messages sent to the remote broker",
-        ),
-        family(
-            "ironbridge_forward_received_total",
-            "counter",
-            "Messages from the remote broker handed to mappings",
-        ),
-        family(
-            "ironbridge_forward_refused_total",
-            "counter",
-            "Forwarded messages the remote broker refused (MQTT 5 reason code)",
-        ),
-        family(
-            "ironbridge_mapping_messages_total",
-            "counter",
-            "Messages through a mapping or endpoint rule chain, by outcome",
-        ),
-    ];
-    for resource in resources {
-        let labels = format!(
-            "service=\"{}\",resource=\"{}\"",
-            escape(&resource.service),
-            escape(&resource.resource)
-        );
-        if let Some(connected) = resource.connected {
-            families[0]
-                .samples
-                .push((labels.clone(), u64::from(connected)));
+#[derive(Debug, Clone, Default)]
+pub struct RouteStats {
+    /// Responses by status code.
+    statuses: BTreeMap<u16, u64>,
+    /// Cumulative counts per [`LATENCY_BUCKETS`] bound.
+    buckets: [u64; LATENCY_BUCKETS.len()],
+    count: u64,
+    seconds: f64,
+}
+
+impl ApiMetrics {
+    fn record(&self, method: &str, route: &str, status: u16, seconds: f64) {
+        let mut requests = self.requests.lock().unwrap_or_else(|e| e.into_inner());
+        let stats = requests
+            .entry((method.to_string(), route.to_string()))
+            .or_default();
+        *stats.statuses.entry(status).or_default() += 1;
+        for (bucket, bound) in stats.buckets.iter_mut().zip(LATENCY_BUCKETS) {
+            if seconds <= bound {
+                *bucket += 1;
+            }
         }
-        if let Some(f) = &resource.forwarding {
-            families[1]
-                .samples
-                .push((labels.clone(), f.queued_messages));
-            families[2].samples.push((labels.clone(), f.queued_bytes));
-            families[3].samples.push((labels.clone(), f.delivered));
-            families[4]
-                .samples
-                .push((labels.clone(), f.delivered_per_second));
-            for (reason, value) in [
+        stats.count += 1;
+        stats.seconds += seconds;
+    }
+
+    fn snapshot(&self) -> BTreeMap<(String, String), RouteStats> {
+        self.requests
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+/// Middleware for the API's routes (`Router::route_layer`, so the route is known).
+pub async fn track(
+    State(metrics): State<Arc<ApiMetrics>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let method = request.method().to_string();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".into());
+    let started = Instant::now();
+    let response = next.run(request).await;
+    metrics.record(
+        &method,
+        &route,
+        response.status().as_u16(),
+        started.elapsed().as_secs_f64(),
+    );
+    response
+}
+
+/// The broker's counters at one moment.
+#[derive(Debug, Default, Clone, Copy)]
+struct BrokerCounters {
+    connections: u64,
+    connections_total: u64,
+    connections_refused: u64,
+    messages_received: u64,
+    messages_sent: u64,
+    bytes_received: u64,
+    bytes_sent: u64,
+    messages_dropped: u64,
+    publishes_denied: u64,
+    subscriptions_denied: u64,
+    protocol_errors: u64,
+}
+
+impl BrokerCounters {
+    fn read(m: &Metrics) -> BrokerCounters {
+        let get = |counter: &AtomicU64| Metrics::get(counter);
+        BrokerCounters {
+            connections: get(&m.connections_current),
+            connections_total: get(&m.connections_total),
+            connections_refused: get(&m.connections_refused),
+            messages_received: get(&m.messages_received),
+            messages_sent: get(&m.messages_sent),
+            bytes_received: get(&m.bytes_received),
+            bytes_sent: get(&m.bytes_sent),
+            messages_dropped: get(&m.messages_dropped),
+            publishes_denied: get(&m.publishes_denied),
+            subscriptions_denied: get(&m.subscriptions_denied),
+            protocol_errors: get(&m.protocol_errors),
+        }
+    }
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct ProcessStats {
+    uptime_seconds: u64,
+    /// From /proc (Linux); absent elsewhere.
+    resident_bytes: Option<u64>,
+    open_fds: Option<u64>,
+}
+
+impl ProcessStats {
+    fn read(started: Instant) -> ProcessStats {
+        // `VmRSS:   12345 kB`: in bytes whatever the page size.
+        let resident_bytes = std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|status| {
+                let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+                line.split_whitespace().nth(1)?.parse::<u64>().ok()
+            })
+            .map(|kib| kib * 1024);
+        let open_fds = std::fs::read_dir("/proc/self/fd")
+            .ok()
+            .map(|d| d.count() as u64);
+        ProcessStats {
+            uptime_seconds: started.elapsed().as_secs(),
+            resident_bytes,
+            open_fds,
+        }
+    }
+}
+
+struct Snapshot {
+    broker: BrokerCounters,
+    api: BTreeMap<(String, String), RouteStats>,
+    process: ProcessStats,
+    resources: Vec<ResourceMetrics>,
+}
+
+/// Writes families in the exposition format: `# HELP`, `# TYPE`, then the samples.
+#[derive(Default)]
+struct Exposition {
+    out: String,
+}
+
+impl Exposition {
+    fn family<V: std::fmt::Display>(
+        &mut self,
+        name: &str,
+        kind: &str,
+        help: &str,
+        samples: impl IntoIterator<Item = (String, V)>,
+    ) {
+        let _ = writeln!(self.out, "# HELP {name} {help}");
+        let _ = writeln!(self.out, "# TYPE {name} {kind}");
+        for (labels, value) in samples {
+            match labels.is_empty() {
+                true => {
+                    let _ = writeln!(self.out, "{name} {value}");
+                }
+                false => {
+                    let _ = writeln!(self.out, "{name}{{{labels}}} {value}");
+                }
+            }
+        }
+    }
+
+    fn single(&mut self, name: &str, kind: &str, help: &str, value: u64) {
+        self.family(name, kind, help, [(String::new(), value)]);
+    }
+}
+
+fn render(snapshot: &Snapshot) -> String {
+    let mut x = Exposition::default();
+    broker_families(&mut x, &snapshot.broker);
+    api_families(&mut x, &snapshot.api);
+    process_families(&mut x, &snapshot.process);
+    resource_families(&mut x, &snapshot.resources);
+    x.out
+}
+
+fn broker_families(x: &mut Exposition, b: &BrokerCounters) {
+    x.single(
+        "ironbridge_broker_connections",
+        "gauge",
+        "MQTT network clients connected now (TCP, TLS, WebSocket)",
+        b.connections,
+    );
+    for (name, help, value) in [
+        (
+            "ironbridge_broker_connections_total",
+            "MQTT connections accepted",
+            b.connections_total,
+        ),
+        (
+            "ironbridge_broker_connections_refused_total",
+            "MQTT connections refused (authentication, protocol, limits)",
+            b.connections_refused,
+        ),
+        (
+            "ironbridge_broker_messages_received_total",
+            "PUBLISH packets received from clients",
+            b.messages_received,
+        ),
+        (
+            "ironbridge_broker_messages_sent_total",
+            "PUBLISH packets sent to subscribers",
+            b.messages_sent,
+        ),
+        (
+            "ironbridge_broker_bytes_received_total",
+            "Bytes received from clients",
+            b.bytes_received,
+        ),
+        (
+            "ironbridge_broker_bytes_sent_total",
+            "Bytes sent to clients",
+            b.bytes_sent,
+        ),
+        (
+            "ironbridge_broker_messages_dropped_total",
+            "Deliveries dropped: a subscriber's queue was full or the message exceeded its maximum packet size",
+            b.messages_dropped,
+        ),
+        (
+            "ironbridge_broker_publishes_denied_total",
+            "PUBLISH packets refused by the permissions",
+            b.publishes_denied,
+        ),
+        (
+            "ironbridge_broker_subscriptions_denied_total",
+            "Subscriptions refused by the permissions",
+            b.subscriptions_denied,
+        ),
+        (
+            "ironbridge_broker_protocol_errors_total",
+            "Malformed packets and protocol errors that closed a connection",
+            b.protocol_errors,
+        ),
+    ] {
+        x.single(name, "counter", help, value);
+    }
+}
+
+fn api_families(x: &mut Exposition, api: &BTreeMap<(String, String), RouteStats>) {
+    let labels = |method: &str, route: &str| {
+        format!("method=\"{}\",route=\"{}\"", escape(method), escape(route))
+    };
+    x.family(
+        "ironbridge_http_requests_total",
+        "counter",
+        "REST API requests by method, route and status code",
+        api.iter().flat_map(|((method, route), stats)| {
+            stats.statuses.iter().map(move |(status, count)| {
+                (
+                    format!("{},status=\"{status}\"", labels(method, route)),
+                    *count,
+                )
+            })
+        }),
+    );
+    let mut histogram: Vec<(String, String)> = Vec::new();
+    for ((method, route), stats) in api {
+        let base = labels(method, route);
+        for (bound, count) in LATENCY_BUCKETS.iter().zip(stats.buckets) {
+            histogram.push((format!("{base},le=\"{bound}\""), count.to_string()));
+        }
+        histogram.push((format!("{base},le=\"+Inf\""), stats.count.to_string()));
+    }
+    let _ = writeln!(
+        x.out,
+        "# HELP ironbridge_http_request_duration_seconds REST API response time by method and route"
+    );
+    let _ = writeln!(
+        x.out,
+        "# TYPE ironbridge_http_request_duration_seconds histogram"
+    );
+    for (labels, value) in histogram {
+        let _ = writeln!(
+            x.out,
+            "ironbridge_http_request_duration_seconds_bucket{{{labels}}} {value}"
+        );
+    }
+    for ((method, route), stats) in api {
+        let base = labels(method, route);
+        let _ = writeln!(
+            x.out,
+            "ironbridge_http_request_duration_seconds_sum{{{base}}} {}",
+            stats.seconds
+        );
+        let _ = writeln!(
+            x.out,
+            "ironbridge_http_request_duration_seconds_count{{{base}}} {}",
+            stats.count
+        );
+    }
+}
+
+fn process_families(x: &mut Exposition, p: &ProcessStats) {
+    x.single(
+        "ironbridge_uptime_seconds",
+        "gauge",
+        "Seconds since the gateway started",
+        p.uptime_seconds,
+    );
+    if let Some(bytes) = p.resident_bytes {
+        x.single(
+            "ironbridge_process_resident_memory_bytes",
+            "gauge",
+            "Resident memory of the gateway process",
+            bytes,
+        );
+    }
+    if let Some(fds) = p.open_fds {
+        x.single(
+            "ironbridge_process_open_fds",
+            "gauge",
+            "Open file descriptors (sockets, files) of the gateway process",
+            fds,
+        );
+    }
+}
+
+fn resource_families(x: &mut Exposition, resources: &[ResourceMetrics]) {
+    let labelled = |r: &ResourceMetrics| {
+        format!(
+            "service=\"{}\",resource=\"{}\"",
+            escape(&r.service),
+            escape(&r.resource)
+        )
+    };
+    let connections: Vec<_> = resources
+        .iter()
+        .filter_map(|r| Some((labelled(r), u64::from(r.connected?))))
+        .collect();
+    x.family(
+        "ironbridge_connection_up",
+        "gauge",
+        "1 while the connection is connected",
+        connections,
+    );
+    let forwarding: Vec<_> = resources
+        .iter()
+        .filter_map(|r| Some((labelled(r), r.forwarding.as_ref()?)))
+        .collect();
+    let per_connection = |value: fn(&protocol_mapper::mqtt::ForwardingStats) -> u64| {
+        forwarding
+            .iter()
+            .map(move |(labels, f)| (labels.clone(), value(f)))
+            .collect::<Vec<_>>()
+    };
+    x.family(
+        "ironbridge_forward_queue_messages",
+        "gauge",
+        "QoS 1/2 messages in the store-and-forward queue, not yet acknowledged by the remote broker",
+        per_connection(|f| f.queued_messages),
+    );
+    x.family(
+        "ironbridge_forward_queue_bytes",
+        "gauge",
+        "Bytes of topics and payloads in the store-and-forward queue",
+        per_connection(|f| f.queued_bytes),
+    );
+    x.family(
+        "ironbridge_forward_delivered_total",
+        "counter",
+        "Queued messages the remote broker acknowledged",
+        per_connection(|f| f.delivered),
+    );
+    x.family(
+        "ironbridge_forward_delivered_per_second",
+        "gauge",
+        "Acknowledged messages per second over the last seconds",
+        per_connection(|f| f.delivered_per_second),
+    );
+    x.family(
+        "ironbridge_forward_dropped_total",
+        "counter",
+        "Messages dropped on the way to or from the remote broker, by reason",
+        forwarding.iter().flat_map(|(labels, f)| {
+            [
                 ("queue_full", f.dropped_queue_full),
                 ("expired", f.dropped_expired),
                 ("qos0_offline", f.dropped_qos0_offline),
                 ("mapping_behind", f.dropped_received),
-            ] {
-                families[5]
-                    .samples
-                    .push((format!("{labels},reason=\"{reason}\""), value));
-            }
-            families[6].samples.push((labels.clone(), f.sent_qos0));
-            families[7].samples.push((labels.clone(), f.received));
-            families[8]
-                .samples
-                .push((labels.clone(), f.refused_by_broker));
-        }
-        if let Some(m) = &resource.mapping {
-            for (outcome, value) in [
-                ("received", m.received),
-                ("published", m.published),
-                ("dropped", m.dropped),
-            ] {
-                families[9]
-                    .samples
-                    .push((format!("{labels},outcome=\"{outcome}\""), value));
-            }
-        }
-    }
-    let mut out = String::new();
-    for f in families {
-        let _ = writeln!(out, "# HELP {} {}", f.name, f.help);
-        let _ = writeln!(out, "# TYPE {} {}", f.name, f.kind);
-        for (labels, value) in f.samples {
-            let _ = writeln!(out, "{}{{{labels}}} {value}", f.name);
-        }
-    }
-    out
-}
-
-fn family(name: &'static str, kind: &'static str, help: &'static str) -> Family {
-    Family {
-        name,
-        kind,
-        help,
-        samples: Vec::new(),
-    }
+            ]
+            .map(|(reason, value)| (format!("{labels},reason=\"{reason}\""), value))
+        }),
+    );
+    x.family(
+        "ironbridge_forward_sent_qos0_total",
+        "counter",
+        "QoS 0 messages sent to the remote broker",
+        per_connection(|f| f.sent_qos0),
+    );
+    x.family(
+        "ironbridge_forward_received_total",
+        "counter",
+        "Messages from the remote broker handed to mappings",
+        per_connection(|f| f.received),
+    );
+    x.family(
+        "ironbridge_forward_refused_total",
+        "counter",
+        "Forwarded messages the remote broker refused (MQTT 5 reason code)",
+        per_connection(|f| f.refused_by_broker),
+    );
+    x.family(
+        "ironbridge_mapping_messages_total",
+        "counter",
+        "Messages through a mapping or endpoint rule chain, by outcome",
+        resources.iter().flat_map(|r| {
+            let labels = labelled(r);
+            r.mapping.iter().flat_map(move |m| {
+                [
+                    ("received", m.received),
+                    ("published", m.published),
+                    ("dropped", m.dropped),
+                ]
+                .map(|(outcome, value)| (format!("{labels},outcome=\"{outcome}\""), value))
+            })
+        }),
+    );
 }
 
 /// Label values escape backslash, quote and newline (the exposition format's rules).
@@ -170,9 +485,26 @@ mod tests {
     use super::*;
     use protocol_mapper::mqtt::ForwardingStats;
 
+    fn snapshot(resources: Vec<ResourceMetrics>) -> Snapshot {
+        Snapshot {
+            broker: BrokerCounters {
+                connections: 3,
+                messages_received: 41,
+                ..BrokerCounters::default()
+            },
+            api: BTreeMap::new(),
+            process: ProcessStats {
+                uptime_seconds: 7,
+                resident_bytes: Some(1 << 20),
+                open_fds: None,
+            },
+            resources,
+        }
+    }
+
     #[test]
     fn renders_families_with_labels_and_reasons() {
-        let text = render(&[ResourceMetrics {
+        let text = render(&snapshot(vec![ResourceMetrics {
             service: "uplink".into(),
             resource: "cloud\"1".into(),
             connected: Some(false),
@@ -182,7 +514,7 @@ mod tests {
                 ..ForwardingStats::default()
             }),
             mapping: None,
-        }]);
+        }]));
         assert!(text.contains("# TYPE ironbridge_forward_queue_messages gauge\n"));
         assert!(text.contains(
             "ironbridge_forward_queue_messages{service=\"uplink\",resource=\"cloud\\\"1\"} 1500\n"
@@ -193,5 +525,43 @@ mod tests {
             )
         );
         assert!(text.contains(",reason=\"queue_full\"} 2\n"));
+        assert!(text.contains("\nironbridge_broker_connections 3\n"));
+        assert!(text.contains("\nironbridge_broker_messages_received_total 41\n"));
+        assert!(text.contains("\nironbridge_process_resident_memory_bytes 1048576\n"));
+        assert!(
+            !text.contains("ironbridge_process_open_fds "),
+            "absent, not 0"
+        );
+    }
+
+    #[test]
+    fn api_requests_are_counted_per_route_and_status_with_a_latency_histogram() {
+        let api = ApiMetrics::default();
+        api.record("GET", "/api/services/{id}", 200, 0.002);
+        api.record("GET", "/api/services/{id}", 404, 0.03);
+        api.record("POST", "/api/login", 401, 0.3);
+        let mut s = snapshot(Vec::new());
+        s.api = api.snapshot();
+        let text = render(&s);
+        let route = "method=\"GET\",route=\"/api/services/{id}\"";
+        assert!(text.contains(&format!(
+            "ironbridge_http_requests_total{{{route},status=\"404\"}} 1\n"
+        )));
+        assert!(text.contains(&format!(
+            "ironbridge_http_request_duration_seconds_bucket{{{route},le=\"0.005\"}} 1\n"
+        )));
+        assert!(text.contains(&format!(
+            "ironbridge_http_request_duration_seconds_bucket{{{route},le=\"0.1\"}} 2\n"
+        )));
+        assert!(text.contains(&format!(
+            "ironbridge_http_request_duration_seconds_bucket{{{route},le=\"+Inf\"}} 2\n"
+        )));
+        assert!(text.contains(&format!(
+            "ironbridge_http_request_duration_seconds_count{{{route}}} 2\n"
+        )));
+        let login = "method=\"POST\",route=\"/api/login\"";
+        assert!(text.contains(&format!(
+            "ironbridge_http_request_duration_seconds_bucket{{{login},le=\"0.1\"}} 0\n"
+        )));
     }
 }

@@ -143,18 +143,9 @@ async fn wait_for_status(
 
 /// The body of `GET /metrics` on the gateway's HTTP port.
 async fn get_metrics(gw: &Gateway) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(gw.http_addr.unwrap())
-        .await
-        .unwrap();
-    stream
-        .write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
-        .await
-        .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.unwrap();
-    assert!(response.starts_with("HTTP/1.0 200"), "{response}");
-    response
+    let (status, body) = common::http_get(gw, "/metrics").await;
+    assert_eq!(status, 200, "{body}");
+    body
 }
 
 async fn start_gateway(dir: &Path) -> Gateway {

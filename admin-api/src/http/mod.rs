@@ -25,8 +25,29 @@ use crate::access::allows;
 use crate::accounts::Caller;
 use error::{ApiError, ApiResult};
 
-/// Health of parts the admin API does not own (the broker), supplied by the gateway.
-pub type HealthProbe = Arc<dyn Fn() -> Vec<(String, bool)> + Send + Sync>;
+/// Health of parts the admin API does not own (the broker, connections), supplied by the
+/// gateway.
+pub type HealthProbe = Arc<dyn Fn() -> Vec<HealthPart> + Send + Sync>;
+
+/// One part in `/api/system/health`.
+pub struct HealthPart {
+    pub name: String,
+    /// `Some(false)` makes the gateway unhealthy (503); `None` is information only (a machine
+    /// being offline is not the gateway's ill health).
+    pub ok: Option<bool>,
+    /// Extra fields shown with the part's `status`.
+    pub detail: serde_json::Map<String, serde_json::Value>,
+}
+
+impl HealthPart {
+    pub fn up(name: &str, ok: bool) -> HealthPart {
+        HealthPart {
+            name: name.into(),
+            ok: Some(ok),
+            detail: serde_json::Map::new(),
+        }
+    }
+}
 
 #[derive(Clone)]
 pub struct ApiState {

@@ -39,9 +39,19 @@ pub async fn info(State(state): State<ApiState>) -> Json<InfoResponse> {
 pub async fn health(State(state): State<ApiState>) -> (StatusCode, Json<HealthResponse>) {
     let mut parts = Map::new();
     let mut healthy = true;
-    for (name, ok) in (state.health)() {
-        healthy &= ok;
-        parts.insert(name, Json_::String(if ok { "ok" } else { "down" }.into()));
+    for part in (state.health)() {
+        healthy &= part.ok.unwrap_or(true);
+        let value = match (part.ok, part.detail.is_empty()) {
+            (Some(ok), true) => Json_::String(if ok { "ok" } else { "down" }.into()),
+            (ok, _) => {
+                let mut detail = part.detail;
+                if let Some(ok) = ok {
+                    detail.insert("status".into(), (if ok { "ok" } else { "down" }).into());
+                }
+                Json_::Object(detail)
+            }
+        };
+        parts.insert(part.name, value);
     }
     let database = state.admin.database_ok().await;
     healthy &= database;

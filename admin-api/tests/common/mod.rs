@@ -130,7 +130,7 @@ impl TestApi {
         admin.restore_services().await.unwrap();
         let router = admin_api::http::router(
             admin.clone(),
-            Arc::new(|| vec![("broker".to_string(), true)]),
+            Arc::new(|| vec![admin_api::http::HealthPart::up("broker", true)]),
         );
         TestApi {
             admin,

@@ -23,6 +23,26 @@ pub fn example(name: &str) -> String {
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
+/// GET `path` on the gateway's HTTP listener without a token: the status code and the body.
+#[allow(dead_code)] // Not every test binary reads HTTP.
+pub async fn http_get(gw: &gateway::Gateway, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(gw.http_addr.unwrap())
+        .await
+        .unwrap();
+    let request = format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(0);
+    (status, body.to_string())
+}
+
 pub fn settings(dir: &Path, admin_password: &str) -> Settings {
     let mut s = Settings {
         data_dir: dir.to_path_buf(),
