@@ -17,6 +17,7 @@ missing=()
 command -v mosquitto_pub >/dev/null || missing+=(mosquitto-clients)
 command -v mosquitto >/dev/null || missing+=(mosquitto)
 python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
+command -v systemd-analyze >/dev/null || missing+=(systemd)
 if [ ${#missing[@]} -gt 0 ]; then
   as_root apt-get update -qq
   DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "${missing[@]}"
@@ -46,3 +47,6 @@ IRONBRIDGE_TEST_DATABASE_URL="$pg_url" cargo test -p admin-api --locked
 step "Interoperability and whole-system tests (paho-mqtt, mosquitto clients, REST) against the real binary"
 cargo build -p gateway --locked
 IRONBRIDGE_BIN="$PWD/target/debug/ironbridge" .venv/bin/pytest -q tests/interop
+
+step "Deployment files (compose schema, systemd unit, Helm values, YAML style)"
+IRONBRIDGE_BIN="$PWD/target/debug/ironbridge" deploy/check.sh

@@ -59,6 +59,12 @@ enum Command {
     /// Manage the services and users of a running gateway through its REST API.
     #[command(flatten)]
     Remote(Remote),
+    /// Asks a running gateway's /api/system/health (for container health checks): exit 0 when
+    /// healthy, 1 when degraded, 3 when it does not answer.
+    Health {
+        #[command(flatten)]
+        target: cli::client::Target,
+    },
 }
 
 fn main() -> ExitCode {
@@ -71,6 +77,7 @@ fn main() -> ExitCode {
         } => run(config, log_format, demo),
         Command::Validate { files, params } => validate(&files, &params),
         Command::Remote(command) => cli::run(command),
+        Command::Health { target } => cli::health(&target),
     }
 }
 

@@ -323,6 +323,28 @@ mod tests {
             .collect()
     }
 
+    /// The Helm chart writes its `settings` values (plus the data folder and TLS files) as the
+    /// settings file: an unknown key there would stop every pod at start.
+    #[test]
+    fn the_helm_charts_settings_load() {
+        let values = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/helm/ironbridge/values.yaml"),
+        )
+        .expect("values.yaml");
+        let values: serde_json::Value = serde_saphyr::from_str(&values).expect("values parse");
+        let mut settings = values["settings"].clone();
+        settings["data_dir"] = "/data".into();
+        settings["tls"] = serde_json::json!({
+            "cert_file": "/tls/tls.crt", "key_file": "/tls/tls.key", "client_ca_file": "/tls/ca.crt"
+        });
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("ironbridge.yaml");
+        std::fs::write(&file, serde_json::to_string(&settings).expect("json")).expect("write");
+        let loaded = Settings::load(Some(&file), env(&[])).expect("the chart's settings load");
+        assert_eq!(loaded.data_dir, PathBuf::from("/data"));
+        assert!(!loaded.broker.allow_anonymous);
+    }
+
     #[test]
     fn embedded_defaults_match_the_spec() {
         let s = Settings::load(None, env(&[])).expect("defaults load");

@@ -221,8 +221,13 @@ fn failures_have_their_own_exit_codes_and_reasons() {
     let run = gw.run(&["service", "install", "x.yml", "-p", "novalue"]);
     run.expect(2, "");
 
+    // The container health check needs no credentials.
+    let health = gw.run_with(&["health"], &[]).expect(0, "{");
+    assert!(health.contains(r#""status":"ok""#), "{health}");
+
     // Nobody there: 3.
     let closed = format!("http://127.0.0.1:{}", free_port());
+    gw.run(&["health", "--url", &closed]).expect(3, "");
     let run = gw.run(&["service", "list", "--url", &closed]);
     run.expect(3, "");
     assert!(

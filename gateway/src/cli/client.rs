@@ -136,6 +136,15 @@ pub struct Client {
 }
 
 impl Client {
+    /// Without credentials, for the open routes (`/api/system/health`).
+    pub fn anonymous(target: &Target) -> Result<Client, Failure> {
+        Ok(Client {
+            http: http_client(target)?,
+            base: target.url.trim_end_matches('/').to_string(),
+            token: String::new(),
+        })
+    }
+
     /// Uses IRONBRIDGE_TOKEN when set; otherwise logs in with the username and
     /// IRONBRIDGE_PASSWORD.
     pub async fn connect(target: &Target) -> Result<Client, Failure> {

@@ -59,6 +59,35 @@ pub enum Remote {
     },
 }
 
+/// `ironbridge health`: the container health check (distroless images have no curl). Exit 0
+/// when `/api/system/health` says ok, 1 when it says degraded, 3 when nothing answers.
+pub fn health(target: &Target) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => return Failure::usage(format!("cannot start the async runtime: {e}")).report(),
+    };
+    let result = runtime.block_on(async {
+        let client = Client::anonymous(target)?;
+        client
+            .request(reqwest::Method::GET, "/api/system/health", None)
+            .await
+    });
+    match result {
+        Ok(client::Answer::Ok(body)) => {
+            println!("{body}");
+            ExitCode::SUCCESS
+        }
+        Ok(client::Answer::Refused(refusal)) => {
+            println!("the gateway is not healthy ({})", refusal.status);
+            ExitCode::from(exit::REFUSED)
+        }
+        Err(failure) => failure.report(),
+    }
+}
+
 /// Runs one command against the gateway it names and turns the result into an exit code.
 pub fn run(command: Remote) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_current_thread()
