@@ -27,32 +27,50 @@ fn example(name: &str) -> PathBuf {
 struct Gateway {
     child: Child,
     url: String,
-    _data: tempfile::TempDir,
+    /// With `start_with_tls`: the HTTPS base URL.
+    https_url: String,
+    data: tempfile::TempDir,
 }
 
 impl Gateway {
     fn start() -> Gateway {
+        Gateway::launch(false)
+    }
+
+    /// Also HTTPS, with the self-signed certificate the gateway generates in its data folder.
+    fn start_with_tls() -> Gateway {
+        Gateway::launch(true)
+    }
+
+    fn launch(tls: bool) -> Gateway {
         let data = tempfile::tempdir().unwrap();
-        let http = free_port();
+        let (http, https) = (free_port(), free_port());
         let child = Command::new(env!("CARGO_BIN_EXE_ironbridge"))
             .arg("run")
             .env("IRONBRIDGE_DATA_DIR", data.path())
             .env("IRONBRIDGE_ADMIN_PASSWORD", ADMIN_PASSWORD)
             .env("IRONBRIDGE_MQTT_PORT", free_port().to_string())
+            .env("IRONBRIDGE_MQTTS_PORT", free_port().to_string())
             .env("IRONBRIDGE_HTTP_PORT", http.to_string())
+            .env("IRONBRIDGE_HTTPS_PORT", https.to_string())
+            .env("IRONBRIDGE_TLS", if tls { "self-signed" } else { "off" })
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
         let deadline = Instant::now() + Duration::from_secs(15);
-        while std::net::TcpStream::connect(("127.0.0.1", http)).is_err() {
-            assert!(Instant::now() < deadline, "the gateway never listened");
-            std::thread::sleep(Duration::from_millis(50));
+        let ports: &[u16] = if tls { &[http, https] } else { &[http] };
+        for &port in ports {
+            while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+                assert!(Instant::now() < deadline, "the gateway never listened");
+                std::thread::sleep(Duration::from_millis(50));
+            }
         }
         Gateway {
             child,
             url: format!("http://127.0.0.1:{http}"),
-            _data: data,
+            https_url: format!("https://localhost:{https}"),
+            data,
         }
     }
 
@@ -235,6 +253,38 @@ fn failures_have_their_own_exit_codes_and_reasons() {
         "{}",
         run.stderr()
     );
+}
+
+#[test]
+fn https_needs_the_gateways_certificate_to_be_trusted() {
+    let gw = Gateway::start_with_tls();
+    let certificate = gw.data.path().join("tls/tls-cert.pem");
+    let list = gw.run(&[
+        "service",
+        "list",
+        "--url",
+        &gw.https_url,
+        "--ca-file",
+        certificate.to_str().unwrap(),
+    ]);
+    list.expect(0, "ID");
+    // Without it the system's roots do not know the self-signed certificate.
+    let untrusted = gw.run(&["service", "list", "--url", &gw.https_url]);
+    untrusted.expect(3, "");
+    assert!(
+        untrusted.stderr().to_lowercase().contains("certificate"),
+        "{}",
+        untrusted.stderr()
+    );
+    let not_pem = gw.run(&[
+        "service",
+        "list",
+        "--url",
+        &gw.https_url,
+        "--ca-file",
+        "/etc/hostname",
+    ]);
+    not_pem.expect(2, "");
 }
 
 #[test]
