@@ -43,6 +43,10 @@ pub struct BrokerConfig {
     /// Each save rewrites the whole snapshot, so the interval bounds both the loss window after a
     /// crash and the write load on the storage (flash wears).
     pub autosave_interval_secs: u64,
+    /// Read by the gateway, not by this broker: `mqtt(s)://[user:password@]host[:port]` of an
+    /// existing broker that every gateway component connects to instead, with this broker not
+    /// started at all (SPEC section 11).
+    pub external: Option<String>,
 }
 
 impl Default for BrokerConfig {
@@ -63,6 +67,7 @@ impl Default for BrokerConfig {
             sys_interval_secs: 10,
             persistence_dir: None,
             autosave_interval_secs: 60,
+            external: None,
         }
     }
 }

@@ -14,6 +14,8 @@ use std::sync::Arc;
 use admin_api::{Admin, AdminConfig};
 use anyhow::Context as _;
 use broker::{Broker, BrokerHandle};
+use protocol_mapper::link::Connector;
+use protocol_mapper::mqtt::link::ExternalBroker;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -21,7 +23,8 @@ pub use settings::{LogFormat, Settings};
 
 /// A running gateway and the addresses it actually bound (ports of 0 are resolved).
 pub struct Gateway {
-    broker: Broker,
+    /// `None` with `broker.external`: the components use that broker instead.
+    broker: Option<Broker>,
     admin: Arc<Admin>,
     background: CancellationToken,
     http: http::HttpServers,
@@ -44,6 +47,15 @@ impl Gateway {
             warn!("Demo mode: anonymous MQTT clients are allowed");
             broker_config.allow_anonymous = true;
         }
+        let external = match &broker_config.external {
+            Some(url) => Some(ExternalBroker::from_url(url).map_err(anyhow::Error::msg)?),
+            None => None,
+        };
+        // `Cybus::MqttHost`/`MqttPort` in commissioning files name the broker components use.
+        let (mqtt_host, mqtt_port) = match &external {
+            Some(external) => (external.host().to_string(), external.port()),
+            None => ("localhost".to_string(), settings.mqtt.port),
+        };
         // The simulated machines start before the services are restored, so restored demo
         // services find them at once.
         let demo = match settings.demo.enabled {
@@ -53,38 +65,40 @@ impl Gateway {
         let (supervisor, statuses) =
             supervisor::Supervisor::new(&settings.data_dir, settings.forwarding.limits());
         let supervisor = Arc::new(supervisor);
-        let admin = Admin::start(
+        let admin = match Admin::start(
             AdminConfig {
                 data_dir: settings.data_dir.clone(),
                 database_url: settings.database.url.clone(),
                 admin_password: settings.admin.password.clone(),
-                mqtt_host: "localhost".into(),
-                mqtt_port: settings.mqtt.port,
+                mqtt_host,
+                mqtt_port,
                 max_body_bytes: settings.admin.max_body_bytes,
             },
             supervisor.clone(),
         )
         .await
-        .context("cannot start the admin API")?;
-        let auth = Arc::new(admin_api::broker_auth::UserAuth {
-            admin: admin.clone(),
-            allow_anonymous: broker_config.allow_anonymous,
-        });
-        let broker = match Broker::start(broker_config, auth) {
-            Ok(broker) => broker,
+        {
+            Ok(admin) => admin,
+            Err(e) => {
+                stop_demo(demo).await;
+                return Err(anyhow::Error::new(e).context("cannot start the admin API"));
+            }
+        };
+        let (broker, connector) = match start_broker(&broker_config, external, &admin) {
+            Ok(started) => started,
             Err(e) => {
                 admin.shutdown().await;
                 stop_demo(demo).await;
-                return Err(e.into());
+                return Err(e);
             }
         };
         let background = CancellationToken::new();
         tokio::spawn(supervisor::publish_statuses(
-            broker.handle(),
+            connector.clone(),
             statuses,
             background.clone(),
         ));
-        supervisor.attach(broker.handle());
+        supervisor.attach(connector.clone());
         let restored = async {
             admin
                 .restore_services()
@@ -99,66 +113,63 @@ impl Gateway {
         if let Err(e) = restored {
             background.cancel();
             admin.shutdown().await;
-            broker.shutdown().await;
+            stop_broker(broker).await;
             stop_demo(demo).await;
             return Err(e);
         }
-        let tls = match &settings.tls {
-            settings::Tls::Mode(settings::TlsMode::Off) => None,
-            settings::Tls::Mode(settings::TlsMode::SelfSigned) => Some(
-                broker::transport::tls::self_signed(&settings.data_dir.join("tls"), None)?,
-            ),
-            settings::Tls::Files {
-                cert_file,
-                key_file,
-                client_ca_file,
-            } => Some(broker::transport::tls::server_config_from_pem(
-                cert_file,
-                key_file,
-                client_ca_file.as_deref(),
-            )?),
-        };
         let result = async {
-            let mqtt_addr = match settings.mqtt.enabled {
-                true => Some(
-                    broker
-                        .listen_tcp(settings.mqtt.address())
-                        .await
-                        .with_context(|| {
-                            format!("cannot listen for MQTT on {}", settings.mqtt.address())
-                        })?,
+            let tls = match &settings.tls {
+                settings::Tls::Mode(settings::TlsMode::Off) => None,
+                settings::Tls::Mode(settings::TlsMode::SelfSigned) => Some(
+                    broker::transport::tls::self_signed(&settings.data_dir.join("tls"), None)?,
                 ),
-                false => None,
+                settings::Tls::Files {
+                    cert_file,
+                    key_file,
+                    client_ca_file,
+                } => Some(broker::transport::tls::server_config_from_pem(
+                    cert_file,
+                    key_file,
+                    client_ca_file.as_deref(),
+                )?),
             };
-            let mqtts_addr = match (&tls, settings.mqtts.enabled) {
-                (Some(tls), true) => Some(
-                    broker
-                        .listen_tls(settings.mqtts.address(), tls.clone())
-                        .await
-                        .with_context(|| {
-                            format!(
-                                "cannot listen for MQTT over TLS on {}",
-                                settings.mqtts.address()
-                            )
-                        })?,
-                ),
-                _ => None,
-            };
-            let probe = health_probe(broker.handle(), supervisor.clone());
+            // With an external broker there is no broker here to listen for.
+            let (mut mqtt_addr, mut mqtts_addr) = (None, None);
+            if let Some(broker) = &broker {
+                if settings.mqtt.enabled {
+                    let address = settings.mqtt.address();
+                    mqtt_addr = Some(
+                        broker
+                            .listen_tcp(address)
+                            .await
+                            .with_context(|| format!("cannot listen for MQTT on {address}"))?,
+                    );
+                }
+                if let (Some(tls), true) = (&tls, settings.mqtts.enabled) {
+                    let address = settings.mqtts.address();
+                    mqtts_addr = Some(broker.listen_tls(address, tls.clone()).await.with_context(
+                        || format!("cannot listen for MQTT over TLS on {address}"),
+                    )?);
+                }
+            }
+            let handle = broker.as_ref().map(Broker::handle);
+            let probe = health_probe(handle.clone(), connector.clone(), supervisor.clone());
             let api_metrics = Arc::new(metrics::ApiMetrics::default());
             let api = admin_api::http::router(admin.clone(), probe).route_layer(
                 axum::middleware::from_fn_with_state(api_metrics.clone(), metrics::track),
             );
-            let app =
-                broker
-                    .websocket_router()
-                    .merge(api)
-                    .merge(metrics::router(metrics::Sources {
-                        supervisor: supervisor.clone(),
-                        broker: broker.handle(),
-                        api: api_metrics,
-                        started: std::time::Instant::now(),
-                    }));
+            let websocket = match &broker {
+                Some(broker) => broker.websocket_router(),
+                None => axum::Router::new(),
+            };
+            let app = websocket
+                .merge(api)
+                .merge(metrics::router(metrics::Sources {
+                    supervisor: supervisor.clone(),
+                    broker: handle,
+                    api: api_metrics,
+                    started: std::time::Instant::now(),
+                }));
             let http = http::HttpServers::start(&settings, tls.clone(), app).await?;
             Ok::<_, anyhow::Error>((mqtt_addr, mqtts_addr, http))
         }
@@ -178,15 +189,16 @@ impl Gateway {
             Err(e) => {
                 background.cancel();
                 admin.shutdown().await;
-                broker.shutdown().await;
+                stop_broker(broker).await;
                 stop_demo(demo).await;
                 Err(e)
             }
         }
     }
 
-    pub fn broker(&self) -> BrokerHandle {
-        self.broker.handle()
+    /// The gateway's own broker; `None` with `broker.external`.
+    pub fn broker(&self) -> Option<BrokerHandle> {
+        self.broker.as_ref().map(Broker::handle)
     }
 
     pub fn admin(&self) -> Arc<Admin> {
@@ -199,7 +211,7 @@ impl Gateway {
         self.http.shutdown().await;
         self.admin.shutdown().await;
         self.background.cancel();
-        self.broker.shutdown().await;
+        stop_broker(self.broker).await;
         stop_demo(self.demo).await;
     }
 
@@ -209,20 +221,64 @@ impl Gateway {
     }
 }
 
+/// Starts the gateway's broker, or with `broker.external` only checks that broker's URL: the
+/// components then connect there. Returns the broker (if ours) and where components connect.
+fn start_broker(
+    config: &broker::BrokerConfig,
+    external: Option<ExternalBroker>,
+    admin: &Arc<Admin>,
+) -> anyhow::Result<(Option<Broker>, Connector)> {
+    if let Some(external) = external {
+        info!(broker = %external.display_url(), "Using the external broker; the built-in broker is off");
+        return Ok((None, Connector::External(Arc::new(external))));
+    }
+    let auth = Arc::new(admin_api::broker_auth::UserAuth {
+        admin: admin.clone(),
+        allow_anonymous: config.allow_anonymous,
+    });
+    let broker = Broker::start(config.clone(), auth)?;
+    let connector = Connector::Local(broker.handle());
+    Ok((Some(broker), connector))
+}
+
+async fn stop_broker(broker: Option<Broker>) {
+    if let Some(broker) = broker {
+        broker.shutdown().await;
+    }
+}
+
 /// The parts `/api/system/health` reports besides the database and services: the broker
 /// (its state decides health) and, for information, the connections and their queues.
 fn health_probe(
-    broker: BrokerHandle,
+    broker: Option<BrokerHandle>,
+    connector: Connector,
     supervisor: Arc<supervisor::Supervisor>,
 ) -> admin_api::http::HealthProbe {
     use admin_api::http::HealthPart;
     use serde_json::json;
     Arc::new(move || {
-        let mut broker_part = HealthPart::up("broker", broker.is_running());
-        broker_part.detail.insert(
-            "connections".into(),
-            broker::metrics::Metrics::get(&broker.metrics().connections_current).into(),
-        );
+        let broker_part = match (&broker, &connector) {
+            (Some(broker), _) => {
+                let mut part = HealthPart::up("broker", broker.is_running());
+                part.detail.insert(
+                    "connections".into(),
+                    broker::metrics::Metrics::get(&broker.metrics().connections_current).into(),
+                );
+                part
+            }
+            (None, Connector::External(external)) => {
+                // Reachable when any component is connected to it (or none needs it yet).
+                let (open, connected) = external.links();
+                let mut part = HealthPart::up("broker", open == 0 || connected > 0);
+                part.detail
+                    .insert("external".into(), external.display_url().into());
+                part.detail.insert("links".into(), open.into());
+                part.detail
+                    .insert("linksConnected".into(), connected.into());
+                part
+            }
+            (None, Connector::Local(_)) => HealthPart::up("broker", false),
+        };
         let resources = supervisor.metrics();
         let connections: Vec<_> = resources
             .iter()

@@ -28,7 +28,8 @@ const LATENCY_BUCKETS: [f64; 6] = [0.005, 0.025, 0.1, 0.5, 2.5, 10.0];
 #[derive(Clone)]
 pub struct Sources {
     pub supervisor: Arc<Supervisor>,
-    pub broker: BrokerHandle,
+    /// `None` with an external broker: its counters are that broker's business.
+    pub broker: Option<BrokerHandle>,
     pub api: Arc<ApiMetrics>,
     pub started: Instant,
 }
@@ -40,7 +41,10 @@ pub fn router(sources: Sources) -> Router {
             let sources = sources.clone();
             async move {
                 let text = render(&Snapshot {
-                    broker: BrokerCounters::read(sources.broker.metrics()),
+                    broker: sources
+                        .broker
+                        .as_ref()
+                        .map(|b| BrokerCounters::read(b.metrics())),
                     api: sources.api.snapshot(),
                     process: ProcessStats::read(sources.started),
                     resources: sources.supervisor.metrics(),
@@ -180,7 +184,7 @@ impl ProcessStats {
 }
 
 struct Snapshot {
-    broker: BrokerCounters,
+    broker: Option<BrokerCounters>,
     api: BTreeMap<(String, String), RouteStats>,
     process: ProcessStats,
     resources: Vec<ResourceMetrics>,
@@ -221,7 +225,9 @@ impl Exposition {
 
 fn render(snapshot: &Snapshot) -> String {
     let mut x = Exposition::default();
-    broker_families(&mut x, &snapshot.broker);
+    if let Some(broker) = &snapshot.broker {
+        broker_families(&mut x, broker);
+    }
     api_families(&mut x, &snapshot.api);
     process_families(&mut x, &snapshot.process);
     resource_families(&mut x, &snapshot.resources);
@@ -487,11 +493,11 @@ mod tests {
 
     fn snapshot(resources: Vec<ResourceMetrics>) -> Snapshot {
         Snapshot {
-            broker: BrokerCounters {
+            broker: Some(BrokerCounters {
                 connections: 3,
                 messages_received: 41,
                 ..BrokerCounters::default()
-            },
+            }),
             api: BTreeMap::new(),
             process: ProcessStats {
                 uptime_seconds: 7,

@@ -13,7 +13,6 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use admin_api::services::{BoxFuture, ResourceRuntime, ResourceStatus};
-use broker::BrokerHandle;
 use broker::codec::QoS;
 use broker::message::Message;
 use bytes::Bytes;
@@ -23,6 +22,7 @@ use commissioning::model::{
 };
 use commissioning::{Resource, Service};
 use protocol_mapper::driver::{ConnectionHandle, EndpointSpec};
+use protocol_mapper::link::{Connector, Link};
 use protocol_mapper::mqtt::{QueueLimits, QueueSettings, RemoteBroker};
 use protocol_mapper::status::ConnectionState;
 use rule_engine::{EntrySpec, PublishSpec, RunningChains, SourceSpec};
@@ -61,7 +61,7 @@ enum Running {
 }
 
 pub struct Supervisor {
-    broker: OnceLock<BrokerHandle>,
+    broker: OnceLock<Connector>,
     /// Per-connection certificate folders of OPC UA clients live below this.
     opcua_pki: PathBuf,
     /// Store-and-forward queues of MQTT connections: `<service>/<resource>.sqlite` below this.
@@ -94,8 +94,8 @@ impl Supervisor {
     }
 
     /// Gives the supervisor its broker; resources start only after this.
-    pub fn attach(&self, broker: BrokerHandle) {
-        let _ = self.broker.set(broker);
+    pub fn attach(&self, broker: impl Into<Connector>) {
+        let _ = self.broker.set(broker.into());
     }
 
     fn publish(&self, topic: String, payload: Bytes) {
@@ -111,12 +111,12 @@ impl Supervisor {
     /// A connection's broker link; the connection will publish a retained status through it.
     async fn connection_link(
         &self,
-        broker: &BrokerHandle,
+        broker: &Connector,
         service: &Service,
         resource: &Resource,
-    ) -> Result<broker::LocalClient, String> {
+    ) -> Result<Link, String> {
         let link = broker
-            .connect_local(&format!("ironbridge/{}/{}", service.id, resource.id))
+            .connect(&format!("ironbridge/{}/{}", service.id, resource.id))
             .await
             .map_err(|e| format!("cannot reach the broker: {e}"))?;
         self.with_status
@@ -587,13 +587,13 @@ fn now_millis() -> u64 {
         .unwrap_or(0)
 }
 
-/// Publishes queued status messages, retained, through an in-process broker link.
+/// Publishes queued status messages, retained, through the supervisor's broker link.
 pub async fn publish_statuses(
-    broker: BrokerHandle,
+    broker: Connector,
     mut rx: mpsc::Receiver<(String, Bytes)>,
     stop: CancellationToken,
 ) {
-    let client = match broker.connect_local("ironbridge/supervisor").await {
+    let client = match broker.connect("ironbridge/supervisor").await {
         Ok(client) => client,
         Err(e) => {
             warn!(error = %e, "Cannot connect the supervisor to the broker; service states are not published");

@@ -5,7 +5,8 @@
 
 use std::collections::BTreeMap;
 
-use broker::{LocalClient, Message, QoS};
+use crate::link::Link;
+use broker::{Message, QoS};
 use bytes::Bytes;
 use commissioning::model::{Address, ConnectionTargetState, Operation};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -138,7 +139,7 @@ pub fn spawn<F, Fut>(
     service: &str,
     resource: &str,
     target: ConnectionTargetState,
-    link: LocalClient,
+    link: impl Into<Link>,
     actor: F,
 ) -> ConnectionHandle
 where
@@ -155,7 +156,7 @@ where
         reporter: Reporter {
             label: format!("{service}::{resource}"),
             status_topic: connection_status_topic(service, resource),
-            link,
+            link: link.into(),
             status: status_tx,
             errors: errors_tx,
         },
@@ -176,8 +177,8 @@ pub struct Reporter {
     /// `<service>::<resource>`, for logs.
     pub label: String,
     status_topic: String,
-    /// The connection's in-process broker link.
-    pub link: LocalClient,
+    /// The connection's link to the broker.
+    pub link: Link,
     status: watch::Sender<ConnectionStatus>,
     errors: watch::Sender<BTreeMap<String, String>>,
 }

@@ -3,6 +3,7 @@
 pub mod backoff;
 pub mod driver;
 pub mod envelope;
+pub mod link;
 pub mod modbus;
 pub mod mqtt;
 pub mod opcua;

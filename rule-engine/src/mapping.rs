@@ -3,10 +3,11 @@
 
 use std::sync::{Arc, Mutex};
 
-use broker::{BrokerHandle, QoS, SubscriptionOptions};
+use broker::{QoS, SubscriptionOptions};
 use bytes::Bytes;
 use commissioning::model::Rule;
 use commissioning::topic_pattern::{NamedFilter, Template};
+use protocol_mapper::link::Connector;
 use protocol_mapper::mqtt::{Delivery, RemoteBroker};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -76,8 +77,9 @@ impl RunningChains {
 pub async fn start_mapping(
     name: &str,
     entries: Vec<EntrySpec>,
-    broker: &BrokerHandle,
+    broker: impl Into<Connector>,
 ) -> Result<RunningChains, String> {
+    let broker = broker.into();
     let stats = Arc::new(Stats::default());
     let mut prepared: Vec<ChainTask> = Vec::with_capacity(entries.len());
     for (i, entry) in entries.into_iter().enumerate() {
@@ -99,7 +101,7 @@ pub async fn start_mapping(
             });
         }
         let link = broker
-            .connect_local(&format!("ironbridge/mapping/{name}/{i}"))
+            .connect(&format!("ironbridge/mapping/{name}/{i}"))
             .await
             .map_err(|e| format!("cannot reach the broker: {e}"))?;
         let mut task = ChainTask {
@@ -172,12 +174,13 @@ pub async fn start_endpoint_chain(
     rules: &[Rule],
     publish: PublishSpec,
     data: mpsc::Receiver<Bytes>,
-    broker: &BrokerHandle,
+    broker: impl Into<Connector>,
 ) -> Result<RunningChains, String> {
+    let broker = broker.into();
     let stats = Arc::new(Stats::default());
     let chain = Chain::new(rules)?;
     let link = broker
-        .connect_local(&format!("ironbridge/endpoint-rules/{name}"))
+        .connect(&format!("ironbridge/endpoint-rules/{name}"))
         .await
         .map_err(|e| format!("cannot reach the broker: {e}"))?;
     let task = ChainTask {

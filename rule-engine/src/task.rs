@@ -10,9 +10,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use broker::{LocalClient, Message, QoS};
+use broker::{Message, QoS};
 use bytes::Bytes;
 use commissioning::topic_pattern::{NamedFilter, Template};
+use protocol_mapper::link::Link;
 use protocol_mapper::mqtt::{Delivery, RemoteBroker};
 use serde::Serialize;
 use tokio::sync::mpsc;
@@ -132,7 +133,7 @@ pub struct Sink {
 }
 
 impl Sink {
-    async fn publish(&self, link: &LocalClient, output: Output) -> Result<(), String> {
+    async fn publish(&self, link: &Link, output: Output) -> Result<(), String> {
         let topic = match self.topic.as_literal() {
             Some(topic) => topic.to_string(),
             None => output.context.render(&self.topic)?,
@@ -165,7 +166,7 @@ pub enum Inbox {
 
 impl Inbox {
     /// The next input; `None` when the broker or the connection went away.
-    async fn next(&mut self, link: &mut LocalClient) -> Option<Result<Input, String>> {
+    async fn next(&mut self, link: &mut Link) -> Option<Result<Input, String>> {
         match self {
             Inbox::Subscriptions { sources, remote } => loop {
                 tokio::select! {
@@ -221,7 +222,7 @@ async fn recv_remote(remote: &mut Option<mpsc::Receiver<Delivery>>) -> Option<De
 /// One chain between its inbox and its sink.
 pub struct ChainTask {
     pub name: String,
-    pub link: LocalClient,
+    pub link: Link,
     pub inbox: Inbox,
     pub chain: Chain,
     pub sink: Sink,

@@ -35,7 +35,7 @@ async fn install(gw: &Gateway, file: String, parameters: Value) -> String {
 }
 
 async fn local(gw: &Gateway, name: &str, filters: &[&str]) -> LocalClient {
-    let mut client = gw.broker().connect_local(name).await.unwrap();
+    let mut client = gw.broker().unwrap().connect_local(name).await.unwrap();
     for filter in filters {
         client.subscribe(filter, QoS::AtLeastOnce).await.unwrap();
     }

@@ -48,6 +48,7 @@ async fn every_listener_starts_and_components_share_one_broker() {
     // A component on the in-process link hears a network client.
     let mut component = gw
         .broker()
+        .unwrap()
         .connect_local("ironbridge/test-component")
         .await
         .unwrap();

@@ -35,6 +35,7 @@ async fn watch(gw: &Gateway, filters: &[&str]) -> LocalClient {
     let n = WATCHERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let mut watcher = gw
         .broker()
+        .unwrap()
         .connect_local(&format!("test/watcher-{n}"))
         .await
         .unwrap();

@@ -55,7 +55,12 @@ async fn a_modbus_service_publishes_writes_and_reports_its_connection() {
     let gw = Gateway::start(settings(dir.path(), "modbus-service-test"))
         .await
         .unwrap();
-    let mut watcher = gw.broker().connect_local("test/watcher").await.unwrap();
+    let mut watcher = gw
+        .broker()
+        .unwrap()
+        .connect_local("test/watcher")
+        .await
+        .unwrap();
     watcher
         .subscribe("services/pressline/#", QoS::AtLeastOnce)
         .await
@@ -127,7 +132,12 @@ async fn a_modbus_service_publishes_writes_and_reports_its_connection() {
     // Deleting the service removes its retained statuses: a new subscriber gets nothing.
     admin.delete_service("pressline").await.unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let mut late = gw.broker().connect_local("test/late").await.unwrap();
+    let mut late = gw
+        .broker()
+        .unwrap()
+        .connect_local("test/late")
+        .await
+        .unwrap();
     late.subscribe("$SYS/ironbridge/services/pressline/#", QoS::AtLeastOnce)
         .await
         .unwrap();

@@ -105,6 +105,7 @@ async fn a_client_certificate_logs_in_as_its_common_name() {
         .unwrap();
     let mut watcher = gw
         .broker()
+        .unwrap()
         .connect_local("ironbridge/test-watcher")
         .await
         .unwrap();

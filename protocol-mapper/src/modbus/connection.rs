@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use broker::LocalClient;
+use crate::link::Link;
 use commissioning::model::{
     Address, ConnectionTargetState, ModbusAddress, ModbusConnection, ModbusDataType, Operation,
 };
@@ -35,7 +35,7 @@ pub fn start(
     resource: &str,
     spec: ModbusConnection,
     target: ConnectionTargetState,
-    link: LocalClient,
+    link: impl Into<Link>,
 ) -> ConnectionHandle {
     driver::spawn(service, resource, target, link, move |side| {
         let actor = Actor {

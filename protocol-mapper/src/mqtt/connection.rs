@@ -14,7 +14,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use broker::{LocalClient, Message, QoS};
+use crate::link::Link;
+use broker::{Message, QoS};
 use commissioning::model::{ConnectionTargetState, MqttConnection};
 use tokio::sync::mpsc;
 use tokio::time::{Instant, MissedTickBehavior};
@@ -53,7 +54,7 @@ pub fn start(
     spec: MqttConnection,
     target: ConnectionTargetState,
     queue: QueueSettings,
-    link: LocalClient,
+    link: impl Into<Link>,
 ) -> Result<(ConnectionHandle, RemoteBroker), String> {
     let default_client_id = format!("ironbridge-{service}-{resource}");
     let config = SessionConfig::new(&spec, &default_client_id)?;

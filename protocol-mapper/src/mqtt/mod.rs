@@ -1,8 +1,9 @@
 //! MQTT client connections to remote brokers (cloud, other plants): forwarding with
-//! store-and-forward, and subscriptions that bring remote messages in. The only module that
-//! uses rumqttc.
+//! store-and-forward, subscriptions that bring remote messages in, and the components' link to
+//! an external broker (`broker.external`). The only module that uses rumqttc.
 
 pub mod connection;
+pub mod link;
 pub mod queue;
 pub mod remote;
 mod session;

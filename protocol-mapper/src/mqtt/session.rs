@@ -191,9 +191,19 @@ impl Session {
     }
 
     pub fn try_subscribe(&self, filter: &str, qos: QoS) -> Result<(), Busy> {
+        self.try_subscribe_with(filter, qos, false)
+    }
+
+    /// `no_local`: the broker does not send back what this session publishes (MQTT 5; a 3.1.1
+    /// session cannot ask for it).
+    pub fn try_subscribe_with(&self, filter: &str, qos: QoS, no_local: bool) -> Result<(), Busy> {
         match &self.client {
             Client::V4(c) => c.try_subscribe(filter, v4_qos(qos)).map_err(|_| Busy),
-            Client::V5(c) => c.try_subscribe(filter, v5_qos(qos)).map_err(|_| Busy),
+            Client::V5(c) => {
+                let mut filter = rumqttc::v5::mqttbytes::v5::Filter::new(filter, v5_qos(qos));
+                filter.nolocal = no_local;
+                c.try_subscribe_many([filter]).map_err(|_| Busy)
+            }
         }
     }
 

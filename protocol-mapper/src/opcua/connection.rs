@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use broker::LocalClient;
+use crate::link::Link;
 use commissioning::model::{
     Address, ConnectionTargetState, MessageSecurityMode as Mode, OpcuaAddress, OpcuaConnection,
     Operation, SecurityPolicy as Policy,
@@ -62,7 +62,7 @@ pub fn start(
     spec: OpcuaConnection,
     target: ConnectionTargetState,
     pki_dir: PathBuf,
-    link: LocalClient,
+    link: impl Into<Link>,
 ) -> ConnectionHandle {
     driver::spawn(service, resource, target, link, move |side| {
         let options = spec
