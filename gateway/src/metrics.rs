@@ -18,6 +18,8 @@ use axum::routing::get;
 use broker::BrokerHandle;
 use broker::metrics::Metrics;
 
+use protocol_mapper::mqtt::ForwardingStats;
+
 use crate::supervisor::{ResourceMetrics, Supervisor};
 
 /// Upper bounds of the API latency histogram, in seconds (a login's password hash lands in
@@ -398,36 +400,61 @@ fn resource_families(x: &mut Exposition, resources: &[ResourceMetrics]) {
         .iter()
         .filter_map(|r| Some((labelled(r), r.forwarding.as_ref()?)))
         .collect();
-    let per_connection = |value: fn(&protocol_mapper::mqtt::ForwardingStats) -> u64| {
-        forwarding
-            .iter()
-            .map(move |(labels, f)| (labels.clone(), value(f)))
-            .collect::<Vec<_>>()
-    };
-    x.family(
-        "ironbridge_forward_queue_messages",
-        "gauge",
-        "QoS 1/2 messages in the store-and-forward queue, not yet acknowledged by the remote broker",
-        per_connection(|f| f.queued_messages),
-    );
-    x.family(
-        "ironbridge_forward_queue_bytes",
-        "gauge",
-        "Bytes of topics and payloads in the store-and-forward queue",
-        per_connection(|f| f.queued_bytes),
-    );
-    x.family(
-        "ironbridge_forward_delivered_total",
-        "counter",
-        "Queued messages the remote broker acknowledged",
-        per_connection(|f| f.delivered),
-    );
-    x.family(
-        "ironbridge_forward_delivered_per_second",
-        "gauge",
-        "Acknowledged messages per second over the last seconds",
-        per_connection(|f| f.delivered_per_second),
-    );
+    type Field = fn(&ForwardingStats) -> u64;
+    let per_connection: [(&str, &str, &str, Field); 7] = [
+        (
+            "ironbridge_forward_queue_messages",
+            "gauge",
+            "QoS 1/2 messages in the store-and-forward queue, not yet acknowledged by the remote broker",
+            |f| f.queued_messages,
+        ),
+        (
+            "ironbridge_forward_queue_bytes",
+            "gauge",
+            "Bytes of topics and payloads in the store-and-forward queue",
+            |f| f.queued_bytes,
+        ),
+        (
+            "ironbridge_forward_delivered_total",
+            "counter",
+            "Queued messages the remote broker acknowledged",
+            |f| f.delivered,
+        ),
+        (
+            "ironbridge_forward_delivered_per_second",
+            "gauge",
+            "Acknowledged messages per second over the last seconds",
+            |f| f.delivered_per_second,
+        ),
+        (
+            "ironbridge_forward_sent_qos0_total",
+            "counter",
+            "QoS 0 messages sent to the remote broker",
+            |f| f.sent_qos0,
+        ),
+        (
+            "ironbridge_forward_received_total",
+            "counter",
+            "Messages from the remote broker handed to mappings",
+            |f| f.received,
+        ),
+        (
+            "ironbridge_forward_refused_total",
+            "counter",
+            "Forwarded messages the remote broker refused (MQTT 5 reason code)",
+            |f| f.refused_by_broker,
+        ),
+    ];
+    for (name, kind, help, field) in per_connection {
+        x.family(
+            name,
+            kind,
+            help,
+            forwarding
+                .iter()
+                .map(|(labels, f)| (labels.clone(), field(f))),
+        );
+    }
     x.family(
         "ironbridge_forward_dropped_total",
         "counter",
@@ -441,24 +468,6 @@ fn resource_families(x: &mut Exposition, resources: &[ResourceMetrics]) {
             ]
             .map(|(reason, value)| (format!("{labels},reason=\"{reason}\""), value))
         }),
-    );
-    x.family(
-        "ironbridge_forward_sent_qos0_total",
-        "counter",
-        "QoS 0 messages sent to the remote broker",
-        per_connection(|f| f.sent_qos0),
-    );
-    x.family(
-        "ironbridge_forward_received_total",
-        "counter",
-        "Messages from the remote broker handed to mappings",
-        per_connection(|f| f.received),
-    );
-    x.family(
-        "ironbridge_forward_refused_total",
-        "counter",
-        "Forwarded messages the remote broker refused (MQTT 5 reason code)",
-        per_connection(|f| f.refused_by_broker),
     );
     x.family(
         "ironbridge_mapping_messages_total",
@@ -489,7 +498,6 @@ fn escape(value: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use protocol_mapper::mqtt::ForwardingStats;
 
     fn snapshot(resources: Vec<ResourceMetrics>) -> Snapshot {
         Snapshot {

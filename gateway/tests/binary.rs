@@ -1,20 +1,15 @@
 //! The `ironbridge` binary as an operator runs it: environment overrides, SIGTERM, restart.
 #![allow(clippy::unwrap_used)]
 
-use std::net::TcpListener;
+mod common;
+
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use common::free_port;
 
 const ADMIN_PASSWORD: &str = "binary-test-admin";
 

@@ -3,20 +3,15 @@
 //! or `changed` apart from failures.
 #![allow(clippy::unwrap_used)]
 
-use std::net::TcpListener;
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-const ADMIN_PASSWORD: &str = "cli-test-admin-password";
+use common::free_port;
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+const ADMIN_PASSWORD: &str = "cli-test-admin-password";
 
 fn example(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

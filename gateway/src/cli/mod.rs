@@ -62,14 +62,7 @@ pub enum Remote {
 /// `ironbridge health`: the container health check (distroless images have no curl). Exit 0
 /// when `/api/system/health` says ok, 1 when it says degraded, 3 when nothing answers.
 pub fn health(target: &Target) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(e) => return Failure::usage(format!("cannot start the async runtime: {e}")).report(),
-    };
-    let result = runtime.block_on(async {
+    let result = block_on(async {
         let client = Client::anonymous(target)?;
         client
             .request(reqwest::Method::GET, "/api/system/health", None)
@@ -90,14 +83,7 @@ pub fn health(target: &Target) -> ExitCode {
 
 /// Runs one command against the gateway it names and turns the result into an exit code.
 pub fn run(command: Remote) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(e) => return Failure::usage(format!("cannot start the async runtime: {e}")).report(),
-    };
-    let result = runtime.block_on(async {
+    let result = block_on(async {
         match command {
             Remote::Service { target, command } => {
                 service::run(&Client::connect(&target).await?, command).await
@@ -117,6 +103,15 @@ pub fn run(command: Remote) -> ExitCode {
         }
         Err(failure) => failure.report(),
     }
+}
+
+/// A command is one short conversation: a single-threaded runtime is all it needs.
+fn block_on<T>(work: impl Future<Output = Result<T, Failure>>) -> Result<T, Failure> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::usage(format!("cannot start the async runtime: {e}")))?
+        .block_on(work)
 }
 
 /// `name=value` pairs into commissioning parameters (values as text; the file's parameter
