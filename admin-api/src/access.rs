@@ -82,6 +82,19 @@ pub fn allows(
     })
 }
 
+/// Does `held` include everything `grant` gives? A readWrite grant needs both halves held. This is
+/// the escalation rule for users, roles and services: nobody grants what they do not hold.
+pub fn holds(held: &[Permission], grant: &Permission) -> bool {
+    let operations: &[AccessOperation] = match grant.operation {
+        AccessOperation::ReadWrite => &[AccessOperation::Read, AccessOperation::Write],
+        AccessOperation::Read => &[AccessOperation::Read],
+        AccessOperation::Write => &[AccessOperation::Write],
+    };
+    operations
+        .iter()
+        .all(|&operation| allows(held, grant.context, operation, &grant.resource))
+}
+
 /// Everything the API and the broker need to decide access, loaded from the store and replaced
 /// as a whole after every change (readers never wait, see `arc_swap` in [`crate::Admin`]).
 #[derive(Debug, Default)]
@@ -92,6 +105,8 @@ pub struct Directory {
 
 #[derive(Debug, Clone)]
 pub struct DirectoryUser {
+    /// The account's immutable id (tokens and MQTT sessions belong to it, not to the name).
+    pub uid: String,
     pub password_hash: String,
     pub roles: Vec<String>,
     /// Direct permissions plus those of every role, deduplicated.
@@ -121,6 +136,7 @@ impl Directory {
                 (
                     user.name,
                     DirectoryUser {
+                        uid: user.uid,
                         password_hash: user.password_hash,
                         roles: user.roles,
                         permissions: permissions.into_iter().collect(),
@@ -167,6 +183,36 @@ mod tests {
                 expected,
                 "{pattern} covers {target}"
             );
+        }
+    }
+
+    #[test]
+    fn holding_a_grant() {
+        let p = |resource: &str, operation, context| Permission {
+            resource: resource.into(),
+            operation,
+            context,
+        };
+        use AccessContext::{Http, Mqtt};
+        use AccessOperation::{Read, ReadWrite, Write};
+        let held = vec![
+            p("plant/#", Read, Mqtt),
+            p("plant/line1/#", Write, Mqtt),
+            p("/api/services/#", ReadWrite, Http),
+        ];
+        let cases = [
+            (p("plant/line2/+", Read, Mqtt), true),
+            (p("plant/#", Read, Mqtt), true),
+            (p("plant/line1/x", ReadWrite, Mqtt), true),
+            (p("plant/line2/x", ReadWrite, Mqtt), false),
+            (p("#", Read, Mqtt), false),
+            (p("+/#", Read, Mqtt), false),
+            (p("plant/#", Read, Http), false),
+            (p("/api/services/x", Write, Http), true),
+            (p("#", ReadWrite, Http), false),
+        ];
+        for (grant, expected) in cases {
+            assert_eq!(holds(&held, &grant), expected, "{grant:?}");
         }
     }
 

@@ -3,9 +3,10 @@
 
 use std::sync::Arc;
 
-use broker::auth::{AuthFuture, AuthHook, Credentials, Principal};
+use broker::auth::{AuthFuture, AuthHook, Credentials, Principal, UserPrincipal};
 use broker::codec::ReasonCode;
 use commissioning::model::{AccessContext, AccessOperation};
+use tokio::sync::watch;
 
 use crate::access::allows;
 use crate::{Admin, AdminError};
@@ -23,10 +24,7 @@ impl AuthHook for UserAuth {
                 // Mutual TLS: the transport verified the certificate against the client CA, so
                 // its common name identifies the user without a password.
                 if let Some(cn) = &credentials.certificate_name {
-                    return match self.admin.directory.load().users.contains_key(cn) {
-                        true => Ok(Principal::User(cn.clone())),
-                        false => Err(ReasonCode::NOT_AUTHORIZED),
-                    };
+                    return self.principal(cn).ok_or(ReasonCode::NOT_AUTHORIZED);
                 }
                 return match self.allow_anonymous {
                     true => Ok(Principal::Anonymous),
@@ -36,7 +34,10 @@ impl AuthHook for UserAuth {
             let password = credentials.password.as_deref().unwrap_or_default();
             let address = credentials.peer.map(|p| p.ip());
             match self.admin.check_password(name, password, address).await {
-                Ok(()) => Ok(Principal::User(name.clone())),
+                // Deleted between the password check and here: as if it never existed.
+                Ok(()) => self
+                    .principal(name)
+                    .ok_or(ReasonCode::BAD_USERNAME_OR_PASSWORD),
                 Err(AdminError::Throttled(_)) => Err(ReasonCode::SERVER_BUSY),
                 Err(_) => Err(ReasonCode::BAD_USERNAME_OR_PASSWORD),
             }
@@ -50,9 +51,39 @@ impl AuthHook for UserAuth {
     fn authorize_subscribe(&self, principal: &Principal, filter: &str) -> bool {
         self.allowed(principal, AccessOperation::Read, filter)
     }
+
+    fn is_current(&self, principal: &Principal) -> bool {
+        match principal {
+            Principal::User(user) => self
+                .admin
+                .directory
+                .load()
+                .users
+                .get(&user.name)
+                .is_some_and(|current| {
+                    current.uid == user.id && current.token_generation == user.generation
+                }),
+            Principal::Anonymous | Principal::Internal => true,
+        }
+    }
+
+    fn changes(&self) -> Option<watch::Receiver<()>> {
+        Some(self.admin.directory_changes())
+    }
 }
 
 impl UserAuth {
+    /// The principal of user `name` as the directory has it now.
+    fn principal(&self, name: &str) -> Option<Principal> {
+        let directory = self.admin.directory.load();
+        let user = directory.users.get(name)?;
+        Some(Principal::User(UserPrincipal {
+            name: name.to_string(),
+            id: user.uid.clone(),
+            generation: user.token_generation,
+        }))
+    }
+
     fn allowed(&self, principal: &Principal, operation: AccessOperation, topic: &str) -> bool {
         match principal {
             Principal::Internal => true,
@@ -60,16 +91,18 @@ impl UserAuth {
             Principal::Anonymous => self.allow_anonymous,
             // Looked up on every packet, so deleting a user or changing a role takes effect on
             // open connections at once.
-            Principal::User(name) => {
-                self.admin
-                    .directory
-                    .load()
-                    .users
-                    .get(name)
-                    .is_some_and(|user| {
-                        allows(&user.permissions, AccessContext::Mqtt, operation, topic)
-                    })
-            }
+            // The same account, not merely the same name: a user recreated under an old name
+            // does not act for connections of the old one.
+            Principal::User(principal) => self
+                .admin
+                .directory
+                .load()
+                .users
+                .get(&principal.name)
+                .is_some_and(|user| {
+                    user.uid == principal.id
+                        && allows(&user.permissions, AccessContext::Mqtt, operation, topic)
+                }),
         }
     }
 }

@@ -51,6 +51,9 @@ pub struct Admin {
     pub config: AdminConfig,
     store: Store,
     directory: ArcSwap<Directory>,
+    /// Signalled after every change of the directory; the broker's connections then check that
+    /// their user still exists unchanged.
+    directory_changes: tokio::sync::watch::Sender<()>,
     signer: Signer,
     throttle: Throttle,
     credentials: CredentialCache,
@@ -101,6 +104,7 @@ impl Admin {
             )
         });
         let store = Store::connect(&url).await?;
+        store.assign_missing_user_ids(password::new_user_id).await?;
         let key_path = config.data_dir.join("api-token-key");
         let signer = Signer::load_or_create(&key_path).map_err(|error| StartError::File {
             path: key_path.display().to_string(),
@@ -115,6 +119,7 @@ impl Admin {
             config,
             store,
             directory: ArcSwap::from_pointee(Directory::default()),
+            directory_changes: tokio::sync::watch::Sender::new(()),
             signer,
             throttle: Throttle::default(),
             credentials: CredentialCache::default(),
@@ -138,6 +143,7 @@ impl Admin {
         let roles = self.store.roles().await?;
         self.directory
             .store(Arc::new(Directory::build(users, roles)));
+        self.directory_changes.send_replace(());
         Ok(())
     }
 
@@ -154,6 +160,7 @@ impl Admin {
             .map_err(AdminError::Internal)?;
         let record = store::UserRecord {
             name: ADMIN_USER.into(),
+            uid: password::new_user_id(),
             password_hash: hash,
             roles: vec![access::ADMIN_ROLE.into()],
             permissions: Vec::new(),
@@ -187,6 +194,11 @@ impl Admin {
 
     pub async fn database_ok(&self) -> bool {
         self.store.ping().await.is_ok()
+    }
+
+    /// Signalled after every change of users, roles or permissions.
+    pub fn directory_changes(&self) -> tokio::sync::watch::Receiver<()> {
+        self.directory_changes.subscribe()
     }
 
     pub fn uptime_secs(&self) -> u64 {

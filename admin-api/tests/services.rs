@@ -597,7 +597,15 @@ async fn accounts_from_commissioning_files_come_and_go_with_the_service() {
 async fn a_failure_while_enabling_rolls_back_what_was_started() {
     let api = TestApi::start().await;
     let admin = api.admin_token().await;
-    // Someone already holds the name the service's user would get.
+    let (status, body) = install(
+        &api,
+        &admin,
+        json!({"commissioningFile": ACCOUNTS, "parameters": {"password": "dashboard-secret"},
+               "targetState": "disabled"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    // While it is disabled, an administrator takes the name the service's user would get.
     api.call(
         "POST",
         "/api/users",
@@ -605,17 +613,19 @@ async fn a_failure_while_enabling_rolls_back_what_was_started() {
         Some(json!({"username": "plantusers.dashboard", "password": "taken-already"})),
     )
     .await;
-    let (status, body) = install(
-        &api,
-        &admin,
-        json!({"commissioningFile": ACCOUNTS, "parameters": {"password": "dashboard-secret"}}),
-    )
-    .await;
-    assert_eq!(status, StatusCode::CREATED);
-    assert_eq!(body["state"], "failed");
+    let (status, body) = api
+        .call(
+            "POST",
+            "/api/services/plantusers/operation",
+            Some(&admin),
+            Some(json!({"operation": "enable"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
     assert!(
-        body["lastError"].as_str().unwrap().contains("dashboard"),
-        "{body}"
+        message.contains("rolled back") && message.contains("dashboard"),
+        "{message}"
     );
     for path in [
         "/api/roles/plantusers.readers",

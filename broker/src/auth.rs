@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 
 use bytes::Bytes;
+use tokio::sync::watch;
 
 use crate::codec::ReasonCode;
 
@@ -27,9 +28,52 @@ pub enum Principal {
     /// A client without a user name, admitted because anonymous access is allowed.
     Anonymous,
     /// A user known to the hook.
-    User(String),
+    User(UserPrincipal),
     /// A gateway component on the in-process link; always authorised.
     Internal,
+}
+
+/// A user as the hook identified it at CONNECT.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserPrincipal {
+    pub name: String,
+    /// Never reused, not even by a user created later under the same name: a persistent session
+    /// belongs to this id, so a new account with an old name does not inherit its sessions.
+    pub id: String,
+    /// The hook's version of the user's credentials (raised on a password change); the hook
+    /// compares it in [`AuthHook::is_current`].
+    pub generation: i64,
+}
+
+impl Principal {
+    pub fn user(name: impl Into<String>, id: impl Into<String>, generation: i64) -> Principal {
+        Principal::User(UserPrincipal {
+            name: name.into(),
+            id: id.into(),
+            generation,
+        })
+    }
+
+    /// Who owns a session this principal opens: a session is resumed only by its owner.
+    pub fn session_owner(&self) -> SessionOwner {
+        match self {
+            Principal::Anonymous => SessionOwner::Anonymous,
+            Principal::User(user) => SessionOwner::User(user.id.clone()),
+            Principal::Internal => SessionOwner::Internal,
+        }
+    }
+}
+
+/// The owner of a session: anonymous clients share one, users are told apart by their immutable
+/// id (not their name), in-process components are their own.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum SessionOwner {
+    Anonymous,
+    User(String),
+    Internal,
+    /// A session restored from a snapshot written before owners were recorded: nobody can
+    /// prove it is theirs, so nobody resumes it.
+    Unknown,
 }
 
 pub type AuthFuture<'a> = Pin<Box<dyn Future<Output = Result<Principal, ReasonCode>> + Send + 'a>>;
@@ -48,6 +92,23 @@ pub trait AuthHook: Send + Sync + 'static {
 
     /// May `principal` subscribe to `filter` (the filter without any `$share/group/` prefix)?
     fn authorize_subscribe(&self, principal: &Principal, filter: &str) -> bool;
+
+    /// May `principal` receive a message on `topic`? Asked for every delivery, so a permission
+    /// taken away stops the messages of subscriptions made before, queued ones included.
+    fn authorize_receive(&self, principal: &Principal, topic: &str) -> bool {
+        self.authorize_subscribe(principal, topic)
+    }
+
+    /// Is `principal` still valid (the user exists, same account, same credentials)? Asked by
+    /// every connection when [`AuthHook::changes`] signals; `false` disconnects it.
+    fn is_current(&self, _principal: &Principal) -> bool {
+        true
+    }
+
+    /// Signals that users or permissions changed. `None` when they never do.
+    fn changes(&self) -> Option<watch::Receiver<()>> {
+        None
+    }
 }
 
 /// The hook used until a user store is plugged in: anonymous clients are admitted when

@@ -31,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
-pub use auth::{AnonymousOnly, AuthHook, Credentials, Principal};
+pub use auth::{AnonymousOnly, AuthHook, Credentials, Principal, SessionOwner, UserPrincipal};
 pub use codec::{QoS, ReasonCode, SubscriptionOptions};
 pub use config::BrokerConfig;
 pub use local::{LinkError, LocalClient};

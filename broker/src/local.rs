@@ -52,6 +52,7 @@ impl LocalClient {
         let (reply_tx, reply_rx) = oneshot::channel();
         let request = ConnectRequest {
             client_id: ByteString::from(client_id),
+            owner: crate::auth::SessionOwner::Internal,
             clean_start: true,
             session_expiry: 0,
             kick: kick.clone(),

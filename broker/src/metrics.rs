@@ -18,6 +18,9 @@ pub struct Metrics {
     /// PUBLISH packets and subscriptions refused by the authorisation hook.
     pub publishes_denied: AtomicU64,
     pub subscriptions_denied: AtomicU64,
+    /// Deliveries dropped because the receiver may no longer read the topic (a permission taken
+    /// away after it subscribed).
+    pub deliveries_denied: AtomicU64,
     /// Malformed packets and protocol errors that closed a connection.
     pub protocol_errors: AtomicU64,
 }
@@ -43,6 +46,7 @@ pub(crate) struct LocalTally {
     pub bytes_sent: u64,
     pub messages_dropped: u64,
     pub publishes_denied: u64,
+    pub deliveries_denied: u64,
 }
 
 impl LocalTally {
@@ -53,6 +57,7 @@ impl LocalTally {
         Metrics::add(&m.bytes_sent, self.bytes_sent);
         Metrics::add(&m.messages_dropped, self.messages_dropped);
         Metrics::add(&m.publishes_denied, self.publishes_denied);
+        Metrics::add(&m.deliveries_denied, self.deliveries_denied);
         *self = LocalTally::default();
     }
 }

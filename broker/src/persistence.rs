@@ -14,15 +14,28 @@ use bytestring::ByteString;
 use serde::{Deserialize, Serialize};
 use tracing::warn;
 
+use crate::auth::SessionOwner;
+
 const FILE_NAME: &str = "broker.snapshot";
 const MAGIC: &[u8; 8] = b"IBSNAP01";
 
 /// Everything the broker keeps across restarts.
+///
+/// The file is the magic, this struct, then [`SessionOwners`]: fields added later go into
+/// sections after the first, so a snapshot written by an earlier version (without them) still
+/// loads.
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub struct Snapshot {
     pub retained: Vec<MessageRecord>,
     pub sessions: Vec<SessionRecord>,
+    /// The owner of each session, index by index; written as its own section.
+    #[serde(skip)]
+    pub session_owners: Vec<SessionOwner>,
 }
+
+/// The second section of the file: who owns each session of the first.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct SessionOwners(Vec<SessionOwner>);
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct MessageRecord {
@@ -111,7 +124,7 @@ impl Store {
         let decoded = bytes
             .strip_prefix(MAGIC.as_slice())
             .ok_or_else(|| "not an Ironbridge broker snapshot".to_string())
-            .and_then(|body| postcard::from_bytes::<Snapshot>(body).map_err(|e| e.to_string()));
+            .and_then(|body| decode(body).map_err(|e| e.to_string()));
         match decoded {
             Ok(snapshot) => snapshot,
             Err(e) => {
@@ -124,7 +137,9 @@ impl Store {
     }
 
     pub fn save(&self, snapshot: &Snapshot) -> io::Result<()> {
-        let body = postcard::to_allocvec(snapshot).map_err(io::Error::other)?;
+        let mut body = postcard::to_allocvec(snapshot).map_err(io::Error::other)?;
+        let owners = SessionOwners(snapshot.session_owners.clone());
+        body.extend(postcard::to_allocvec(&owners).map_err(io::Error::other)?);
         let tmp = self.dir.join(format!("{FILE_NAME}.tmp"));
         let mut file = File::create(&tmp)?;
         file.write_all(MAGIC)?;
@@ -135,4 +150,18 @@ impl Store {
         // Make the rename itself durable.
         File::open(&self.dir)?.sync_all()
     }
+}
+
+/// The first section, then the owners when the file has them (files of earlier versions end
+/// after the first section: their sessions have no known owner).
+fn decode(body: &[u8]) -> Result<Snapshot, postcard::Error> {
+    let (mut snapshot, rest) = postcard::take_from_bytes::<Snapshot>(body)?;
+    let owners = match rest.is_empty() {
+        true => Vec::new(),
+        false => postcard::from_bytes::<SessionOwners>(rest)?.0,
+    };
+    snapshot.session_owners = (0..snapshot.sessions.len())
+        .map(|i| owners.get(i).cloned().unwrap_or(SessionOwner::Unknown))
+        .collect();
+    Ok(snapshot)
 }

@@ -198,7 +198,7 @@ impl AuthHook for TestAuth {
     fn authenticate<'a>(&'a self, c: &'a Credentials) -> broker::auth::AuthFuture<'a> {
         Box::pin(async move {
             match (c.username.as_deref(), c.password.as_deref()) {
-                (Some("line"), Some(b"secret")) => Ok(Principal::User("line".into())),
+                (Some("line"), Some(b"secret")) => Ok(Principal::user("line", "line", 0)),
                 (Some(_), _) => Err(ReasonCode::BAD_USERNAME_OR_PASSWORD),
                 (None, _) => Err(ReasonCode::NOT_AUTHORIZED),
             }

@@ -10,6 +10,7 @@ pub mod opcua_address;
 pub mod params;
 pub mod resolve;
 mod rules;
+pub mod secrets;
 pub mod service;
 pub mod topic_pattern;
 mod typed;

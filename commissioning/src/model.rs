@@ -674,6 +674,26 @@ pub enum AccessContext {
     Http,
 }
 
+impl AccessOperation {
+    /// As written in commissioning files and the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AccessOperation::Read => "read",
+            AccessOperation::Write => "write",
+            AccessOperation::ReadWrite => "readWrite",
+        }
+    }
+}
+
+impl AccessContext {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AccessContext::Mqtt => "mqtt",
+            AccessContext::Http => "http",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct User {

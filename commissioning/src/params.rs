@@ -32,6 +32,9 @@ pub struct ParameterSpec {
     pub max_length: Option<usize>,
     #[serde(default)]
     pub pattern: Option<String>,
+    /// JSON schema's `format`; `password` marks a secret (masked in every answer).
+    #[serde(default)]
+    pub format: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

@@ -65,6 +65,8 @@ pub struct Service {
     pub metadata: Metadata,
     pub mqtt_root: String,
     pub parameters: BTreeMap<String, Json>,
+    /// Parameters that hold secrets (see [`crate::secrets`]).
+    pub secret_parameters: BTreeSet<String>,
     pub resources: BTreeMap<String, Resource>,
     /// Resource ids in an order where every resource comes after those it references.
     pub start_order: Vec<String>,
@@ -209,6 +211,11 @@ fn load_tree(
     }
     let mut values = params::resolve(&specs, given, diagnostics);
     let parameters = values.clone();
+    let secret_parameters = specs
+        .iter()
+        .filter(|(name, (spec, _))| crate::secrets::is_secret_parameter(name, spec))
+        .map(|(name, _)| name.clone())
+        .collect();
 
     // Pseudo parameters, then definitions in file order (each may use the ones before it).
     values.insert("Cybus::ServiceId".into(), Json::String(service_id.into()));
@@ -236,12 +243,14 @@ fn load_tree(
             let value = scope.resolve(definition, &path, &mut scratch, diagnostics);
             if name.name == "CYBUS_MQTT_ROOT" {
                 match &value {
-                    Json::String(root) => {
-                        values.insert(
-                            "Cybus::MqttRoot".into(),
-                            Json::String(root.trim_end_matches('/').into()),
-                        );
-                    }
+                    Json::String(root) => match concrete_topic_root(root) {
+                        Ok(root) => {
+                            values.insert("Cybus::MqttRoot".into(), Json::String(root.into()));
+                        }
+                        Err(problem) => {
+                            diagnostics.push(Diagnostic::new(&path, Some(definition.pos), problem))
+                        }
+                    },
                     other => diagnostics.push(Diagnostic::new(
                         &path,
                         Some(definition.pos),
@@ -360,6 +369,7 @@ fn load_tree(
         metadata: metadata?,
         mqtt_root,
         parameters,
+        secret_parameters,
         resources,
         start_order,
         depends_on,
@@ -701,6 +711,32 @@ fn check_mqtt_connection(
 }
 
 /// `${Cybus::MqttRoot}` in a mapping topic is expanded even without `!sub` (SPEC section 2).
+/// A service's topic root (`CYBUS_MQTT_ROOT`) is where its broker user may read and write
+/// everything, so it must be a concrete prefix: a wildcard would reach other services' topics,
+/// and `$`-topics belong to the broker. Returns the root without trailing slashes.
+fn concrete_topic_root(root: &str) -> Result<&str, String> {
+    let root = root.trim_end_matches('/');
+    if root.is_empty() {
+        return Err("the topic root must not be empty".into());
+    }
+    if root.contains(['+', '#']) {
+        return Err(format!(
+            "the topic root {root:?} must be a concrete topic prefix without `+` or `#`: the service's broker user may read and write everything below it"
+        ));
+    }
+    if root.starts_with('$') {
+        return Err(format!(
+            "the topic root {root:?} must not start with `$`: those topics belong to the broker"
+        ));
+    }
+    if root.split('/').any(str::is_empty) || root.contains('\0') {
+        return Err(format!(
+            "the topic root {root:?} must not contain empty levels (`//`) or NUL"
+        ));
+    }
+    Ok(root)
+}
+
 fn expand_mqtt_root(value: &mut Json, root: &str) {
     match value {
         Json::Object(map) => {

@@ -12,7 +12,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use admin_api::services::{Operation, ServiceInput};
+use admin_api::services::{Authority, Operation, ServiceInput};
 use admin_api::{Admin, AdminError};
 use anyhow::Context as _;
 use protocol_mapper::modbus::simulator::{Bank, Simulator};
@@ -123,7 +123,12 @@ impl Demo {
             match admin.service(&id).await {
                 Ok(_) => {
                     admin
-                        .reconfigure_service(&id, Some(file.to_string()), Some(parameters))
+                        .reconfigure_service(
+                            &id,
+                            Some(file.to_string()),
+                            Some(parameters),
+                            &Authority::System,
+                        )
                         .await
                         .map_err(|e| anyhow::anyhow!("cannot update demo service {id}: {e}"))?;
                     admin
@@ -133,12 +138,15 @@ impl Demo {
                 }
                 Err(AdminError::NotFound(_)) => {
                     admin
-                        .install_service(ServiceInput {
-                            id: None,
-                            commissioning_file: file.to_string(),
-                            parameters,
-                            target_state: None,
-                        })
+                        .install_service(
+                            ServiceInput {
+                                id: None,
+                                commissioning_file: file.to_string(),
+                                parameters,
+                                target_state: None,
+                            },
+                            &Authority::System,
+                        )
                         .await
                         .map_err(|e| anyhow::anyhow!("cannot install demo service {id}: {e}"))?;
                 }

@@ -2,6 +2,7 @@
 //! shuts everything down gracefully. Logic lives in the library crates; this crate wires them.
 
 pub mod cli;
+pub mod data_dir;
 pub mod demo;
 pub mod http;
 pub mod metrics;
@@ -38,6 +39,8 @@ pub struct Gateway {
 impl Gateway {
     /// Starts every enabled part; fails without leaving anything running.
     pub async fn start(settings: Settings) -> anyhow::Result<Gateway> {
+        data_dir::prepare(&settings.data_dir, settings.allow_insecure_data_dir)?;
+        announce_open_listeners(&settings);
         let mut broker_config = settings.broker.clone();
         if broker_config.persistence_dir.is_none() {
             broker_config.persistence_dir = Some(settings.data_dir.join("broker"));
@@ -241,6 +244,28 @@ fn start_broker(
     Ok((Some(broker), connector))
 }
 
+/// Listeners on every interface are the default (a gateway is reached from the plant network),
+/// but the operator should know it.
+fn announce_open_listeners(settings: &Settings) {
+    let everywhere: Vec<&str> = [
+        ("mqtt", &settings.mqtt),
+        ("mqtts", &settings.mqtts),
+        ("http", &settings.http),
+        ("https", &settings.https),
+    ]
+    .into_iter()
+    .filter(|(_, listener)| listener.bind.is_unspecified())
+    .map(|(name, _)| name)
+    .collect();
+    if !everywhere.is_empty() {
+        info!(
+            listeners = ?everywhere,
+            "Listening on every network interface: the gateway is reachable from the network; \
+             restrict a listener with its bind setting (e.g. IRONBRIDGE_HTTP_BIND=127.0.0.1)"
+        );
+    }
+}
+
 async fn stop_broker(broker: Option<Broker>) {
     if let Some(broker) = broker {
         broker.shutdown().await;
@@ -270,7 +295,7 @@ fn health_probe(
                 // Reachable when any component is connected to it (or none needs it yet).
                 let (open, connected) = external.links();
                 let mut part = HealthPart::up("broker", open == 0 || connected > 0);
-                part.detail
+                part.names
                     .insert("external".into(), external.display_url().into());
                 part.detail.insert("links".into(), open.into());
                 part.detail
@@ -302,8 +327,8 @@ fn health_probe(
                 detail: detail(json!({
                     "total": connections.len(),
                     "connected": connections.len() - not_connected.len(),
-                    "notConnected": not_connected,
                 })),
+                names: detail(json!({ "notConnected": not_connected })),
             },
             HealthPart {
                 name: "forwarding".into(),
@@ -313,6 +338,7 @@ fn health_probe(
                     "queuedMessages": forwarding.iter().map(|f| f.queued_messages).sum::<u64>(),
                     "queuedBytes": forwarding.iter().map(|f| f.queued_bytes).sum::<u64>(),
                 })),
+                names: serde_json::Map::new(),
             },
         ]
     })

@@ -140,6 +140,7 @@ fn run(config: Option<PathBuf>, log_format: Option<LogFormat>, demo: bool) -> Ex
     }
     settings.demo.enabled |= demo;
     init_logging(&settings);
+    gateway::data_dir::create_files_private();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => {

@@ -134,6 +134,7 @@ struct BrokerCounters {
     messages_dropped: u64,
     publishes_denied: u64,
     subscriptions_denied: u64,
+    deliveries_denied: u64,
     protocol_errors: u64,
 }
 
@@ -151,6 +152,7 @@ impl BrokerCounters {
             messages_dropped: get(&m.messages_dropped),
             publishes_denied: get(&m.publishes_denied),
             subscriptions_denied: get(&m.subscriptions_denied),
+            deliveries_denied: get(&m.deliveries_denied),
             protocol_errors: get(&m.protocol_errors),
         }
     }
@@ -288,6 +290,11 @@ fn broker_families(x: &mut Exposition, b: &BrokerCounters) {
             "ironbridge_broker_subscriptions_denied_total",
             "Subscriptions refused by the permissions",
             b.subscriptions_denied,
+        ),
+        (
+            "ironbridge_broker_deliveries_denied_total",
+            "Deliveries dropped because the subscriber may no longer read the topic",
+            b.deliveries_denied,
         ),
         (
             "ironbridge_broker_protocol_errors_total",

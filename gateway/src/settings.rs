@@ -11,8 +11,10 @@ use serde_json::Value;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Settings {
-    /// Where the broker's state (and later the database) is kept.
+    /// Where the database, the token key, the broker's state and the forwarding queues are kept.
     pub data_dir: PathBuf,
+    /// Start even when other users may write to `data_dir` (normally refused).
+    pub allow_insecure_data_dir: bool,
     pub log: LogSettings,
     /// MQTT over TCP.
     pub mqtt: Listener,
@@ -169,6 +171,7 @@ impl Default for Settings {
     fn default() -> Self {
         Settings {
             data_dir: PathBuf::from("./data"),
+            allow_insecure_data_dir: false,
             log: LogSettings::default(),
             mqtt: Listener::on(1883),
             mqtts: Listener::on(8883),

@@ -185,6 +185,74 @@ async fn first_start_generates_the_admin_password_and_refuses_anonymous_clients(
     terminate(&mut again);
 }
 
+/// Scenario: `ironbridge.db` (service and cloud passwords), the token key, the broker snapshot
+/// and forwarding queues were 0644 in a 0755 data directory, readable by every local user.
+#[tokio::test]
+async fn the_data_dir_is_private_and_one_others_can_write_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("data");
+    let (mqtt, http) = (free_port(), free_port());
+    let mut gateway = start(&data, mqtt, http);
+    wait_for(mqtt);
+    terminate(&mut gateway);
+    let mode = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&data), 0o700);
+    let mut pending = vec![data.clone()];
+    let mut files = 0;
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            assert_eq!(mode(&path) & 0o077, 0, "{} is private", path.display());
+            if path.is_dir() {
+                pending.push(path);
+            } else {
+                files += 1;
+            }
+        }
+    }
+    assert!(
+        data.join("ironbridge.db").exists() && data.join("api-token-key").exists(),
+        "the database and the token key are among the {files} files checked"
+    );
+
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let refused = Command::new(env!("CARGO_BIN_EXE_ironbridge"))
+        .arg("run")
+        .env("IRONBRIDGE_DATA_DIR", &data)
+        .env("IRONBRIDGE_MQTT_PORT", mqtt.to_string())
+        .env("IRONBRIDGE_HTTP_PORT", http.to_string())
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("writable by every user")
+            && stderr.contains("IRONBRIDGE_ALLOW_INSECURE_DATA_DIR"),
+        "{stderr}"
+    );
+    let mut overridden = Command::new(env!("CARGO_BIN_EXE_ironbridge"))
+        .arg("run")
+        .env("IRONBRIDGE_DATA_DIR", &data)
+        .env("IRONBRIDGE_ALLOW_INSECURE_DATA_DIR", "true")
+        .env("IRONBRIDGE_MQTT_PORT", mqtt.to_string())
+        .env("IRONBRIDGE_HTTP_PORT", http.to_string())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for(mqtt);
+    terminate(&mut overridden);
+    let mut log = String::new();
+    std::io::Read::read_to_string(&mut overridden.stdout.take().unwrap(), &mut log).unwrap();
+    assert!(log.contains("insecure data directory"), "{log}");
+    // The default listeners are open to the network, and the operator is told so.
+    assert!(
+        log.contains("Listening on every network interface"),
+        "{log}"
+    );
+}
+
 async fn connack(options: MqttOptions) -> Result<(), String> {
     let (_client, mut events) = AsyncClient::new(options, 10);
     let wait = async {

@@ -8,7 +8,7 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use admin_api::services::{ServiceInput, StatusReport};
+use admin_api::services::{Authority, ServiceInput, StatusReport};
 use broker::{LocalClient, Message, QoS};
 use bytes::Bytes;
 use gateway::Gateway;
@@ -23,12 +23,15 @@ use common::{example, settings};
 async fn install(gw: &Gateway, file: String, parameters: Value) -> String {
     let installed = gw
         .admin()
-        .install_service(ServiceInput {
-            id: None,
-            commissioning_file: file,
-            parameters: parameters.as_object().cloned().unwrap_or_else(Map::new),
-            target_state: None,
-        })
+        .install_service(
+            ServiceInput {
+                id: None,
+                commissioning_file: file,
+                parameters: parameters.as_object().cloned().unwrap_or_else(Map::new),
+                target_state: None,
+            },
+            &Authority::System,
+        )
         .await
         .unwrap_or_else(|e| panic!("install failed: {e:?}"));
     installed.service.id

@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use admin_api::services::{ServiceInput, ServiceState};
+use admin_api::services::{Authority, ServiceInput, ServiceState};
 use broker::{LocalClient, Message, QoS};
 use gateway::Gateway;
 use protocol_mapper::modbus::simulator::Simulator;
@@ -17,12 +17,15 @@ use common::{example, first_matching, next_on, settings};
 async fn install(gw: &Gateway, file: &str, parameters: Value) -> String {
     let installed = gw
         .admin()
-        .install_service(ServiceInput {
-            id: None,
-            commissioning_file: example(file),
-            parameters: parameters.as_object().cloned().unwrap_or_else(Map::new),
-            target_state: None,
-        })
+        .install_service(
+            ServiceInput {
+                id: None,
+                commissioning_file: example(file),
+                parameters: parameters.as_object().cloned().unwrap_or_else(Map::new),
+                target_state: None,
+            },
+            &Authority::System,
+        )
         .await
         .unwrap();
     assert_eq!(installed.state, ServiceState::Enabled);
@@ -327,12 +330,15 @@ resources:
     let mut watcher = watch(&gw, &["active/#", "parked/#"]).await;
     let installed = gw
         .admin()
-        .install_service(ServiceInput {
-            id: None,
-            commissioning_file: FILE.into(),
-            parameters: Map::new(),
-            target_state: None,
-        })
+        .install_service(
+            ServiceInput {
+                id: None,
+                commissioning_file: FILE.into(),
+                parameters: Map::new(),
+                target_state: None,
+            },
+            &Authority::System,
+        )
         .await
         .unwrap();
     assert_eq!(installed.state, ServiceState::Enabled);

@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use admin_api::services::{Operation, ServiceInput, ServiceState};
+use admin_api::services::{Authority, Operation, ServiceInput, ServiceState};
 use broker::{Message, QoS};
 use gateway::Gateway;
 use protocol_mapper::modbus::simulator::Simulator;
@@ -76,12 +76,15 @@ async fn a_modbus_service_publishes_writes_and_reports_its_connection() {
         .cloned()
         .unwrap();
     let installed = admin
-        .install_service(ServiceInput {
-            id: None,
-            commissioning_file: FILE.into(),
-            parameters,
-            target_state: None,
-        })
+        .install_service(
+            ServiceInput {
+                id: None,
+                commissioning_file: FILE.into(),
+                parameters,
+                target_state: None,
+            },
+            &Authority::System,
+        )
         .await
         .unwrap();
     assert_eq!(installed.state, ServiceState::Enabled);

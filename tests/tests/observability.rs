@@ -111,6 +111,11 @@ async fn metrics_and_health_cover_broker_api_connections_and_mappings() {
     assert_eq!(health["parts"]["database"], "ok", "{health}");
     assert_eq!(health["parts"]["connections"]["total"], 2, "{health}");
     assert_eq!(health["parts"]["connections"]["connected"], 2, "{health}");
+    // Without a token nothing is named (which connections are down is for logged-in users).
+    assert!(
+        health["parts"]["connections"].get("notConnected").is_none(),
+        "{health}"
+    );
     assert_eq!(health["parts"]["services"]["installed"], 2, "{health}");
     assert_eq!(
         health["parts"]["forwarding"]["queuedMessages"], 0,

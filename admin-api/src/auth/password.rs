@@ -54,6 +54,11 @@ pub async fn verify(password: Vec<u8>, hash: String) -> bool {
 }
 
 /// A random password for generated accounts (the first admin, each service's broker user).
+/// A new user id: random, so an id is never reused, not even across databases.
+pub fn new_user_id() -> String {
+    generate()
+}
+
 pub fn generate() -> String {
     use rand::Rng;
     const ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789";

@@ -1,5 +1,5 @@
-//! Slows down password guessing: after `FREE_FAILURES` failed logins for one user name or one
-//! address, further attempts wait an exponentially growing time (capped), answered with 429.
+//! Slows down password guessing: after `FREE_FAILURES` failed logins under one key (the caller
+//! picks them: a user name from one address, an address), further attempts wait an exponentially growing time (capped), answered with 429.
 //! Success clears the user's record. Memory is bounded: at most `MAX_ENTRIES` keys are kept,
 //! stale ones first to go.
 

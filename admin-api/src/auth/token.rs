@@ -18,6 +18,10 @@ pub struct Claims {
     pub jti: String,
     /// The user's token generation when the token was issued.
     pub generation: i64,
+    /// The user's immutable id: a token never works for another account of the same name.
+    /// Tokens issued before ids existed have none and are refused.
+    #[serde(default)]
+    pub uid: String,
 }
 
 pub struct Signer {
@@ -88,6 +92,7 @@ mod tests {
             iat: now,
             jti: "t1".into(),
             generation: 0,
+            uid: "u-1".into(),
         };
         let token = signer.sign(&claims).expect("sign");
         assert_eq!(signer.verify(&token).map(|c| c.sub), Some("admin".into()));

@@ -136,8 +136,12 @@ pub async fn list_users(State(state): State<ApiState>) -> ApiResult<Json<Vec<Use
     responses((status = 201, body = UserDto), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)), security(("token" = [])))]
 pub async fn create_user(
     State(state): State<ApiState>,
+    Authenticated(caller): Authenticated,
     ApiJson(request): ApiJson<CreateUserRequest>,
 ) -> ApiResult<(StatusCode, Json<UserDto>)> {
+    state
+        .admin
+        .check_grantable(&caller, &request.roles, &request.permissions)?;
     let user = state
         .admin
         .create_user(
@@ -165,9 +169,15 @@ pub async fn get_user(
     responses((status = 200, body = UserDto), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)), security(("token" = [])))]
 pub async fn update_user(
     State(state): State<ApiState>,
+    Authenticated(caller): Authenticated,
     Path(id): Path<String>,
     ApiJson(request): ApiJson<UpdateUserRequest>,
 ) -> ApiResult<Json<UserDto>> {
+    state.admin.check_grantable(
+        &caller,
+        request.roles.as_deref().unwrap_or_default(),
+        request.permissions.as_deref().unwrap_or_default(),
+    )?;
     let change = UserChange {
         password: request.password,
         roles: request.roles,
@@ -204,8 +214,12 @@ pub async fn list_roles(State(state): State<ApiState>) -> ApiResult<Json<Vec<Rol
     responses((status = 201, body = RoleDto), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)), security(("token" = [])))]
 pub async fn create_role(
     State(state): State<ApiState>,
+    Authenticated(caller): Authenticated,
     ApiJson(request): ApiJson<CreateRoleRequest>,
 ) -> ApiResult<(StatusCode, Json<RoleDto>)> {
+    state
+        .admin
+        .check_grantable(&caller, &[], &request.permissions)?;
     let role = state
         .admin
         .create_role(&request.name, request.permissions, None)
@@ -226,9 +240,13 @@ pub async fn get_role(
     responses((status = 200, body = RoleDto), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)), security(("token" = [])))]
 pub async fn update_role(
     State(state): State<ApiState>,
+    Authenticated(caller): Authenticated,
     Path(id): Path<String>,
     ApiJson(request): ApiJson<UpdateRoleRequest>,
 ) -> ApiResult<Json<RoleDto>> {
+    state
+        .admin
+        .check_grantable(&caller, &[], &request.permissions)?;
     Ok(Json(role_dto(
         state.admin.update_role(&id, request.permissions).await?,
     )))

@@ -37,6 +37,9 @@ pub struct HealthPart {
     pub ok: Option<bool>,
     /// Extra fields shown with the part's `status`.
     pub detail: serde_json::Map<String, serde_json::Value>,
+    /// Fields that name things (connections, a broker's address and user): shown only to
+    /// callers with a valid token, since the health route is open to anyone.
+    pub names: serde_json::Map<String, serde_json::Value>,
 }
 
 impl HealthPart {
@@ -45,6 +48,7 @@ impl HealthPart {
             name: name.into(),
             ok: Some(ok),
             detail: serde_json::Map::new(),
+            names: serde_json::Map::new(),
         }
     }
 }
@@ -86,12 +90,21 @@ fn token(parts: &Parts) -> Option<String> {
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
     {
-        return value.strip_prefix("Bearer ").map(|t| t.trim().to_string());
+        // The scheme is case-insensitive (RFC 7235 section 2.1): `bearer` and `BEARER` work too.
+        let (scheme, credentials) = value.trim_start().split_once(' ')?;
+        return scheme
+            .eq_ignore_ascii_case("bearer")
+            .then(|| credentials.trim().to_string());
     }
     parts.uri.query()?.split('&').find_map(|pair| {
         let (key, value) = pair.split_once('=')?;
         (key == "apiToken").then(|| value.to_string())
     })
+}
+
+/// Whether the request carries a valid token; for open routes that show more to logged-in users.
+fn is_logged_in(state: &ApiState, parts: &Parts) -> bool {
+    authenticate(state, parts).is_ok()
 }
 
 fn authenticate(state: &ApiState, parts: &Parts) -> ApiResult<Caller> {

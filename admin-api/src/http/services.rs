@@ -11,8 +11,8 @@ use serde_json::{Map, Value as Json_};
 
 use super::dto::*;
 use super::error::{ApiError, ApiResult, ErrorBody, too_large};
-use super::{ApiJson, ApiState};
-use crate::services::{Installed, Operation, ServiceInput, ServiceState, StatusReport};
+use super::{ApiJson, ApiState, Authenticated};
+use crate::services::{Authority, Installed, Operation, ServiceInput, ServiceState, StatusReport};
 
 pub fn routes() -> Router<ApiState> {
     Router::new()
@@ -52,14 +52,20 @@ fn resources(report: &StatusReport) -> Vec<ResourceDto> {
         .collect()
 }
 
+/// A service as the API shows it: every secret masked (passwords in the file and parameters,
+/// substituted ones in the description and errors), so reading a service never reveals them.
 fn detail(state: &ApiState, installed: &Installed) -> ServiceDetail {
     let report = state.admin.report(installed);
+    let secrets = installed.secrets();
+    let mask = |text: &str| commissioning::secrets::mask(text, &secrets).into_owned();
     ServiceDetail {
         summary: summary(installed, &report),
-        description: installed.service.description.clone(),
+        description: installed.service.description.as_deref().map(mask),
         mqtt_root: installed.service.mqtt_root.clone(),
-        commissioning_file: installed.record.commissioning_file.clone(),
-        parameters: installed.record.parameters.clone(),
+        commissioning_file: mask(&installed.record.commissioning_file),
+        parameters: installed
+            .service
+            .masked_parameters(&installed.record.parameters),
         resources: resources(&report),
         depends_on: installed.service.depends_on.iter().cloned().collect(),
         last_error: installed.last_error.clone(),
@@ -164,9 +170,13 @@ impl<S: Send + Sync> FromRequest<S> for Upload {
     responses((status = 201, body = ServiceDetail), (status = 409, body = ErrorBody), (status = 413, body = ErrorBody), (status = 422, body = ErrorBody)), security(("token" = [])))]
 pub async fn install(
     State(state): State<ApiState>,
+    Authenticated(caller): Authenticated,
     Upload(input): Upload,
 ) -> ApiResult<(StatusCode, Json<ServiceDetail>)> {
-    let installed = state.admin.install_service(input).await?;
+    let installed = state
+        .admin
+        .install_service(input, &Authority::Caller(caller.permissions))
+        .await?;
     Ok((StatusCode::CREATED, Json(detail(&state, &installed))))
 }
 
@@ -185,6 +195,7 @@ pub async fn details(
     responses((status = 200, body = ServiceDetail), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)), security(("token" = [])))]
 pub async fn reconfigure(
     State(state): State<ApiState>,
+    Authenticated(caller): Authenticated,
     Path(id): Path<String>,
     ApiJson(request): ApiJson<ReconfigureRequest>,
 ) -> ApiResult<Json<ServiceDetail>> {
@@ -195,7 +206,12 @@ pub async fn reconfigure(
     }
     let (installed, changed) = state
         .admin
-        .reconfigure_service(&id, request.commissioning_file, request.parameters)
+        .reconfigure_service(
+            &id,
+            request.commissioning_file,
+            request.parameters,
+            &Authority::Caller(caller.permissions),
+        )
         .await?;
     let mut detail = detail(&state, &installed);
     detail.changed_resources = Some(changed);

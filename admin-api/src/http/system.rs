@@ -2,6 +2,7 @@
 
 use axum::extract::State;
 use axum::http::StatusCode;
+use axum::http::request::Parts;
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{Map, Value as Json_};
@@ -34,13 +35,21 @@ pub async fn info(State(state): State<ApiState>) -> Json<InfoResponse> {
 }
 
 /// Health of each part; 503 when any is not ok. Open without a token, for load balancers and
-/// orchestrators' probes; it reveals no configuration.
+/// orchestrators' probes: it then shows states and counts only. With a token it also names
+/// what is down (connections, failed services, the external broker).
 #[utoipa::path(get, path = "/api/system/health", tag = "system", responses((status = 200, body = HealthResponse), (status = 503, body = HealthResponse)))]
-pub async fn health(State(state): State<ApiState>) -> (StatusCode, Json<HealthResponse>) {
+pub async fn health(
+    State(state): State<ApiState>,
+    request: Parts,
+) -> (StatusCode, Json<HealthResponse>) {
+    let logged_in = super::is_logged_in(&state, &request);
     let mut parts = Map::new();
     let mut healthy = true;
-    for part in (state.health)() {
+    for mut part in (state.health)() {
         healthy &= part.ok.unwrap_or(true);
+        if logged_in {
+            part.detail.append(&mut part.names);
+        }
         let value = match (part.ok, part.detail.is_empty()) {
             (Some(ok), true) => Json_::String(if ok { "ok" } else { "down" }.into()),
             (ok, _) => {
@@ -65,10 +74,11 @@ pub async fn health(State(state): State<ApiState>) -> (StatusCode, Json<HealthRe
         .filter(|s| s.state == ServiceState::Failed)
         .map(|s| s.service.id.clone())
         .collect();
-    parts.insert(
-        "services".into(),
-        serde_json::json!({ "installed": services.len(), "failed": failed }),
-    );
+    let services = match logged_in {
+        true => serde_json::json!({ "installed": services.len(), "failed": failed }),
+        false => serde_json::json!({ "installed": services.len(), "failed": failed.len() }),
+    };
+    parts.insert("services".into(), services);
     let status = if healthy {
         StatusCode::OK
     } else {

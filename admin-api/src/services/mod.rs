@@ -18,6 +18,8 @@ use commissioning::{Environment, OtherServices, Service};
 use serde_json::{Map, Value as Json};
 use tracing::{info, warn};
 
+mod grants;
+
 pub use runtime::{ResourceRuntime, ResourceStatus};
 use state::transition;
 pub use state::{Operation, ServiceState, Transition};
@@ -36,6 +38,21 @@ pub struct Installed {
     pub service: Service,
     pub state: ServiceState,
     pub last_error: Option<String>,
+}
+
+impl Installed {
+    /// Every secret this service holds: its broker user's password, secret parameters and
+    /// secret properties (literal or substituted).
+    pub fn secrets(&self) -> Vec<String> {
+        let mut secrets = self.service.secret_values();
+        secrets.push(self.record.mqtt_password.clone());
+        secrets
+    }
+
+    /// `text` as it may be shown to a person: the service's secrets masked.
+    pub fn masked(&self, text: &str) -> String {
+        commissioning::secrets::mask(text, &self.secrets()).into_owned()
+    }
 }
 
 /// A resource's state as the status route reports it.
@@ -57,6 +74,17 @@ pub struct StatusReport {
     pub deviations: Vec<String>,
     pub last_error: Option<String>,
     pub resources: Vec<ResourceReport>,
+}
+
+/// On whose authority a service is installed or reconfigured. A service's `Cybus::User` and
+/// `Cybus::Role` resources grant permissions; nobody may grant what they do not hold themselves
+/// (Kubernetes RBAC's escalation rule), so the grants are checked against the caller's.
+#[derive(Debug, Clone)]
+pub enum Authority {
+    /// The gateway itself: restoring stored services, the demo.
+    System,
+    /// An API caller with these effective permissions.
+    Caller(Vec<Permission>),
 }
 
 /// What install and reconfigure receive.
@@ -121,18 +149,17 @@ impl Admin {
         .unwrap_or_default()
     }
 
-    pub async fn install_service(&self, input: ServiceInput) -> AdminResult<Installed> {
+    pub async fn install_service(
+        &self,
+        input: ServiceInput,
+        authority: &Authority,
+    ) -> AdminResult<Installed> {
         let mut services = self.services.lock().await;
         let id = commissioning::service_id_for(&input.commissioning_file, input.id.as_deref())
             .map_err(AdminError::InvalidFile)?;
         if services.contains_key(&id) {
             return Err(AdminError::Conflict(format!(
                 "service {id:?} is already installed; use PUT /api/services/{id} to reconfigure it"
-            )));
-        }
-        if self.directory.load().users.contains_key(&id) {
-            return Err(AdminError::Conflict(format!(
-                "a user named {id:?} exists; a service's broker user takes the service id as its name"
             )));
         }
         let mqtt_password = password::generate();
@@ -145,6 +172,8 @@ impl Admin {
                 &mqtt_password,
             )
             .map_err(AdminError::InvalidFile)?;
+        self.check_service_grants(&service, &services, authority)?;
+        self.check_account_names(&service).await?;
         let target = input.target_state.unwrap_or(ServiceState::Enabled);
         let now = now_secs();
         let record = ServiceRecord {
@@ -228,14 +257,17 @@ impl Admin {
         id: &str,
         file: Option<String>,
         parameters: Option<Map<String, Json>>,
+        authority: &Authority,
     ) -> AdminResult<(Installed, Vec<String>)> {
         let mut services = self.services.lock().await;
         let old = services.get(id).cloned().ok_or_else(|| not_found(id))?;
-        let file = file.unwrap_or_else(|| old.record.commissioning_file.clone());
-        let parameters = parameters.unwrap_or_else(|| old.record.parameters.clone());
+        let file = unmask_file(&old, file)?;
+        let parameters = unmask_parameters(&old, parameters);
         let new_service = self
             .resolve(&services, &file, id, &parameters, &old.record.mqtt_password)
             .map_err(AdminError::InvalidFile)?;
+        self.check_service_grants(&new_service, &services, authority)?;
+        self.check_account_names(&new_service).await?;
         // Another service must not lose a resource it references.
         for other in services
             .values()
@@ -279,7 +311,7 @@ impl Admin {
                     Err(e) => {
                         warn!(service = %id, resource = %rid, error = %e, "Reconfigured resource failed to start");
                         installed.state = ServiceState::Failed;
-                        installed.last_error = Some(format!("{rid}: {e}"));
+                        installed.last_error = Some(installed.masked(&format!("{rid}: {e}")));
                         break;
                     }
                 }
@@ -358,7 +390,7 @@ impl Admin {
                         (
                             status.state,
                             status.in_target_state,
-                            status.message,
+                            status.message.map(|m| installed.masked(&m)),
                             status.metrics,
                         )
                     }
@@ -443,6 +475,7 @@ impl Admin {
                         },
                         mqtt_root: format!("services/{}", record.id),
                         parameters: BTreeMap::new(),
+                        secret_parameters: BTreeSet::new(),
                         resources: BTreeMap::new(),
                         start_order: Vec::new(),
                         depends_on: BTreeSet::new(),
@@ -500,6 +533,7 @@ impl Admin {
                 info!(service = %id, "Service enabled");
             }
             Err((started, error)) => {
+                let error = installed.masked(&error);
                 warn!(service = %id, error = %error, "Enabling failed; rolling back");
                 for rid in started.iter().rev() {
                     self.stop_resource(&installed.service, rid).await;
@@ -570,11 +604,11 @@ impl Admin {
         let result = match &resource.kind {
             ResourceKind::Role(_) if rid == "defaultRole" => Ok(()),
             ResourceKind::Role(_) => {
-                self.delete_owned_role(&format!("{}.{rid}", service.id))
+                self.delete_owned_role(&format!("{}.{rid}", service.id), &service.id)
                     .await
             }
             ResourceKind::User(_) => {
-                self.delete_owned_user(&format!("{}.{rid}", service.id))
+                self.delete_owned_user(&format!("{}.{rid}", service.id), &service.id)
                     .await
             }
             _ => {
@@ -624,19 +658,21 @@ impl Admin {
     }
 
     async fn remove_service_account(&self, service: &Service) {
-        let _ = self.delete_owned_user(&service.id).await;
+        let _ = self.delete_owned_user(&service.id, &service.id).await;
         let _ = self
-            .delete_owned_role(&default_role_name(&service.id))
+            .delete_owned_role(&default_role_name(&service.id), &service.id)
             .await;
     }
 
-    async fn delete_owned_user(&self, name: &str) -> AdminResult<()> {
-        self.store.delete_user(name).await?;
+    /// Removes a user the service created; one of the same name that somebody else created
+    /// stays untouched.
+    async fn delete_owned_user(&self, name: &str, service_id: &str) -> AdminResult<()> {
+        self.store.delete_user_owned_by(name, service_id).await?;
         self.reload().await
     }
 
-    async fn delete_owned_role(&self, name: &str) -> AdminResult<()> {
-        self.store.delete_role(name).await?;
+    async fn delete_owned_role(&self, name: &str, service_id: &str) -> AdminResult<()> {
+        self.store.delete_role_owned_by(name, service_id).await?;
         self.reload().await
     }
 
@@ -673,6 +709,40 @@ impl Admin {
             }
         }
     }
+}
+
+/// The file for a reconfigure: a new one, or the stored one when none was given or when what
+/// came back is the stored file as the API showed it (secrets masked). A file with masked
+/// secrets in other places cannot be restored and is refused.
+fn unmask_file(old: &Installed, file: Option<String>) -> AdminResult<String> {
+    let stored = &old.record.commissioning_file;
+    match file {
+        None => Ok(stored.clone()),
+        Some(file) if file == old.masked(stored) => Ok(stored.clone()),
+        Some(file) if file.contains(commissioning::secrets::MASK) => {
+            Err(AdminError::Invalid(format!(
+                "the file contains {} where the API masked a secret, and differs from the stored file elsewhere too; put the secret values back (or use parameters for them)",
+                commissioning::secrets::MASK
+            )))
+        }
+        Some(file) => Ok(file),
+    }
+}
+
+/// Parameters for a reconfigure: a secret that comes back masked keeps its stored value.
+fn unmask_parameters(old: &Installed, parameters: Option<Map<String, Json>>) -> Map<String, Json> {
+    let stored = &old.record.parameters;
+    let Some(mut parameters) = parameters else {
+        return stored.clone();
+    };
+    for (name, value) in parameters.iter_mut() {
+        if value.as_str() == Some(commissioning::secrets::MASK)
+            && let Some(previous) = stored.get(name)
+        {
+            *value = previous.clone();
+        }
+    }
+    parameters
 }
 
 fn not_found(id: &str) -> AdminError {

@@ -30,6 +30,8 @@ pub enum StoreError {
 #[derive(Debug, Clone, PartialEq)]
 pub struct UserRecord {
     pub name: String,
+    /// Immutable and never reused (see the 0002 migration); tokens and MQTT sessions belong to it.
+    pub uid: String,
     pub password_hash: String,
     pub roles: Vec<String>,
     pub permissions: Vec<Permission>,
@@ -110,7 +112,7 @@ impl Store {
 
     pub async fn users(&self) -> Result<Vec<UserRecord>, StoreError> {
         let rows = sqlx::query(
-            "SELECT name, password_hash, roles, permissions, service_id, token_generation, created_at FROM users ORDER BY name",
+            "SELECT name, uid, password_hash, roles, permissions, service_id, token_generation, created_at FROM users ORDER BY name",
         )
         .fetch_all(&self.pool)
         .await?;
@@ -119,7 +121,7 @@ impl Store {
 
     pub async fn user(&self, name: &str) -> Result<Option<UserRecord>, StoreError> {
         let row = sqlx::query(
-            "SELECT name, password_hash, roles, permissions, service_id, token_generation, created_at FROM users WHERE name = $1",
+            "SELECT name, uid, password_hash, roles, permissions, service_id, token_generation, created_at FROM users WHERE name = $1",
         )
         .bind(name)
         .fetch_optional(&self.pool)
@@ -130,8 +132,8 @@ impl Store {
     /// Inserts a user; false when the name is taken.
     pub async fn insert_user(&self, user: &UserRecord) -> Result<bool, StoreError> {
         let result = sqlx::query(
-            "INSERT INTO users (name, password_hash, roles, permissions, service_id, token_generation, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (name) DO NOTHING",
+            "INSERT INTO users (name, password_hash, roles, permissions, service_id, token_generation, created_at, uid) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (name) DO NOTHING",
         )
         .bind(&user.name)
         .bind(&user.password_hash)
@@ -140,6 +142,7 @@ impl Store {
         .bind(user.service_id.clone())
         .bind(user.token_generation)
         .bind(user.created_at)
+        .bind(&user.uid)
         .execute(&self.pool)
         .await?;
         Ok(result.rows_affected() == 1)
@@ -165,6 +168,40 @@ impl Store {
             .execute(&self.pool)
             .await?;
         Ok(result.rows_affected() == 1)
+    }
+
+    /// Deletes a user only if `service_id` created it: a service never removes an account an
+    /// administrator (or another service) made under a colliding name.
+    pub async fn delete_user_owned_by(
+        &self,
+        name: &str,
+        service_id: &str,
+    ) -> Result<bool, StoreError> {
+        let result = sqlx::query("DELETE FROM users WHERE name = $1 AND service_id = $2")
+            .bind(name)
+            .bind(service_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    /// Gives an id to users stored before ids existed (see the 0002 migration).
+    pub async fn assign_missing_user_ids(
+        &self,
+        new_id: impl Fn() -> String,
+    ) -> Result<(), StoreError> {
+        let rows = sqlx::query("SELECT name FROM users WHERE uid = ''")
+            .fetch_all(&self.pool)
+            .await?;
+        for row in rows {
+            let name: String = row.try_get("name")?;
+            sqlx::query("UPDATE users SET uid = $2 WHERE name = $1 AND uid = ''")
+                .bind(name)
+                .bind(new_id())
+                .execute(&self.pool)
+                .await?;
+        }
+        Ok(())
     }
 
     // Roles
@@ -203,6 +240,20 @@ impl Store {
     pub async fn delete_role(&self, name: &str) -> Result<bool, StoreError> {
         let result = sqlx::query("DELETE FROM roles WHERE name = $1")
             .bind(name)
+            .execute(&self.pool)
+            .await?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    /// Deletes a role only if `service_id` created it (see [`Store::delete_user_owned_by`]).
+    pub async fn delete_role_owned_by(
+        &self,
+        name: &str,
+        service_id: &str,
+    ) -> Result<bool, StoreError> {
+        let result = sqlx::query("DELETE FROM roles WHERE name = $1 AND service_id = $2")
+            .bind(name)
+            .bind(service_id)
             .execute(&self.pool)
             .await?;
         Ok(result.rows_affected() == 1)
@@ -317,6 +368,7 @@ fn user_from_row(row: &AnyRow) -> Result<UserRecord, StoreError> {
             &format!("permissions of user {name}"),
             &row.try_get::<String, _>("permissions")?,
         )?,
+        uid: row.try_get("uid")?,
         password_hash: row.try_get("password_hash")?,
         service_id: row.try_get("service_id")?,
         token_generation: row.try_get("token_generation")?,

@@ -183,6 +183,7 @@ async fn admit(
     let (reply_tx, reply_rx) = oneshot::channel();
     let request = ConnectRequest {
         client_id: client_id.clone(),
+        owner: principal.session_owner(),
         clean_start: connect.clean_start,
         session_expiry,
         kick: kick.clone(),

@@ -18,7 +18,7 @@ use std::time::Duration;
 use bytes::BytesMut;
 use bytestring::ByteString;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
@@ -111,6 +111,8 @@ pub(crate) struct Connection<S> {
     protocol: Protocol,
     client_id: ByteString,
     principal: Principal,
+    /// Signals changes to users and permissions; then the principal is checked again.
+    auth_changes: Option<watch::Receiver<()>>,
     session: SessionKey,
     kick: CancellationToken,
     keep_alive: Option<Duration>,
@@ -148,6 +150,7 @@ where
             protocol: a.protocol,
             client_id: a.client_id,
             principal: a.principal,
+            auth_changes: ctx.auth.changes(),
             session: a.session,
             kick: a.kick,
             keep_alive: (a.keep_alive > 0)
@@ -188,6 +191,15 @@ where
                 biased;
                 _ = self.ctx.shutdown.cancelled() => return End::Server(ReasonCode::SERVER_SHUTTING_DOWN),
                 _ = self.kick.cancelled() => return End::Server(ReasonCode::SESSION_TAKEN_OVER),
+                _ = auth_changed(&mut self.auth_changes) => {
+                    // A deleted user, a recreated one, or a changed password: the connection
+                    // no longer speaks for a valid account (Mosquitto's dynamic security kicks
+                    // such clients too). Permission changes need no disconnect: every delivery
+                    // and publish is checked against the current ones.
+                    if !self.ctx.auth.is_current(&self.principal) {
+                        return End::Server(ReasonCode::NOT_AUTHORIZED);
+                    }
+                }
                 read = self.stream.read_buf(&mut self.rbuf) => {
                     let n = match read {
                         Ok(0) | Err(_) => return End::Closed,
@@ -265,6 +277,8 @@ where
     /// Writes out whatever is buffered.
     async fn flush(&mut self) -> Result<(), End> {
         if self.wbuf.is_empty() {
+            // Deliveries may all have been dropped (denied, too large): count them now.
+            self.tally.flush(&self.ctx.metrics);
             return Ok(());
         }
         let write = async {
@@ -315,10 +329,11 @@ where
         }
         let _ = tokio::time::timeout(Duration::from_secs(1), self.stream.shutdown()).await;
         let publish_will = !matches!(end, End::ClientDisconnect { with_will: false });
+        // The will was allowed at CONNECT; it goes out only if the user still may publish it.
         let will = self
             .will
             .take()
-            .filter(|_| publish_will)
+            .filter(|w| publish_will && self.ctx.auth.authorize_publish(&self.principal, &w.topic))
             .map(|w| will_message(w, self.session));
         let handback = Handback {
             session: self.session,
@@ -403,6 +418,19 @@ fn is_client_fault(code: ReasonCode) -> bool {
             ReasonCode::KEEP_ALIVE_TIMEOUT,
         ]
         .contains(&code)
+}
+
+/// Resolves when the auth hook signals a change; never when it has no signal (or it closed).
+async fn auth_changed(changes: &mut Option<watch::Receiver<()>>) {
+    match changes {
+        Some(rx) => {
+            if rx.changed().await.is_err() {
+                *changes = None;
+                std::future::pending::<()>().await;
+            }
+        }
+        None => std::future::pending().await,
+    }
 }
 
 async fn sleep_until_opt(deadline: Option<Instant>) {

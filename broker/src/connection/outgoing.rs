@@ -43,7 +43,7 @@ where
         for (id, entry) in inflight {
             match entry {
                 Inflight::Publish(delivery) => {
-                    if !self.encode_delivery(&delivery, id, true) {
+                    if !self.may_receive(&delivery) || !self.encode_delivery(&delivery, id, true) {
                         continue;
                     }
                     self.track(id, Inflight::Publish(delivery));
@@ -63,7 +63,7 @@ where
 
     /// First transmission of a delivery (redeliveries go through `resend_inflight`).
     fn transmit(&mut self, delivery: Delivery) {
-        if delivery.message.is_expired_now() {
+        if delivery.message.is_expired_now() || !self.may_receive(&delivery) {
             return;
         }
         if delivery.qos == QoS::AtMostOnce {
@@ -74,6 +74,20 @@ where
         if self.encode_delivery(&delivery, id, false) {
             self.track(id, Inflight::Publish(delivery));
         }
+    }
+
+    /// Every delivery is checked against the receiver's current permissions, not only the
+    /// SUBSCRIBE that made it: a permission taken away (or a session queued for someone else)
+    /// stops the messages at once. Denied deliveries are dropped and counted.
+    fn may_receive(&mut self, delivery: &Delivery) -> bool {
+        let allowed = self
+            .ctx
+            .auth
+            .authorize_receive(&self.principal, &delivery.message.topic);
+        if !allowed {
+            self.tally.deliveries_denied += 1;
+        }
+        allowed
     }
 
     fn allocate_packet_id(&mut self) -> u16 {

@@ -22,6 +22,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
+use crate::auth::SessionOwner;
 use crate::codec::{QoS, ReasonCode, SubscriptionOptions};
 use crate::config::BrokerConfig;
 use crate::message::{Delivery, Message, SessionKey};
@@ -53,6 +54,8 @@ pub(crate) enum Event {
 
 pub(crate) struct ConnectRequest {
     pub client_id: ByteString,
+    /// Who asks; an existing session is resumed only for its owner.
+    pub owner: SessionOwner,
     pub clean_start: bool,
     /// Seconds; `u32::MAX` never expires, 0 ends the session with the connection.
     pub session_expiry: u32,

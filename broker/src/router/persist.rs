@@ -9,6 +9,7 @@ use tracing::info;
 
 use super::sessions::{Link, Session};
 use super::{Entry, Inflight, Router, SessionState};
+use crate::auth::SessionOwner;
 use crate::codec::{QoS, SubscriptionOptions};
 use crate::message::{Delivery, Message, MessageProperties};
 use crate::persistence::{
@@ -89,10 +90,12 @@ impl Router {
             .map(|m| message_record(m, now))
             .collect();
         let mut sessions = Vec::new();
+        let mut session_owners = Vec::new();
         for (_, session) in self.sessions.iter_mut() {
             if session.expiry == 0 {
                 continue;
             }
+            session_owners.push(session.owner.clone());
             let subscriptions = session
                 .subscriptions
                 .iter()
@@ -150,7 +153,11 @@ impl Router {
             }
             sessions.push(record);
         }
-        Snapshot { retained, sessions }
+        Snapshot {
+            retained,
+            sessions,
+            session_owners,
+        }
     }
 
     /// Loads the saved state, if any, at start.
@@ -165,15 +172,15 @@ impl Router {
                 self.retained.store(&message);
             }
         }
-        for record in snapshot.sessions {
-            self.restore_session(record, now);
+        for (record, owner) in snapshot.sessions.into_iter().zip(snapshot.session_owners) {
+            self.restore_session(record, owner, now);
         }
         if retained + sessions > 0 {
             info!(retained, sessions, "Restored broker state");
         }
     }
 
-    fn restore_session(&mut self, r: SessionRecord, now: Instant) {
+    fn restore_session(&mut self, r: SessionRecord, owner: SessionOwner, now: Instant) {
         let (tx, rx) = mpsc::channel(self.config.max_queued_messages);
         let mut backlog = std::collections::VecDeque::new();
         for d in r.queued {
@@ -210,6 +217,7 @@ impl Router {
         });
         let key = self.sessions.insert(Session {
             client_id: r.client_id.clone(),
+            owner,
             tx,
             link: Link::Offline { rx, state },
             subscriptions: HashMap::new(),

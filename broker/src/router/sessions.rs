@@ -13,11 +13,14 @@ use tracing::{debug, warn};
 use super::{
     ConnectReply, ConnectRequest, Entry, Handback, Router, SessionState, remove_from_tree,
 };
+use crate::auth::SessionOwner;
 use crate::codec::ReasonCode;
 use crate::message::{Delivery, Message, SessionKey};
 
 pub(crate) struct Session {
     pub client_id: ByteString,
+    /// Who opened the session; only they resume it.
+    pub owner: SessionOwner,
     /// The session's queue; the receiving end is with the connection while online.
     pub tx: mpsc::Sender<Delivery>,
     pub link: Link,
@@ -70,6 +73,15 @@ impl Router {
 
     fn connect_to_offline(&mut self, key: SessionKey, request: ConnectRequest) {
         let session = &mut self.sessions[key];
+        if session.owner != request.owner {
+            // A persistent session belongs to the user who opened it: another user with the same
+            // client id gets a fresh session and never sees the old one's subscriptions or
+            // queued messages. The old session ends (its delayed will, if any, goes out now).
+            debug!(client_id = %request.client_id, "Client id reused by another user; the old session ends");
+            self.remove_session(key);
+            self.create_session(request);
+            return;
+        }
         // A new connection before the will delay passed cancels the will (MQTT-3.1.3-9).
         session.pending_will = None;
         if request.clean_start {
@@ -112,6 +124,7 @@ impl Router {
         let (tx, rx) = mpsc::channel(self.config.max_queued_messages);
         let key = self.sessions.insert(Session {
             client_id: request.client_id.clone(),
+            owner: request.owner.clone(),
             tx,
             link: Link::Online { kick: request.kick },
             subscriptions: HashMap::new(),

@@ -21,6 +21,7 @@ impl Router {
             ("bytes/received", &m.bytes_received),
             ("bytes/sent", &m.bytes_sent),
             ("subscriptions/denied", &m.subscriptions_denied),
+            ("deliveries/denied", &m.deliveries_denied),
             ("protocol errors", &m.protocol_errors),
         ];
         let mut values: Vec<(&str, String)> = vec![
