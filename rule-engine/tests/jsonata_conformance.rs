@@ -1,4 +1,4 @@
-//! The official JSONata test suite (`../shared/conformance/jsonata-test-suite`, 1,686 cases)
+//! The official JSONata test suite (`tests/data/jsonata-test-suite`, MIT, 1,686 cases)
 //! against the engine the rule engine ships, jsonata-core, evaluated the way `transform` and
 //! `filter` evaluate: one parse, then a tree-walking evaluation with bindings.
 //!

@@ -1,5 +1,5 @@
 //! `jsonata-compare conformance <core|rs> [first-case]` runs the official JSONata suite (from
-//! `JSONATA_TEST_SUITE`, default `../shared/conformance/jsonata-test-suite` beside the checkout)
+//! `JSONATA_TEST_SUITE`, default the repository's `rule-engine/tests/data/jsonata-test-suite`)
 //! and prints each outcome; a case that aborts the process (stack overflow) is found by
 //! `compare.sh`, which restarts after it. `jsonata-compare speed <core-vm|core-tree|rs>
 //! <expression> <n>` evaluates an expression `n` times on an endpoint-like payload, parse and

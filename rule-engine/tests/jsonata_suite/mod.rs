@@ -11,12 +11,12 @@ use jsonata_core::evaluator::{Context, Evaluator, EvaluatorOptions};
 use jsonata_core::value::JValue;
 use serde_json::Value;
 
-/// `JSONATA_TEST_SUITE` if set, else the workplace's shared copy beside the checkout at
-/// `repository`.
+/// `JSONATA_TEST_SUITE` if set, else the copy in the repository at `repository`
+/// (`rule-engine/tests/data/jsonata-test-suite`, MIT, with its licence).
 pub fn suite_dir(repository: &Path) -> PathBuf {
     match std::env::var_os("JSONATA_TEST_SUITE") {
         Some(dir) => PathBuf::from(dir),
-        None => repository.join("../shared/conformance/jsonata-test-suite"),
+        None => repository.join("rule-engine/tests/data/jsonata-test-suite"),
     }
 }
 
