@@ -8,7 +8,10 @@ mod common;
 use std::time::Duration;
 
 use broker::BrokerConfig;
-use broker::codec::{Ack, Packet, Properties, Protocol, QoS, ReasonCode, SubscriptionOptions};
+use broker::codec::{
+    self, Ack, Packet, Properties, Protocol, QoS, ReasonCode, Subscribe, SubscriptionOptions,
+};
+use bytes::BytesMut;
 use common::*;
 
 #[tokio::test]
@@ -625,4 +628,97 @@ async fn a_new_topic_alias_counts_towards_the_clients_maximum_packet_size() {
     );
     assert!(got.properties.topic_alias.is_some());
     b.stop().await;
+}
+
+/// Scenario: CONNECT, SUBSCRIBE and PUBLISH in one TCP write got only a CONNACK; the rest sat in
+/// the buffer until the client sent something else.
+#[tokio::test]
+async fn packets_sent_with_the_connect_are_handled_at_once() {
+    let b = TestBroker::start(config()).await;
+    for protocol in [Protocol::V311, Protocol::V5] {
+        let mut c = Raw::open(b.addr, protocol).await;
+        let mut bytes = BytesMut::new();
+        let client_id = format!("eager-{protocol:?}");
+        let packets = [
+            Packet::Connect(Box::new(connect_packet(protocol, &client_id, true))),
+            Packet::Subscribe(Subscribe {
+                packet_id: 1,
+                properties: Properties::default(),
+                filters: vec![("eager/#".into(), options(QoS::AtLeastOnce))],
+            }),
+            Packet::Publish(publish("eager/x", b"hello", QoS::AtLeastOnce, false, 2)),
+        ];
+        for packet in &packets {
+            codec::encode(packet, protocol, &mut bytes);
+        }
+        c.send_bytes(&bytes).await;
+        assert!(matches!(c.recv().await, Packet::ConnAck(_)), "{protocol:?}");
+        assert!(matches!(c.recv().await, Packet::SubAck(_)), "{protocol:?}");
+        let mut puback = false;
+        let mut delivered = false;
+        while !(puback && delivered) {
+            match c.recv().await {
+                Packet::PubAck(ack) => puback = ack.packet_id == 2,
+                Packet::Publish(p) => delivered = &p.payload[..] == b"hello",
+                other => panic!("{protocol:?}: unexpected {other:?}"),
+            }
+        }
+    }
+    // The receive maximum counts the packets of that first write too.
+    let b2 = TestBroker::start(BrokerConfig {
+        receive_maximum: 2,
+        ..config()
+    })
+    .await;
+    let mut c = Raw::open(b2.addr, Protocol::V5).await;
+    let mut bytes = BytesMut::new();
+    codec::encode(
+        &Packet::Connect(Box::new(connect_packet(Protocol::V5, "greedy-eager", true))),
+        Protocol::V5,
+        &mut bytes,
+    );
+    for id in 1..=3 {
+        let p = Packet::Publish(publish("q", b"x", QoS::ExactlyOnce, false, id));
+        codec::encode(&p, Protocol::V5, &mut bytes);
+    }
+    c.send_bytes(&bytes).await;
+    assert!(matches!(c.recv().await, Packet::ConnAck(_)));
+    let d = c.expect_close().await.expect("DISCONNECT");
+    assert_eq!(d.code, ReasonCode::RECEIVE_MAXIMUM_EXCEEDED);
+    b.stop().await;
+    b2.stop().await;
+}
+
+/// Scenario: a 3.1.1 SUBSCRIBE with `a/#/b` was answered 0x80 instead of closing the connection
+/// (3.1.1 has no return code for a malformed filter); MQTT 5 answers 0x8F.
+#[tokio::test]
+async fn a_malformed_filter_closes_a_311_connection_and_is_refused_in_5() {
+    let b = TestBroker::start(config()).await;
+    let mut v3 = Raw::v311(b.addr, "bad-filter-3").await;
+    v3.send(&Packet::Subscribe(Subscribe {
+        packet_id: 1,
+        properties: Properties::default(),
+        filters: vec![("a/#/b".into(), options(QoS::AtMostOnce))],
+    }))
+    .await;
+    assert_eq!(
+        v3.recv_within(WAIT).await,
+        Ok(None),
+        "closed without a SUBACK"
+    );
+    let mut v5 = Raw::v5(b.addr, "bad-filter-5").await;
+    assert_eq!(
+        v5.subscribe("a/#/b", QoS::AtMostOnce).await,
+        vec![ReasonCode::TOPIC_FILTER_INVALID]
+    );
+    b.stop().await;
+}
+
+fn options(qos: QoS) -> SubscriptionOptions {
+    SubscriptionOptions {
+        qos,
+        no_local: false,
+        retain_as_published: false,
+        retain_handling: 0,
+    }
 }

@@ -207,6 +207,9 @@ where
                     shared.filter
                 }
                 Ok(None) if topic::is_valid_topic_filter(&filter) => &filter[..],
+                // MQTT 3.1.1 has no return code for a malformed filter: it is a protocol
+                // violation that closes the connection (section 4.8). MQTT 5 says 0x8F.
+                _ if !v5 => return Err(End::Server(ReasonCode::TOPIC_FILTER_INVALID)),
                 _ => {
                     codes[i] = ReasonCode::TOPIC_FILTER_INVALID;
                     continue;

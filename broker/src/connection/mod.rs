@@ -179,6 +179,14 @@ where
 
     async fn run(&mut self) -> End {
         let mut deadline = self.keep_alive.map(|k| Instant::now() + k);
+        // Clients may send before the CONNACK (MQTT 3.1.1 section 3.1.4): whatever came in the
+        // CONNECT's read (one TCP write, one WebSocket frame) is handled now, not after the
+        // next read, which may never come.
+        if !self.rbuf.is_empty()
+            && let Err(end) = self.process_input().await
+        {
+            return end;
+        }
         loop {
             if let Err(end) = self.flush().await {
                 return end;
