@@ -27,12 +27,36 @@ pub trait OtherServices {
     fn resource_type(&self, service: &str, resource: &str) -> Option<String>;
 }
 
+/// The most that `!ref` and `!sub` may produce in one file, counted as JSON text: far beyond any
+/// real commissioning file (the API accepts 4 MiB of file), far below what a doubling chain of
+/// definitions reaches (`d2: !sub '${d1}${d1}'`, 30 levels: 16 GiB). Like YAML's alias limits,
+/// it bounds the work and memory of resolving whatever the file says.
+pub const MAX_EXPANDED_BYTES: usize = 8 * 1024 * 1024;
+
 /// Resolution of one subtree: the JSON, the positions of its paths, the resources it references.
 #[derive(Default)]
 pub(crate) struct Resolved {
     pub positions: BTreeMap<String, Pos>,
     pub local_refs: BTreeSet<String>,
     pub service_refs: BTreeSet<String>,
+    /// Bytes produced by `!ref` and `!sub` so far (shared by the whole file).
+    pub expanded: usize,
+    /// The expansion limit was reported; later expansions fail silently.
+    pub limit_reported: bool,
+}
+
+/// Why a `!ref` or `${...}` could not be expanded.
+enum Expansion {
+    /// A problem with this reference, reported where it stands.
+    Problem(String),
+    /// The file as a whole exceeds [`MAX_EXPANDED_BYTES`]; reported once.
+    TooLarge,
+}
+
+impl From<String> for Expansion {
+    fn from(message: String) -> Expansion {
+        Expansion::Problem(message)
+    }
 }
 
 impl Scope<'_> {
@@ -71,11 +95,15 @@ impl Scope<'_> {
             Value::Tagged(tag, inner) => match (tag.as_str(), &inner.value) {
                 ("ref", Value::Str(name)) => match self.lookup(name, out) {
                     Ok(value) => value,
-                    Err(message) => {
+                    Err(Expansion::Problem(message)) => {
                         diagnostics.push(Diagnostic::new(path, Some(node.pos), message));
                         // Stands in for the missing target so the rest of the resource is still
                         // checked; the diagnostic above already makes the file invalid.
                         reference(self.service_id, name)
+                    }
+                    Err(Expansion::TooLarge) => {
+                        too_large(path, node.pos, out, diagnostics);
+                        Json::Null
                     }
                 },
                 ("ref", _) => {
@@ -88,8 +116,12 @@ impl Scope<'_> {
                 }
                 ("sub", Value::Str(template)) => match self.substitute(template, out) {
                     Ok(text) => Json::String(text),
-                    Err(message) => {
+                    Err(Expansion::Problem(message)) => {
                         diagnostics.push(Diagnostic::new(path, Some(node.pos), message));
+                        Json::Null
+                    }
+                    Err(Expansion::TooLarge) => {
+                        too_large(path, node.pos, out, diagnostics);
                         Json::Null
                     }
                 },
@@ -142,8 +174,11 @@ impl Scope<'_> {
 
     /// What `!ref name` stands for: a parameter, definition or pseudo parameter value, or a
     /// reference to a resource of this or another service.
-    fn lookup(&self, name: &str, out: &mut Resolved) -> Result<Json, String> {
+    fn lookup(&self, name: &str, out: &mut Resolved) -> Result<Json, Expansion> {
         if let Some(value) = self.values.get(name) {
+            // Counted before it is copied: a doubling chain stops at the limit, not at the
+            // memory's end.
+            charge(out, json_size(value))?;
             return Ok(value.clone());
         }
         if self.resources.contains(name) {
@@ -160,28 +195,28 @@ impl Scope<'_> {
             if let Some(others) = self.other_services
                 && others.resource_type(service, resource).is_none()
             {
-                return Err(format!(
+                return Err(Expansion::Problem(format!(
                     "`{name}` refers to resource `{resource}` of service `{service}`, which is not installed; install `{service}` first"
-                ));
+                )));
             }
             out.service_refs.insert(service.to_string());
             return Ok(reference(service, resource));
         }
-        Err(format!(
+        Err(Expansion::Problem(format!(
             "`{name}` is not a parameter, definition, pseudo parameter or resource of this service"
-        ))
+        )))
     }
 
     /// Expands `${name}` in a `!sub` text. Texts are inserted as they are, numbers and booleans
     /// unquoted, resource references as `service::resource`.
-    fn substitute(&self, template: &str, out: &mut Resolved) -> Result<String, String> {
+    fn substitute(&self, template: &str, out: &mut Resolved) -> Result<String, Expansion> {
         let mut text = String::with_capacity(template.len());
         let mut rest = template;
         while let Some(start) = rest.find("${") {
             text.push_str(&rest[..start]);
             let after = &rest[start + 2..];
             let Some(end) = after.find('}') else {
-                return Err(format!("unclosed `${{` in {template:?}"));
+                return Err(format!("unclosed `${{` in {template:?}").into());
             };
             let name = after[..end].trim();
             match self.lookup(name, out)? {
@@ -197,13 +232,56 @@ impl Scope<'_> {
                     return Err(format!(
                         "`${{{name}}}` is {}, which cannot be put into a text",
                         crate::params::describe(&other)
-                    ));
+                    )
+                    .into());
                 }
             }
             rest = &after[end + 1..];
         }
         text.push_str(rest);
         Ok(text)
+    }
+}
+
+/// Adds `bytes` to what the file has expanded so far.
+fn charge(out: &mut Resolved, bytes: usize) -> Result<(), Expansion> {
+    out.expanded = out.expanded.saturating_add(bytes);
+    match out.expanded > MAX_EXPANDED_BYTES {
+        true => Err(Expansion::TooLarge),
+        false => Ok(()),
+    }
+}
+
+fn too_large(path: &str, pos: Pos, out: &mut Resolved, diagnostics: &mut Vec<Diagnostic>) {
+    if out.limit_reported {
+        return;
+    }
+    out.limit_reported = true;
+    diagnostics.push(Diagnostic::new(
+        path,
+        Some(pos),
+        format!(
+            "{TOO_LARGE} {} MiB from here on (do definitions refer to each other many times over?); nothing of the file was applied",
+            MAX_EXPANDED_BYTES / (1024 * 1024)
+        ),
+    ));
+}
+
+/// How the expansion-limit diagnostic starts; what follows from the limit is not reported.
+pub(crate) const TOO_LARGE: &str = "!ref and !sub expand this file beyond";
+
+/// The size of a value as JSON text, near enough to bound memory.
+fn json_size(value: &Json) -> usize {
+    match value {
+        Json::Null | Json::Bool(_) | Json::Number(_) => 8,
+        Json::String(s) => s.len() + 2,
+        Json::Array(items) => items.iter().map(json_size).sum::<usize>() + 2,
+        Json::Object(map) => {
+            map.iter()
+                .map(|(k, v)| k.len() + 4 + json_size(v))
+                .sum::<usize>()
+                + 2
+        }
     }
 }
 

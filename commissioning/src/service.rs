@@ -340,10 +340,17 @@ fn load_tree(
     };
     let mut resources = BTreeMap::new();
     let mut depends_on = BTreeSet::new();
+    // One expansion budget for the whole file: what definitions used carries over.
+    let mut expanded = scratch.expanded;
+    let mut limit_reported = scratch.limit_reported;
     for (key, node) in &resource_nodes {
         let path = join("resources", &key.name);
-        let mut out = Resolved::default();
-        if let Some(resource) = load_resource(
+        let mut out = Resolved {
+            expanded,
+            limit_reported,
+            ..Resolved::default()
+        };
+        let loaded = load_resource(
             &scope,
             &key.name,
             node,
@@ -352,7 +359,9 @@ fn load_tree(
             &mqtt_root,
             &mut out,
             diagnostics,
-        ) {
+        );
+        (expanded, limit_reported) = (out.expanded, out.limit_reported);
+        if let Some(resource) = loaded {
             depends_on.extend(
                 out.service_refs
                     .iter()
@@ -361,6 +370,11 @@ fn load_tree(
             );
             resources.insert(key.name.clone(), resource);
         }
+    }
+    if limit_reported {
+        // Whatever failed after the limit failed because of it: report the cause alone.
+        diagnostics.retain(|d| d.message.starts_with(crate::resolve::TOO_LARGE));
+        return None;
     }
     let start_order = start_order(&resources, diagnostics);
     Some(Service {

@@ -5,6 +5,7 @@ pub mod cli;
 pub mod data_dir;
 pub mod demo;
 pub mod http;
+pub mod logging;
 pub mod metrics;
 pub mod settings;
 pub mod supervisor;

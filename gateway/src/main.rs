@@ -7,7 +7,6 @@ use clap::{Parser, Subcommand};
 use gateway::cli::{self, Remote};
 use gateway::{LogFormat, Settings};
 use tokio_util::sync::CancellationToken;
-use tracing_subscriber::EnvFilter;
 
 /// jemalloc returns freed memory to the system after a short decay. With glibc's allocator every
 /// thread that checked a password (argon2id: a 19 MiB buffer) kept that memory in its arena:
@@ -164,15 +163,28 @@ fn run(config: Option<PathBuf>, log_format: Option<LogFormat>, demo: bool) -> Ex
 }
 
 fn init_logging(settings: &Settings) {
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&settings.log.level));
+    use gateway::logging::{DropExpectedLibraryErrors, env_filter};
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::{Layer, fmt};
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(ansi);
+    let registry = tracing_subscriber::registry().with(env_filter(&settings.log.level));
     match settings.log.format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
+        LogFormat::Json => registry
+            .with(
+                fmt::layer()
+                    .json()
+                    .with_ansi(ansi)
+                    .with_filter(DropExpectedLibraryErrors),
+            )
+            .init(),
+        LogFormat::Text => registry
+            .with(
+                fmt::layer()
+                    .with_ansi(ansi)
+                    .with_filter(DropExpectedLibraryErrors),
+            )
+            .init(),
     }
 }
 
