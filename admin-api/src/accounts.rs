@@ -1,6 +1,7 @@
 //! Users, roles, logins and tokens: the operations behind `/api/login`, `/api/users` and
 //! `/api/roles`, and the checks the broker runs on MQTT CONNECT.
 
+use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::time::Instant;
 
@@ -225,11 +226,42 @@ impl Admin {
         permissions: Vec<Permission>,
         service_id: Option<String>,
     ) -> AdminResult<UserView> {
+        let record = self
+            .insert_user(
+                name,
+                password,
+                roles,
+                permissions,
+                service_id,
+                &BTreeSet::new(),
+            )
+            .await?;
+        self.reload().await?;
+        Ok(record.into())
+    }
+
+    /// Checks and stores a user without reloading the directory (see
+    /// [`Admin::create_user`]); `new_roles` are roles stored in the same batch, not yet in the
+    /// directory.
+    pub(crate) async fn insert_user(
+        &self,
+        name: &str,
+        password: &str,
+        roles: Vec<String>,
+        permissions: Vec<Permission>,
+        service_id: Option<String>,
+        new_roles: &BTreeSet<String>,
+    ) -> AdminResult<UserRecord> {
         check_name("user", name)?;
         if service_id.is_none() {
             check_password_strength(password)?;
         }
-        self.check_roles_exist(&roles)?;
+        let unknown: Vec<String> = roles
+            .iter()
+            .filter(|r| !new_roles.contains(*r))
+            .cloned()
+            .collect();
+        self.check_roles_exist(&unknown)?;
         check_permissions(&permissions)?;
         let record = UserRecord {
             name: name.to_string(),
@@ -248,8 +280,7 @@ impl Admin {
                 "a user named {name:?} already exists"
             )));
         }
-        self.reload().await?;
-        Ok(record.into())
+        Ok(record)
     }
 
     pub async fn update_user(&self, name: &str, change: UserChange) -> AdminResult<UserView> {
@@ -410,6 +441,19 @@ impl Admin {
         permissions: Vec<Permission>,
         service_id: Option<String>,
     ) -> AdminResult<RoleRecord> {
+        let role = self.insert_role(name, permissions, service_id).await?;
+        self.reload().await?;
+        Ok(role)
+    }
+
+    /// Checks and stores a role without reloading the directory, for services that create many
+    /// accounts at once and reload once (see [`Admin::create_role`]).
+    pub(crate) async fn insert_role(
+        &self,
+        name: &str,
+        permissions: Vec<Permission>,
+        service_id: Option<String>,
+    ) -> AdminResult<RoleRecord> {
         check_name("role", name)?;
         check_permissions(&permissions)?;
         if is_builtin_role(name) {
@@ -426,7 +470,6 @@ impl Admin {
                 "a role named {name:?} already exists"
             )));
         }
-        self.reload().await?;
         Ok(role)
     }
 

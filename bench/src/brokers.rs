@@ -71,8 +71,23 @@ pub fn ensure_rumqttd(tools: &Path) -> anyhow::Result<PathBuf> {
 }
 
 impl RunningBroker {
-    pub fn start(kind: Kind, ironbridge: &Path, rumqttd: &Path) -> anyhow::Result<RunningBroker> {
-        RunningBroker::start_with(kind, ironbridge, rumqttd, None)
+    /// Starts a broker; with `login`, one that admits only the benchmark user (see
+    /// [`RunningBroker::start_authenticated`]).
+    pub fn start(
+        kind: Kind,
+        ironbridge: &Path,
+        rumqttd: &Path,
+        login: bool,
+    ) -> anyhow::Result<RunningBroker> {
+        match login {
+            true => RunningBroker::start_authenticated(
+                kind,
+                ironbridge,
+                crate::load::BENCH_USER,
+                crate::load::BENCH_PASSWORD,
+            ),
+            false => RunningBroker::start_with(kind, ironbridge, rumqttd, None),
+        }
     }
 
     /// Starts a broker that admits only `user` with `password` (Ironbridge: its first admin;

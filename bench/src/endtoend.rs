@@ -61,31 +61,64 @@ pub async fn run_gateway(
     subscribers_rt: &tokio::runtime::Runtime,
     seconds: u64,
 ) -> anyhow::Result<Measurement> {
-    // The gateway, anonymous MQTT on for the raw subscribers.
-    let dir = tempfile::tempdir()?;
-    let (mqtt, http) = (free_port()?, free_port()?);
-    let mut child = std::process::Command::new(ironbridge)
-        .arg("run")
-        .env("IRONBRIDGE_DATA_DIR", dir.path())
-        .env("IRONBRIDGE_MQTT_PORT", mqtt.to_string())
-        .env("IRONBRIDGE_HTTP_PORT", http.to_string())
-        .env("IRONBRIDGE_ADMIN_PASSWORD", PASSWORD)
-        .env("IRONBRIDGE_BROKER_ALLOW_ANONYMOUS", "true")
-        .env(
-            "IRONBRIDGE_ADMIN_MAX_BODY_BYTES",
-            (16 * 1024 * 1024).to_string(),
-        )
-        .env("IRONBRIDGE_LOG_LEVEL", "warn")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .context("starting ironbridge")?;
-    let result = measure(&child, mqtt, http, file, endpoints, subscribers_rt, seconds).await;
-    let _ = std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let _ = child.wait();
-    result
+    let gateway = GatewayProcess::start(ironbridge)?;
+    measure(
+        &gateway.child,
+        gateway.mqtt,
+        gateway.http,
+        file,
+        endpoints,
+        subscribers_rt,
+        seconds,
+    )
+    .await
+}
+
+/// The `ironbridge` binary on free ports with a fresh data folder, anonymous MQTT on for the raw
+/// subscribers, large API bodies allowed; stopped with SIGTERM when dropped.
+pub struct GatewayProcess {
+    pub child: std::process::Child,
+    pub mqtt: u16,
+    pub http: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl GatewayProcess {
+    pub fn start(ironbridge: &Path) -> anyhow::Result<GatewayProcess> {
+        let dir = tempfile::tempdir()?;
+        let (mqtt, http) = (free_port()?, free_port()?);
+        let child = std::process::Command::new(ironbridge)
+            .arg("run")
+            .env("IRONBRIDGE_DATA_DIR", dir.path())
+            .env("IRONBRIDGE_MQTT_PORT", mqtt.to_string())
+            .env("IRONBRIDGE_HTTP_PORT", http.to_string())
+            .env("IRONBRIDGE_ADMIN_PASSWORD", PASSWORD)
+            .env("IRONBRIDGE_BROKER_ALLOW_ANONYMOUS", "true")
+            .env(
+                "IRONBRIDGE_ADMIN_MAX_BODY_BYTES",
+                (16 * 1024 * 1024).to_string(),
+            )
+            .env("IRONBRIDGE_LOG_LEVEL", "warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .context("starting ironbridge")?;
+        Ok(GatewayProcess {
+            child,
+            mqtt,
+            http,
+            _dir: dir,
+        })
+    }
+}
+
+impl Drop for GatewayProcess {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+    }
 }
 
 async fn measure(

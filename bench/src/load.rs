@@ -27,13 +27,25 @@ fn encode(packet: &Packet, buf: &mut BytesMut) {
     codec::encode(packet, Protocol::V311, buf);
 }
 
-/// Opens a connection and completes CONNECT/CONNACK (anonymously).
+/// The user `broker --login` runs every client as (Ironbridge's first admin).
+pub const BENCH_USER: &str = "admin";
+pub const BENCH_PASSWORD: &str = "bench-password-1";
+
+/// Credentials every client of [`connect`] presents; unset, they connect anonymously. Set once
+/// at start by `broker --login`, so every scenario's clients are alike.
+static LOGIN: std::sync::OnceLock<(&'static str, &'static str)> = std::sync::OnceLock::new();
+
+pub fn log_in_as(user: &'static str, password: &'static str) {
+    let _ = LOGIN.set((user, password));
+}
+
+/// Opens a connection and completes CONNECT/CONNACK (anonymously, or as [`log_in_as`] said).
 pub async fn connect(
     addr: SocketAddr,
     client_id: &str,
     keep_alive: u16,
 ) -> anyhow::Result<(OwnedReadHalf, OwnedWriteHalf, BytesMut)> {
-    connect_as(addr, client_id, keep_alive, None).await
+    connect_as(addr, client_id, keep_alive, LOGIN.get().copied()).await
 }
 
 /// Opens a connection and completes CONNECT/CONNACK with a user name and password.

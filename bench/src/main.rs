@@ -8,6 +8,7 @@ mod auth;
 mod brokers;
 mod endtoend;
 mod forward;
+mod install;
 mod load;
 mod modbus;
 mod opcua;
@@ -50,6 +51,18 @@ enum Command {
         /// Only these brokers (ironbridge, mosquitto, rumqttd).
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
+        /// Every client logs in as a user instead of connecting anonymously (Ironbridge: its
+        /// admin, whose permissions are checked on every publish and delivery; Mosquitto: a
+        /// password file). rumqttd is left out.
+        #[arg(long)]
+        login: bool,
+    },
+    /// Installing a file with many `Cybus::Role` resources through the API, and health's
+    /// answer time meanwhile.
+    Install {
+        /// File sizes, in roles.
+        #[arg(long, value_delimiter = ',', default_values_t = [300, 1200, 3000])]
+        roles: Vec<usize>,
     },
     /// Device to subscriber through the gateway: Modbus devices polled with batching.
     Modbus {
@@ -179,9 +192,12 @@ async fn run(clients: &Clients, command: Command) -> anyhow::Result<()> {
         "{} not found: build it with cargo build --release -p gateway",
         ironbridge.display()
     );
-    let (seconds, latency_rate, idle, tools, only) = match command {
+    let (seconds, latency_rate, idle, tools, only, login) = match command {
         Command::Forward { messages } => {
             return forward::run(forward::Options { messages }).await;
+        }
+        Command::Install { roles } => {
+            return install::run(&ironbridge, install::Options { roles }).await;
         }
         Command::Modbus {
             devices,
@@ -249,13 +265,21 @@ async fn run(clients: &Clients, command: Command) -> anyhow::Result<()> {
             idle,
             tools,
             only,
-        } => (seconds, latency_rate, idle, tools, only),
+            login,
+        } => (seconds, latency_rate, idle, tools, only, login),
     };
-    let rumqttd = brokers::ensure_rumqttd(&tools)?;
+    if login {
+        load::log_in_as(load::BENCH_USER, load::BENCH_PASSWORD);
+    }
     let kinds: Vec<Kind> = [Kind::Ironbridge, Kind::Mosquitto, Kind::Rumqttd]
         .into_iter()
         .filter(|k| only.is_empty() || only.iter().any(|o| o.eq_ignore_ascii_case(k.name())))
+        .filter(|k| !(login && *k == Kind::Rumqttd))
         .collect();
+    let rumqttd = match kinds.contains(&Kind::Rumqttd) {
+        true => brokers::ensure_rumqttd(&tools)?,
+        false => PathBuf::new(),
+    };
 
     let mut all = Vec::new();
     for kind in &kinds {
@@ -263,7 +287,7 @@ async fn run(clients: &Clients, command: Command) -> anyhow::Result<()> {
         let mut results = Results::default();
 
         // Memory first, on a fresh process, so freed buffers of earlier runs do not hide growth.
-        let broker = RunningBroker::start(*kind, &ironbridge, &rumqttd)?;
+        let broker = RunningBroker::start(*kind, &ironbridge, &rumqttd, login)?;
         let addr: SocketAddr = ([127, 0, 0, 1], broker.port).into();
         tokio::time::sleep(Duration::from_millis(500)).await;
         let before = broker.rss()?;
@@ -288,7 +312,7 @@ async fn run(clients: &Clients, command: Command) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_secs(1)).await;
         broker.stop();
 
-        let broker = RunningBroker::start(*kind, &ironbridge, &rumqttd)?;
+        let broker = RunningBroker::start(*kind, &ironbridge, &rumqttd, login)?;
         let addr: SocketAddr = ([127, 0, 0, 1], broker.port).into();
         for (i, s) in SCENARIOS.iter().enumerate() {
             let rate = throughput(

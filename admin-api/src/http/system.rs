@@ -68,11 +68,11 @@ pub async fn health(
         "database".into(),
         Json_::String(if database { "ok" } else { "down" }.into()),
     );
-    let services = state.admin.services_list().await;
+    let services = state.admin.service_states();
     let failed: Vec<String> = services
         .iter()
-        .filter(|s| s.state == ServiceState::Failed)
-        .map(|s| s.service.id.clone())
+        .filter(|(_, state)| *state == ServiceState::Failed)
+        .map(|(id, _)| id.clone())
         .collect();
     let services = match logged_in {
         true => serde_json::json!({ "installed": services.len(), "failed": failed }),

@@ -206,6 +206,21 @@ impl Admin {
         Ok(installed)
     }
 
+    /// Every installed service's state as last published: read without waiting for a running
+    /// operation (health must answer while a large service installs).
+    pub fn service_states(&self) -> Vec<(String, ServiceState)> {
+        let states = self
+            .service_states
+            .read()
+            .unwrap_or_else(|e| e.into_inner());
+        let mut states: Vec<(String, ServiceState)> = states
+            .iter()
+            .map(|(id, state)| (id.clone(), *state))
+            .collect();
+        states.sort_by(|a, b| a.0.cmp(&b.0));
+        states
+    }
+
     pub async fn services_list(&self) -> Vec<Installed> {
         self.services.lock().await.values().cloned().collect()
     }
@@ -513,11 +528,11 @@ impl Admin {
                     }
                 }
             }
-            self.create_service_account(installed)
+            self.create_service_accounts(installed)
                 .await
                 .map_err(|e| (Vec::new(), e.to_string()))?;
             let mut started = Vec::new();
-            for rid in installed.service.start_order.clone() {
+            for rid in runtime_resources(&installed.service) {
                 if let Err(e) = self.start_resource(installed, &rid).await {
                     return Err((started, format!("{rid}: {e}")));
                 }
@@ -538,7 +553,7 @@ impl Admin {
                 for rid in started.iter().rev() {
                     self.stop_resource(&installed.service, rid).await;
                 }
-                self.remove_service_account(&installed.service).await;
+                self.remove_service_accounts(&installed.service).await;
                 installed.last_error = Some(error);
                 self.set_state(installed, ServiceState::Failed);
             }
@@ -547,10 +562,10 @@ impl Admin {
 
     async fn disable(&self, installed: &mut Installed) {
         self.set_state(installed, ServiceState::Disabling);
-        for rid in installed.service.start_order.clone().iter().rev() {
+        for rid in runtime_resources(&installed.service).iter().rev() {
             self.stop_resource(&installed.service, rid).await;
         }
-        self.remove_service_account(&installed.service).await;
+        self.remove_service_accounts(&installed.service).await;
         installed.last_error = None;
         self.set_state(installed, ServiceState::Disabled);
         info!(service = %installed.service.id, "Service disabled");
@@ -621,29 +636,59 @@ impl Admin {
         }
     }
 
-    /// The service's broker user (named after the service, password `Cybus::MqttPassword`) and
-    /// its default role: readWrite on the service root, plus a `defaultRole` resource's grants.
-    async fn create_service_account(&self, installed: &Installed) -> AdminResult<()> {
+    /// Every account of the service in one batch, with one directory reload at the end (a file
+    /// with thousands of roles costs linear time): its default role (readWrite on the service
+    /// root, plus a `defaultRole` resource's grants), its `Cybus::Role`s, its broker user (named
+    /// after the service, password `Cybus::MqttPassword`) and its `Cybus::User`s.
+    async fn create_service_accounts(&self, installed: &Installed) -> AdminResult<()> {
         let service = &installed.service;
         // Accounts are stored, so after a restart (or a crash while enabling) they may still be
         // there; enabling starts from a clean slate.
         self.store.delete_owned_accounts(&service.id).await?;
-        let role = default_role_name(&service.id);
-        self.create_role(
-            &role,
-            default_permissions(service),
-            Some(service.id.clone()),
-        )
-        .await?;
-        self.create_user(
+        let owner = Some(service.id.clone());
+        let mut roles = BTreeSet::new();
+        let default_role = default_role_name(&service.id);
+        self.insert_role(&default_role, default_permissions(service), owner.clone())
+            .await?;
+        roles.insert(default_role.clone());
+        for resource in service.resources.values() {
+            if let ResourceKind::Role(role) = &resource.kind
+                && resource.id != "defaultRole"
+            {
+                let name = format!("{}.{}", service.id, resource.id);
+                self.insert_role(&name, role.permissions.clone(), owner.clone())
+                    .await?;
+                roles.insert(name);
+            }
+        }
+        self.insert_user(
             &service.id,
             &installed.record.mqtt_password,
-            vec![role],
+            vec![default_role],
             Vec::new(),
-            Some(service.id.clone()),
+            owner.clone(),
+            &roles,
         )
         .await?;
-        Ok(())
+        for resource in service.resources.values() {
+            if let ResourceKind::User(user) = &resource.kind {
+                let user_roles = user
+                    .roles
+                    .iter()
+                    .map(|r| format!("{}.{}", r.service, r.resource))
+                    .collect();
+                self.insert_user(
+                    &format!("{}.{}", service.id, resource.id),
+                    &user.password,
+                    user_roles,
+                    user.permissions.clone(),
+                    owner.clone(),
+                    &roles,
+                )
+                .await?;
+            }
+        }
+        self.reload().await
     }
 
     async fn sync_default_role(&self, installed: &Installed) -> AdminResult<()> {
@@ -657,11 +702,15 @@ impl Admin {
         self.reload().await
     }
 
-    async fn remove_service_account(&self, service: &Service) {
-        let _ = self.delete_owned_user(&service.id, &service.id).await;
-        let _ = self
-            .delete_owned_role(&default_role_name(&service.id), &service.id)
-            .await;
+    /// Removes every account the service created (none that anybody else created), with one
+    /// directory reload.
+    async fn remove_service_accounts(&self, service: &Service) {
+        if let Err(e) = self.store.delete_owned_accounts(&service.id).await {
+            warn!(service = %service.id, error = %e, "Cannot remove the service's accounts");
+        }
+        if let Err(e) = self.reload().await {
+            warn!(service = %service.id, error = %e, "Cannot reload users and roles");
+        }
     }
 
     /// Removes a user the service created; one of the same name that somebody else created
@@ -765,6 +814,22 @@ fn default_permissions(service: &Service) -> Vec<Permission> {
         permissions.extend(role.permissions.iter().cloned());
     }
     permissions
+}
+
+/// The resources that run on the gateway's runtime (connections, endpoints, mappings), in start
+/// order; accounts are created and removed as a batch.
+fn runtime_resources(service: &Service) -> Vec<String> {
+    service
+        .start_order
+        .iter()
+        .filter(|rid| {
+            service
+                .resources
+                .get(*rid)
+                .is_some_and(|r| !matches!(r.kind, ResourceKind::User(_) | ResourceKind::Role(_)))
+        })
+        .cloned()
+        .collect()
 }
 
 /// Resources to restart on reconfigure: those added, removed or with different resolved

@@ -112,6 +112,11 @@ fn rand_suffix() -> String {
 
 impl TestApi {
     pub async fn start() -> TestApi {
+        TestApi::start_with_body_limit(64 * 1024).await
+    }
+
+    /// A fresh API that accepts request bodies up to `max_body_bytes`.
+    pub async fn start_with_body_limit(max_body_bytes: usize) -> TestApi {
         let dir = Arc::new(tempfile::tempdir().unwrap());
         let config = AdminConfig {
             data_dir: dir.path().to_path_buf(),
@@ -119,7 +124,7 @@ impl TestApi {
             admin_password: Some(ADMIN_PASSWORD.into()),
             mqtt_host: "localhost".into(),
             mqtt_port: 1883,
-            max_body_bytes: 64 * 1024,
+            max_body_bytes,
         };
         TestApi::start_with(config, dir).await
     }
