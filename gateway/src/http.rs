@@ -1,5 +1,6 @@
-//! The HTTP and HTTPS entry points. Today they serve MQTT over WebSocket at `/mqtt`; the admin
-//! API will be merged into the same router.
+//! The HTTP and HTTPS entry points: the admin API, `/metrics` and MQTT over WebSocket at `/mqtt`
+//! on one router, served with a connection limit and a header-read timeout so that clients that
+//! connect and say nothing cannot use up the gateway's file descriptors.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -7,14 +8,15 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use axum::Router;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use crate::Settings;
 
@@ -23,6 +25,13 @@ pub struct HttpServers {
     tasks: TaskTracker,
     pub http_addr: Option<SocketAddr>,
     pub https_addr: Option<SocketAddr>,
+}
+
+/// How each HTTP(S) connection is served.
+#[derive(Clone)]
+struct Limits {
+    slots: Arc<Semaphore>,
+    header_read_timeout: Duration,
 }
 
 impl HttpServers {
@@ -39,6 +48,12 @@ impl HttpServers {
             http_addr: None,
             https_addr: None,
         };
+        let limits = || Limits {
+            slots: Arc::new(Semaphore::new(settings.admin.max_connections.max(1))),
+            header_read_timeout: Duration::from_secs(
+                settings.admin.header_read_timeout_secs.max(1),
+            ),
+        };
         if settings.http.enabled {
             let listener = TcpListener::bind(settings.http.address())
                 .await
@@ -47,14 +62,14 @@ impl HttpServers {
                 })?;
             let addr = listener.local_addr()?;
             info!(address = %addr, listener = "http", "HTTP listener started (MQTT over WebSocket at /mqtt)");
-            let app = app.clone();
-            let stop = stop.clone();
-            tasks.spawn(async move {
-                let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
-                let _ = axum::serve(listener, app)
-                    .with_graceful_shutdown(async move { stop.cancelled().await })
-                    .await;
-            });
+            tasks.spawn(serve(
+                listener,
+                None,
+                app.clone(),
+                limits(),
+                stop.clone(),
+                tasks.clone(),
+            ));
             servers.http_addr = Some(addr);
         }
         if let (Some(tls), true) = (tls, settings.https.enabled) {
@@ -65,10 +80,11 @@ impl HttpServers {
                 })?;
             let addr = listener.local_addr()?;
             info!(address = %addr, listener = "https", "HTTPS listener started (MQTT over WebSocket at /mqtt)");
-            tasks.spawn(serve_tls(
+            tasks.spawn(serve(
                 listener,
-                TlsAcceptor::from(tls),
+                Some(TlsAcceptor::from(tls)),
                 app,
+                limits(),
                 stop.clone(),
                 tasks.clone(),
             ));
@@ -85,46 +101,69 @@ impl HttpServers {
     }
 }
 
-async fn serve_tls(
+/// Accepts until `stop`: every connection holds one of `limits.slots` (beyond them new ones are
+/// closed at once, as the MQTT listeners do), and a client that is slow to send its headers, or
+/// idle between requests, is closed after `limits.header_read_timeout`. A failing accept (out of
+/// file descriptors) backs off and tries again, so the listener outlives any flood.
+async fn serve(
     listener: TcpListener,
-    acceptor: TlsAcceptor,
+    tls: Option<TlsAcceptor>,
     app: Router,
+    limits: Limits,
     stop: CancellationToken,
     tasks: TaskTracker,
 ) {
+    // HTTP/1.1 only: browsers speak HTTP/2 only over TLS with ALPN, which these listeners do not
+    // offer, and HTTP/1.1 lets the header time-out start at the connection's first moment
+    // (an HTTP version sniffer would wait for the first bytes without one).
+    let mut http = http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout);
     loop {
         let (socket, peer) = tokio::select! {
             _ = stop.cancelled() => return,
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
-                Err(_) => {
+                Err(e) => {
+                    warn!(error = %e, "Accepting an HTTP connection failed; retrying shortly");
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 }
             },
         };
-        let acceptor = acceptor.clone();
-        // The client's address, for login throttling, as plain HTTP's connect info gives it.
+        let Ok(slot) = limits.slots.clone().try_acquire_owned() else {
+            debug!(%peer, "HTTP connection limit reached; closing new connection");
+            continue;
+        };
+        // The client's address, for login throttling.
         let app = app
             .clone()
             .layer(axum::Extension(axum::extract::ConnectInfo(peer)));
         let service = TowerToHyperService::new(app);
+        let (tls, http, handshake_timeout) =
+            (tls.clone(), http.clone(), limits.header_read_timeout);
         tasks.spawn(async move {
-            let stream = match tokio::time::timeout(
-                Duration::from_secs(10),
-                acceptor.accept(socket),
-            )
-            .await
-            {
-                Ok(Ok(stream)) => stream,
-                _ => {
-                    debug!(%peer, "HTTPS handshake failed");
-                    return;
+            let _slot = slot;
+            match tls {
+                None => {
+                    let _ = http
+                        .serve_connection(TokioIo::new(socket), service)
+                        .with_upgrades()
+                        .await;
                 }
-            };
-            let _ = auto::Builder::new(TokioExecutor::new())
-                .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                .await;
+                Some(acceptor) => {
+                    let Ok(Ok(stream)) =
+                        tokio::time::timeout(handshake_timeout, acceptor.accept(socket)).await
+                    else {
+                        debug!(%peer, "HTTPS handshake failed or timed out");
+                        return;
+                    };
+                    let _ = http
+                        .serve_connection(TokioIo::new(stream), service)
+                        .with_upgrades()
+                        .await;
+                }
+            }
         });
     }
 }

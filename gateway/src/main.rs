@@ -140,6 +140,7 @@ fn run(config: Option<PathBuf>, log_format: Option<LogFormat>, demo: bool) -> Ex
     settings.demo.enabled |= demo;
     init_logging(&settings);
     gateway::data_dir::create_files_private();
+    raise_open_files_limit();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -158,6 +159,26 @@ fn run(config: Option<PathBuf>, log_format: Option<LogFormat>, demo: bool) -> Ex
             tracing::error!(error = format!("{e:#}"), "Ironbridge stopped with an error");
             eprintln!("ironbridge: {e:#}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// Every MQTT and HTTP connection is a file descriptor, and the usual soft limit is 1,024. Like
+/// Go's runtime and many servers, raise the soft limit to the hard one the system allows, so the
+/// connection limits (not the descriptor limit) decide.
+fn raise_open_files_limit() {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    if limit.current < limit.maximum {
+        let raised = Rlimit {
+            current: limit.maximum,
+            maximum: limit.maximum,
+        };
+        match setrlimit(Resource::Nofile, raised) {
+            Ok(()) => {
+                tracing::debug!(from = ?limit.current, to = ?limit.maximum, "Raised the open files limit")
+            }
+            Err(e) => tracing::warn!(error = %e, "Cannot raise the open files limit"),
         }
     }
 }

@@ -86,6 +86,12 @@ pub struct AdminSettings {
     pub password: Option<String>,
     /// Largest API request body in bytes (413 above).
     pub max_body_bytes: usize,
+    /// Open connections per HTTP(S) listener, MQTT over WebSocket included; beyond it new
+    /// connections are closed at once.
+    pub max_connections: usize,
+    /// Seconds a client may take to send a request's headers, and to start the next request on
+    /// a kept-alive connection; slower ones are closed.
+    pub header_read_timeout_secs: u64,
 }
 
 impl Default for AdminSettings {
@@ -93,6 +99,8 @@ impl Default for AdminSettings {
         AdminSettings {
             password: None,
             max_body_bytes: 4 * 1024 * 1024,
+            max_connections: 4096,
+            header_read_timeout_secs: 10,
         }
     }
 }

@@ -363,3 +363,133 @@ async fn the_demo_shows_plc_and_cnc_data_to_anonymous_clients() {
         assert!(status.success(), "{run}: {status}");
     }
 }
+
+/// Reads from `stream` until the peer closes it; the time that took, or `None` when it was
+/// still open after `limit`.
+fn closed_within(stream: &mut std::net::TcpStream, limit: Duration) -> Option<Duration> {
+    use std::io::Read;
+    let started = Instant::now();
+    stream.set_read_timeout(Some(limit)).unwrap();
+    let mut buf = [0u8; 1024];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return Some(started.elapsed()),
+            Ok(_) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                return Some(started.elapsed());
+            }
+            Err(_) => return None,
+        }
+    }
+}
+
+fn health_answers(http: u16) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", http)) else {
+        return false;
+    };
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let request = "GET /api/system/health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    if stream.write_all(request.as_bytes()).is_err() {
+        return false;
+    }
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    answer.starts_with("HTTP/1.1 200")
+}
+
+/// Scenario: connections that sent half their headers, or nothing, stayed open for minutes;
+/// 1,100 of them used up a 1,024 file-descriptor limit and MQTT and the API stopped answering.
+#[test]
+fn idle_and_slow_http_clients_are_closed_and_a_flood_never_stops_the_listener() {
+    use std::io::Write;
+    let data = tempfile::tempdir().unwrap();
+    let (mqtt, http) = (free_port(), free_port());
+    // A small descriptor limit (soft and hard, so the gateway cannot raise it) and a short
+    // header time-out make the flood quick.
+    let mut gateway = Command::new("prlimit")
+        .arg("--nofile=128:128")
+        .arg(env!("CARGO_BIN_EXE_ironbridge"))
+        .arg("run")
+        .env("IRONBRIDGE_DATA_DIR", data.path())
+        .env("IRONBRIDGE_ADMIN_PASSWORD", ADMIN_PASSWORD)
+        .env("IRONBRIDGE_MQTT_PORT", mqtt.to_string())
+        .env("IRONBRIDGE_HTTP_PORT", http.to_string())
+        .env("IRONBRIDGE_ADMIN_HEADER_READ_TIMEOUT_SECS", "2")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for(http);
+
+    // Nothing sent, and half a request: both closed after the header time-out.
+    let mut silent = std::net::TcpStream::connect(("127.0.0.1", http)).unwrap();
+    let mut half = std::net::TcpStream::connect(("127.0.0.1", http)).unwrap();
+    half.write_all(b"GET /api/system/health HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    for stream in [&mut silent, &mut half] {
+        let closed = closed_within(stream, Duration::from_secs(10));
+        assert!(closed.is_some(), "still open after 10 s");
+    }
+
+    // A flood far beyond the descriptor limit: accepting fails while it lasts...
+    let flood: Vec<std::net::TcpStream> = (0..400)
+        .filter_map(|_| std::net::TcpStream::connect(("127.0.0.1", http)).ok())
+        .collect();
+    assert!(
+        flood.len() > 128,
+        "the flood opened {} connections",
+        flood.len()
+    );
+    // ...and once the flood is gone (closed by the time-out or by the clients), the API and
+    // MQTT answer again.
+    drop(flood);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !health_answers(http) {
+        assert!(
+            Instant::now() < deadline,
+            "the API does not answer after the flood"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(std::net::TcpStream::connect(("127.0.0.1", mqtt)).is_ok());
+    terminate(&mut gateway);
+}
+
+/// Scenario: nothing bounded the number of open HTTP connections.
+#[test]
+fn http_connections_beyond_the_limit_are_closed_at_once() {
+    let data = tempfile::tempdir().unwrap();
+    let (mqtt, http) = (free_port(), free_port());
+    let mut gateway = Command::new(env!("CARGO_BIN_EXE_ironbridge"))
+        .arg("run")
+        .env("IRONBRIDGE_DATA_DIR", data.path())
+        .env("IRONBRIDGE_ADMIN_PASSWORD", ADMIN_PASSWORD)
+        .env("IRONBRIDGE_MQTT_PORT", mqtt.to_string())
+        .env("IRONBRIDGE_HTTP_PORT", http.to_string())
+        .env("IRONBRIDGE_ADMIN_MAX_CONNECTIONS", "4")
+        .env("IRONBRIDGE_ADMIN_HEADER_READ_TIMEOUT_SECS", "3")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for(http);
+    // wait_for's probe connection may still hold a slot for a moment.
+    std::thread::sleep(Duration::from_millis(300));
+    let held: Vec<std::net::TcpStream> = (0..4)
+        .map(|_| std::net::TcpStream::connect(("127.0.0.1", http)).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let mut fifth = std::net::TcpStream::connect(("127.0.0.1", http)).unwrap();
+    let closed = closed_within(&mut fifth, Duration::from_secs(2));
+    assert!(closed.is_some(), "the fifth connection is closed at once");
+    drop(held);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !health_answers(http) {
+        assert!(Instant::now() < deadline, "slots come back");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    terminate(&mut gateway);
+}
