@@ -16,6 +16,7 @@ mod parse;
 mod payload;
 mod stash;
 mod task;
+mod workers;
 
 pub use chain::{Chain, Input, Output, RuleError};
 pub use mapping::{

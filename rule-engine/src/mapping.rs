@@ -209,9 +209,10 @@ fn sink(publish: &PublishSpec) -> Result<Sink, String> {
 
 fn spawn(tasks: Vec<ChainTask>, stats: Arc<Stats>) -> RunningChains {
     let stop = CancellationToken::new();
+    let workers = crate::workers::handle();
     let handles = tasks
         .into_iter()
-        .map(|task| tokio::spawn(task.run(stop.clone())))
+        .map(|task| workers.spawn(task.run(stop.clone())))
         .collect();
     RunningChains {
         stop,
