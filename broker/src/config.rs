@@ -24,12 +24,18 @@ pub struct BrokerConfig {
     pub receive_maximum: u16,
     /// Messages waiting for one session, online or offline; further ones are dropped and counted.
     pub max_queued_messages: usize,
+    /// Bytes (topics and payloads) waiting for one session; further messages are dropped and
+    /// counted, like Mosquitto's `max_queued_bytes`.
+    pub max_queued_bytes: usize,
     /// Highest keep alive accepted; a client asking for more (or for none) is told this one.
     pub max_keep_alive: u16,
     /// Topic aliases a client may use towards the broker (MQTT 5).
     pub topic_alias_maximum: u16,
     /// Retained messages kept at most; new retained topics beyond this are not stored.
     pub max_retained_messages: usize,
+    /// Bytes (topics and payloads) of all retained messages; a new or larger retained message
+    /// beyond it is delivered but not kept, and counted.
+    pub max_retained_bytes: usize,
     /// Session expiry for 3.1.1 clients that connect with clean session off, in seconds
     /// (`None`: they never expire, as the 3.1.1 standard says).
     pub persistent_session_expiry: Option<u32>,
@@ -59,9 +65,11 @@ impl Default for BrokerConfig {
             max_inflight: 1024,
             receive_maximum: 1024,
             max_queued_messages: 10_000,
+            max_queued_bytes: 16 * 1024 * 1024,
             max_keep_alive: 3600,
             topic_alias_maximum: 64,
             max_retained_messages: 1_000_000,
+            max_retained_bytes: 256 * 1024 * 1024,
             persistent_session_expiry: None,
             connect_timeout_secs: 10,
             sys_interval_secs: 10,
@@ -97,6 +105,11 @@ impl BrokerConfig {
         }
         if self.max_queued_messages == 0 {
             problems.push("broker.max_queued_messages: must be at least 1".into());
+        }
+        if self.max_queued_bytes < self.max_packet_size as usize {
+            problems.push(
+                "broker.max_queued_bytes: must be at least broker.max_packet_size, or the largest messages could never be queued".into(),
+            );
         }
         if self.max_sessions == 0 {
             problems.push("broker.max_sessions: must be at least 1".into());

@@ -14,6 +14,7 @@ mod local;
 pub mod message;
 pub mod metrics;
 pub mod persistence;
+mod queue;
 mod router;
 pub mod topic;
 pub mod transport;

@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use crate::codec::{QoS, ReasonCode, SubscriptionOptions};
 use crate::context::Context;
 use crate::message::{Delivery, Message, SessionKey};
+use crate::queue::QueueRx;
 use crate::router::{
     ConnectRequest, Event, Handback, SessionState, SubscribeRequest, UnsubscribeRequest,
 };
@@ -36,7 +37,7 @@ pub enum LinkError {
 pub struct LocalClient {
     ctx: Arc<Context>,
     session: SessionKey,
-    rx: mpsc::Receiver<Delivery>,
+    rx: QueueRx,
     /// Retained messages handed over on subscribe, delivered before the queue.
     pending: VecDeque<Delivery>,
     kick: CancellationToken,
@@ -178,7 +179,7 @@ impl LocalClient {
         }
         Some(Event::Disconnected(Box::new(Handback {
             session: self.session,
-            rx: std::mem::replace(&mut self.rx, mpsc::channel(1).1),
+            rx: std::mem::replace(&mut self.rx, QueueRx::detached()),
             state: SessionState::default(),
             will: None,
             session_expiry: 0,

@@ -15,6 +15,11 @@ pub struct Metrics {
     /// Messages not delivered because a session's queue was full (slow or offline consumer) or the
     /// message exceeded the client's maximum packet size.
     pub messages_dropped: AtomicU64,
+    /// Of those, dropped because the session's queue held `max_queued_bytes` already.
+    pub messages_dropped_queue_bytes: AtomicU64,
+    /// Retained messages not kept because the store held `max_retained_messages` or
+    /// `max_retained_bytes` already.
+    pub retained_dropped: AtomicU64,
     /// PUBLISH packets and subscriptions refused by the authorisation hook.
     pub publishes_denied: AtomicU64,
     pub subscriptions_denied: AtomicU64,

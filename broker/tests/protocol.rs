@@ -722,3 +722,39 @@ fn options(qos: QoS) -> SubscriptionOptions {
         retain_handling: 0,
     }
 }
+
+/// Scenario: a subscriber that never reads held 10,000 queued messages whatever their size:
+/// 705 MB with 64 KiB payloads. Queues are bounded by bytes too, and the drops are counted.
+#[tokio::test]
+async fn session_queues_are_bounded_by_bytes() {
+    static PAYLOAD: [u8; 64 * 1024] = [b'x'; 64 * 1024];
+    let b = TestBroker::start(BrokerConfig {
+        max_queued_bytes: 1024 * 1024,
+        ..config()
+    })
+    .await;
+    let (mut away, _) = Raw::connect(b.addr, connect_packet(Protocol::V311, "away", false)).await;
+    away.subscribe("big/#", QoS::AtLeastOnce).await;
+    away.disconnect().await;
+    let mut publisher = Raw::v311(b.addr, "publisher").await;
+    for _ in 0..40 {
+        publisher
+            .publish_acked("big/x", &PAYLOAD, QoS::AtLeastOnce, false)
+            .await;
+    }
+    let handle = b.handle();
+    let dropped = broker::metrics::Metrics::get(&handle.metrics().messages_dropped_queue_bytes);
+    // 1 MiB holds 15 messages of 64 KiB and their topic.
+    assert_eq!(dropped, 40 - 15, "dropped for the byte bound");
+
+    let (mut back, ack) = Raw::connect(b.addr, connect_packet(Protocol::V311, "away", false)).await;
+    assert!(ack.session_present);
+    let mut received = 0;
+    while let Ok(Some(Packet::Publish(p))) = back.recv_within(Duration::from_millis(500)).await {
+        back.send(&Packet::PubAck(Ack::new(p.packet_id, ReasonCode::SUCCESS)))
+            .await;
+        received += 1;
+    }
+    assert_eq!(received, 15);
+    b.stop().await;
+}

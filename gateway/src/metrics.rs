@@ -135,6 +135,8 @@ struct BrokerCounters {
     publishes_denied: u64,
     subscriptions_denied: u64,
     deliveries_denied: u64,
+    dropped_queue_bytes: u64,
+    retained_dropped: u64,
     protocol_errors: u64,
 }
 
@@ -153,6 +155,8 @@ impl BrokerCounters {
             publishes_denied: get(&m.publishes_denied),
             subscriptions_denied: get(&m.subscriptions_denied),
             deliveries_denied: get(&m.deliveries_denied),
+            dropped_queue_bytes: get(&m.messages_dropped_queue_bytes),
+            retained_dropped: get(&m.retained_dropped),
             protocol_errors: get(&m.protocol_errors),
         }
     }
@@ -290,6 +294,16 @@ fn broker_families(x: &mut Exposition, b: &BrokerCounters) {
             "ironbridge_broker_subscriptions_denied_total",
             "Subscriptions refused by the permissions",
             b.subscriptions_denied,
+        ),
+        (
+            "ironbridge_broker_messages_dropped_queue_bytes_total",
+            "Of the dropped deliveries, those refused because the session's queue held broker.max_queued_bytes",
+            b.dropped_queue_bytes,
+        ),
+        (
+            "ironbridge_broker_retained_dropped_total",
+            "Retained messages not kept because the store held broker.max_retained_messages or max_retained_bytes",
+            b.retained_dropped,
         ),
         (
             "ironbridge_broker_deliveries_denied_total",

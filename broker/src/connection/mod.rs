@@ -18,7 +18,7 @@ use std::time::Duration;
 use bytes::BytesMut;
 use bytestring::ByteString;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
@@ -28,6 +28,7 @@ use crate::codec::{self, Disconnect, Packet, Properties, Protocol, ReasonCode, W
 use crate::context::Context;
 use crate::message::{Delivery, Message, MessageProperties, SessionKey};
 use crate::metrics::{LocalTally, Metrics};
+use crate::queue::QueueRx;
 use crate::router::{self, Event, Handback, Inflight, SessionState};
 
 /// Smallest and largest read buffer; it grows while reads fill it and starts small so that idle
@@ -79,7 +80,7 @@ pub(crate) struct Accepted {
     pub client_id: ByteString,
     pub principal: Principal,
     pub session: SessionKey,
-    pub rx: mpsc::Receiver<Delivery>,
+    pub rx: QueueRx,
     pub resumed: SessionState,
     pub kick: CancellationToken,
     pub keep_alive: u16,
@@ -125,7 +126,7 @@ pub(crate) struct Connection<S> {
     qos2_incoming: HashSet<u16, BuildHasherDefault<PacketIdHasher>>,
     aliases_in: HashMap<u16, ByteString>,
     // Outgoing (broker to client) state.
-    rx: mpsc::Receiver<Delivery>,
+    rx: QueueRx,
     inflight: HashMap<u16, (u64, Inflight), BuildHasherDefault<PacketIdHasher>>,
     send_seq: u64,
     next_packet_id: u16,
@@ -235,8 +236,8 @@ where
                             break;
                         }
                         match self.rx.try_recv() {
-                            Ok(delivery) => self.send_or_queue(delivery),
-                            Err(_) => break,
+                            Some(delivery) => self.send_or_queue(delivery),
+                            None => break,
                         }
                     }
                 }
@@ -345,7 +346,7 @@ where
             .map(|w| will_message(w, self.session));
         let handback = Handback {
             session: self.session,
-            rx: std::mem::replace(&mut self.rx, mpsc::channel(1).1),
+            rx: std::mem::replace(&mut self.rx, QueueRx::detached()),
             state: self.take_state(),
             will,
             session_expiry: self.session_expiry,

@@ -28,6 +28,7 @@ use crate::config::BrokerConfig;
 use crate::message::{Delivery, Message, SessionKey};
 use crate::metrics::Metrics;
 use crate::persistence::Store;
+use crate::queue::{QueueRx, Refused};
 use crate::topic;
 
 use retained::RetainedStore;
@@ -68,7 +69,7 @@ pub(crate) struct ConnectRequest {
 pub(crate) struct ConnectReply {
     pub session: SessionKey,
     pub session_present: bool,
-    pub rx: mpsc::Receiver<Delivery>,
+    pub rx: QueueRx,
     pub resumed: SessionState,
 }
 
@@ -93,7 +94,7 @@ pub(crate) enum Inflight {
 
 pub(crate) struct Handback {
     pub session: SessionKey,
-    pub rx: mpsc::Receiver<Delivery>,
+    pub rx: QueueRx,
     pub state: SessionState,
     /// The will to publish, when the connection ended without a normal DISCONNECT.
     pub will: Option<Will>,
@@ -146,7 +147,7 @@ pub(crate) struct Router {
 
 impl Router {
     pub fn new(config: Arc<BrokerConfig>, metrics: Arc<Metrics>, store: Option<Store>) -> Router {
-        let retained = RetainedStore::new(config.max_retained_messages);
+        let retained = RetainedStore::new(config.max_retained_messages, config.max_retained_bytes);
         let mut router = Router {
             config,
             metrics,
@@ -258,7 +259,9 @@ impl Router {
     /// Delivers one message to every matching subscription and updates the retained store.
     pub(crate) fn route(&mut self, message: Arc<Message>) {
         if message.retain {
-            self.retained.store(&message);
+            if !self.retained.store(&message) {
+                Metrics::add(&self.metrics.retained_dropped, 1);
+            }
             self.dirty = true;
         }
         let Router {
@@ -319,11 +322,12 @@ impl Router {
             self.dirty = true;
         }
         match session.tx.try_send(delivery) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(_)) => {
+            Ok(()) | Err((Refused::Closed, _)) => {}
+            Err((Refused::Full, _)) => Metrics::add(&self.metrics.messages_dropped, 1),
+            Err((Refused::TooManyBytes, _)) => {
                 Metrics::add(&self.metrics.messages_dropped, 1);
+                Metrics::add(&self.metrics.messages_dropped_queue_bytes, 1);
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => {}
         }
     }
 

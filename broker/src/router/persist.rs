@@ -3,7 +3,6 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use tokio::sync::mpsc;
 use tokio::time::{Duration, Instant};
 use tracing::info;
 
@@ -15,6 +14,7 @@ use crate::message::{Delivery, Message, MessageProperties};
 use crate::persistence::{
     DeliveryRecord, InflightRecord, MessageRecord, SessionRecord, Snapshot, SubscriptionRecord,
 };
+use crate::queue::session_queue;
 use crate::topic;
 
 fn secs_until(at: Instant, now: Instant) -> u32 {
@@ -143,7 +143,7 @@ impl Router {
                     .collect();
                 // The queue is a channel: read it out and put it back in the same order.
                 let mut drained = Vec::new();
-                while let Ok(d) = rx.try_recv() {
+                while let Some(d) = rx.try_recv() {
                     record.queued.push(delivery_record(&d, now));
                     drained.push(d);
                 }
@@ -169,7 +169,7 @@ impl Router {
         for record in snapshot.retained {
             let message = message_from(record, now);
             if !message.is_expired(now) {
-                self.retained.store(&message);
+                let _ = self.retained.store(&message);
             }
         }
         for (record, owner) in snapshot.sessions.into_iter().zip(snapshot.session_owners) {
@@ -181,13 +181,16 @@ impl Router {
     }
 
     fn restore_session(&mut self, r: SessionRecord, owner: SessionOwner, now: Instant) {
-        let (tx, rx) = mpsc::channel(self.config.max_queued_messages);
+        let (tx, rx) = session_queue(
+            self.config.max_queued_messages,
+            self.config.max_queued_bytes,
+        );
         let mut backlog = std::collections::VecDeque::new();
         for d in r.queued {
             // Anything beyond the queue's capacity waits in the backlog, which is not bounded by
             // the channel; it is bounded by what was saved.
-            if let Err(e) = tx.try_send(delivery_from(d, now)) {
-                backlog.push_back(e.into_inner());
+            if let Err((_, d)) = tx.try_send(delivery_from(d, now)) {
+                backlog.push_back(d);
             }
         }
         let state = SessionState {

@@ -33,29 +33,51 @@ pub(crate) struct RetainedStore {
     root: Node,
     len: usize,
     limit: usize,
+    /// Topics and payloads of every kept message, against `max_bytes`.
+    bytes: usize,
+    max_bytes: usize,
     warned_full: bool,
 }
 
+/// What a retained message weighs against the byte bound.
+fn weight(message: &Message) -> usize {
+    message.topic.len() + message.payload.len()
+}
+
 impl RetainedStore {
-    pub fn new(limit: usize) -> RetainedStore {
+    pub fn new(limit: usize, max_bytes: usize) -> RetainedStore {
         RetainedStore {
             root: Node::default(),
             len: 0,
             limit,
+            bytes: 0,
+            max_bytes,
             warned_full: false,
         }
+    }
+
+    /// Bytes of topics and payloads kept.
+    pub fn bytes(&self) -> usize {
+        self.bytes
     }
 
     pub fn len(&self) -> usize {
         self.len
     }
 
-    /// Sets, replaces, or (with an empty payload) clears the retained message of its topic. A new
-    /// topic is not kept while the store is full (logged once).
-    pub fn store(&mut self, message: &Arc<Message>) {
+    /// Sets, replaces, or (with an empty payload) clears the retained message of its topic.
+    /// Returns false when the message is not kept: a new topic while the store holds
+    /// `max_retained_messages`, or one that would take the store beyond `max_retained_bytes`
+    /// (logged once).
+    pub fn store(&mut self, message: &Arc<Message>) -> bool {
         if message.payload.is_empty() {
             self.remove(&message.topic);
-            return;
+            return true;
+        }
+        let replaced = self.find(&message.topic).map_or(0, |old| weight(old));
+        if self.bytes - replaced + weight(message) > self.max_bytes {
+            self.warn_full(&message.topic);
+            return false;
         }
         let full = self.len >= self.limit;
         let mut node = &mut self.root;
@@ -65,38 +87,52 @@ impl RetainedStore {
             if !node.children.contains_key(level) {
                 if full {
                     self.warn_full(&message.topic);
-                    return;
+                    return false;
                 }
                 node.children.insert(level.into(), Node::default());
             }
             let Some(child) = node.children.get_mut(level) else {
-                return; // inserted just above
+                return false; // inserted just above
             };
             node = child;
         }
         if node.message.is_none() {
             if full {
                 self.warn_full(&message.topic);
-                return;
+                return false;
             }
             self.len += 1;
         }
+        self.bytes = self.bytes - replaced + weight(message);
         node.message = Some(message.clone());
+        true
+    }
+
+    /// The retained message of `topic`, if any.
+    fn find(&self, topic: &str) -> Option<&Arc<Message>> {
+        let mut node = &self.root;
+        for level in topic.split('/') {
+            node = node.children.get(level)?;
+        }
+        node.message.as_ref()
     }
 
     fn warn_full(&mut self, topic: &str) {
         if !self.warned_full {
             warn!(
-                limit = self.limit,
-                topic, "Retained store is full; new retained topics are not kept"
+                max_messages = self.limit,
+                max_bytes = self.max_bytes,
+                topic,
+                "Retained store is full; retained messages beyond its limits are not kept"
             );
             self.warned_full = true;
         }
     }
 
     fn remove(&mut self, topic: &str) {
-        if remove_in(&mut self.root, topic.split('/')) {
+        if let Some(removed) = remove_in(&mut self.root, topic.split('/')) {
             self.len -= 1;
+            self.bytes -= weight(&removed);
         }
     }
 
@@ -122,13 +158,14 @@ impl RetainedStore {
     }
 }
 
-fn remove_in<'a>(node: &mut Node, mut levels: impl Iterator<Item = &'a str>) -> bool {
+fn remove_in<'a>(
+    node: &mut Node,
+    mut levels: impl Iterator<Item = &'a str>,
+) -> Option<Arc<Message>> {
     let Some(level) = levels.next() else {
-        return node.message.take().is_some();
+        return node.message.take();
     };
-    let Some(child) = node.children.get_mut(level) else {
-        return false;
-    };
+    let child = node.children.get_mut(level)?;
     let removed = remove_in(child, levels);
     if child.is_empty() {
         node.children.remove(level);
@@ -191,7 +228,7 @@ mod tests {
             "#", "+", "a", "a/#", "a/+", "a/b", "a/+/c", "+/b/#", "/+", "+/+", "$SYS/#",
             "$SYS/+/x", "a//c", "+/#", "/#",
         ];
-        let mut store = RetainedStore::new(100);
+        let mut store = RetainedStore::new(100, usize::MAX);
         for t in topics {
             store.store(&retained(t));
         }
@@ -212,7 +249,7 @@ mod tests {
 
     #[test]
     fn clearing_prunes_and_the_limit_holds() {
-        let mut store = RetainedStore::new(2);
+        let mut store = RetainedStore::new(2, usize::MAX);
         store.store(&retained("a/b"));
         store.store(&retained("a/c"));
         store.store(&retained("a/d"));
@@ -223,5 +260,34 @@ mod tests {
         store.store(&Arc::new(Message::new("a/c", "", QoS::AtMostOnce, true)));
         assert_eq!(store.len(), 0);
         assert!(store.root.is_empty(), "empty branches are pruned");
+    }
+
+    /// Scenario: retained messages were bounded by count only (1,000,000 of up to 1 MiB).
+    #[test]
+    fn the_byte_bound_holds_for_new_and_replaced_messages() {
+        let message = |topic: &str, size: usize| {
+            Arc::new(Message::new(topic, vec![b'x'; size], QoS::AtMostOnce, true))
+        };
+        let mut store = RetainedStore::new(100, 100);
+        assert!(store.store(&message("a", 49)));
+        assert!(store.store(&message("b", 49)));
+        assert_eq!(store.bytes(), 100);
+        assert!(
+            !store.store(&message("c", 1)),
+            "a new topic beyond the bound"
+        );
+        assert!(
+            !store.store(&message("a", 50)),
+            "a replacement that grows beyond it"
+        );
+        assert!(store.store(&message("a", 9)), "one that shrinks");
+        assert_eq!(store.bytes(), 60);
+        store.store(&Arc::new(Message::new("b", "", QoS::AtMostOnce, true)));
+        assert_eq!(
+            (store.len(), store.bytes()),
+            (1, 10),
+            "clearing frees its bytes"
+        );
+        assert!(store.store(&message("c", 80)));
     }
 }

@@ -5,7 +5,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytestring::ByteString;
-use tokio::sync::mpsc;
 use tokio::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
@@ -15,14 +14,15 @@ use super::{
 };
 use crate::auth::SessionOwner;
 use crate::codec::ReasonCode;
-use crate::message::{Delivery, Message, SessionKey};
+use crate::message::{Message, SessionKey};
+use crate::queue::{QueueRx, QueueTx, session_queue};
 
 pub(crate) struct Session {
     pub client_id: ByteString,
     /// Who opened the session; only they resume it.
     pub owner: SessionOwner,
     /// The session's queue; the receiving end is with the connection while online.
-    pub tx: mpsc::Sender<Delivery>,
+    pub tx: QueueTx,
     pub link: Link,
     /// Full filter (with any `$share/group/` prefix) to its options.
     pub subscriptions: HashMap<ByteString, Entry>,
@@ -41,7 +41,7 @@ pub(crate) enum Link {
         kick: CancellationToken,
     },
     Offline {
-        rx: mpsc::Receiver<Delivery>,
+        rx: QueueRx,
         state: SessionState,
     },
     /// Only between taking the offline state out and putting the session online.
@@ -121,7 +121,10 @@ impl Router {
             let _ = request.reply.send(Err(ReasonCode::QUOTA_EXCEEDED));
             return;
         }
-        let (tx, rx) = mpsc::channel(self.config.max_queued_messages);
+        let (tx, rx) = session_queue(
+            self.config.max_queued_messages,
+            self.config.max_queued_bytes,
+        );
         let key = self.sessions.insert(Session {
             client_id: request.client_id.clone(),
             owner: request.owner.clone(),

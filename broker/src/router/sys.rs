@@ -21,6 +21,11 @@ impl Router {
             ("bytes/received", &m.bytes_received),
             ("bytes/sent", &m.bytes_sent),
             ("subscriptions/denied", &m.subscriptions_denied),
+            (
+                "messages/dropped/queue bytes",
+                &m.messages_dropped_queue_bytes,
+            ),
+            ("retained messages/dropped", &m.retained_dropped),
             ("deliveries/denied", &m.deliveries_denied),
             ("protocol errors", &m.protocol_errors),
         ];
@@ -37,6 +42,7 @@ impl Router {
             ("clients/total", self.sessions.len().to_string()),
             ("subscriptions/count", self.tree.len().to_string()),
             ("retained messages/count", self.retained.len().to_string()),
+            ("retained messages/bytes", self.retained.bytes().to_string()),
         ];
         values.extend(
             counters
