@@ -16,6 +16,10 @@ use crate::stash::Stash;
 const TIMEOUT_MS: u64 = 1_000;
 /// Longest sequence an expression may build (`[1..1e9]`), so one message cannot exhaust memory.
 const MAX_SEQUENCE: usize = 1_000_000;
+/// Widest `$pad` result, in characters. `$pad` is the one built-in whose result size is a number
+/// in its arguments rather than a multiple of its input: `$pad('x', 4e8)` from a 16-byte payload
+/// allocated 1.2 GiB before the time limit could say a word.
+pub const MAX_PAD_WIDTH: usize = 1 << 20;
 
 #[derive(Debug)]
 pub struct Expression {
@@ -24,6 +28,7 @@ pub struct Expression {
     /// Only expressions that mention them pay for binding `$context` and `$last`.
     uses_context: bool,
     uses_last: bool,
+    uses_pad: bool,
 }
 
 impl Expression {
@@ -35,6 +40,7 @@ impl Expression {
             ast,
             uses_context: source.contains("$context"),
             uses_last: source.contains("$last"),
+            uses_pad: source.contains("$pad"),
         })
     }
 
@@ -59,6 +65,11 @@ impl Expression {
             ..EvaluatorOptions::default()
         };
         let mut evaluator = Evaluator::with_options(bindings, options);
+        if self.uses_pad {
+            evaluator
+                .register_fn_override("pad", bounded_pad)
+                .map_err(|e| describe(&e))?;
+        }
         if self.uses_last {
             let stash = stash.clone();
             evaluator
@@ -71,6 +82,52 @@ impl Expression {
             Err(e) => Err(describe(&e)),
         }
     }
+}
+
+/// JSONata's `$pad(string, width, char?)` (pad to `|width|` characters with the repeated
+/// `char`, default a space; a negative width pads on the left), refusing widths beyond
+/// [`MAX_PAD_WIDTH`] before anything is allocated.
+fn bounded_pad(args: &[JValue]) -> Result<JValue, EvaluatorError> {
+    let string = match args.first() {
+        Some(JValue::String(s)) => s.clone(),
+        Some(JValue::Null) => return Ok(JValue::Null),
+        Some(JValue::Undefined) | None => return Ok(JValue::Undefined),
+        Some(_) => {
+            return Err(EvaluatorError::TypeError(
+                "T0410: Argument 1 of function \"pad\" does not match function signature".into(),
+            ));
+        }
+    };
+    let width = match args.get(1) {
+        Some(JValue::Number(n)) if n.is_finite() => n.trunc(),
+        // Like jsonata-js: a missing or NaN width pads nothing.
+        Some(JValue::Number(_) | JValue::Undefined) | None => return Ok(JValue::String(string)),
+        Some(_) => {
+            return Err(EvaluatorError::TypeError(
+                "T0410: Argument 2 of function \"pad\" does not match function signature".into(),
+            ));
+        }
+    };
+    if width.abs() > MAX_PAD_WIDTH as f64 {
+        return Err(EvaluatorError::EvaluationError(format!(
+            "$pad to {width} characters is beyond the rule engine's limit of {MAX_PAD_WIDTH}"
+        )));
+    }
+    let pad: Vec<char> = match args.get(2) {
+        Some(JValue::String(s)) if !s.is_empty() => s.chars().collect(),
+        _ => vec![' '],
+    };
+    let target = width.abs() as usize;
+    let length = string.chars().count();
+    if length >= target {
+        return Ok(JValue::String(string));
+    }
+    let padding: String = pad.iter().cycle().take(target - length).collect();
+    let padded = match width < 0.0 {
+        true => format!("{padding}{string}"),
+        false => format!("{string}{padding}"),
+    };
+    Ok(JValue::from(padded))
 }
 
 fn describe(error: &EvaluatorError) -> String {
@@ -105,6 +162,33 @@ mod tests {
         stash.put("prev", bytes::Bytes::from_static(br#"{"value": 20}"#));
         let result = expression.evaluate(&input, &context, &stash)?;
         Ok(result.map(|v| v.to_json_string().unwrap_or_default()))
+    }
+
+    /// Scenario: `$pad('x', n)` with n from a 16-byte payload (4e8) allocated 1.2 GiB in 2 s
+    /// and the result was still published.
+    #[test]
+    fn pad_is_bounded_and_otherwise_jsonata_s() {
+        let error = eval("$pad('x', n)", r#"{"n": 4e8}"#).unwrap_err();
+        assert!(error.contains("beyond the rule engine's limit"), "{error}");
+        assert!(eval("$pad('x', -n)", r#"{"n": 4e8}"#).is_err());
+        let cases = [
+            ("$pad('foo', 5)", r#""foo  ""#),
+            ("$pad('foo', -5)", r#""  foo""#),
+            ("$pad('foo', -5, '*')", r#""**foo""#),
+            ("$pad('foo', 8, '-+')", r#""foo-+-+-""#),
+            ("$pad('foobar', 3)", r#""foobar""#),
+            ("$pad('ğ', 3, 'é')", r#""ğéé""#),
+            ("$pad('foo', 5.7)", r#""foo  ""#),
+            ("$pad('x', 1048576) ~> $length()", "1048576"),
+        ];
+        for (expression, expected) in cases {
+            assert_eq!(
+                eval(expression, "{}").unwrap().as_deref(),
+                Some(expected),
+                "{expression}"
+            );
+        }
+        assert_eq!(eval("$pad(nothing, 5)", "{}").unwrap(), None);
     }
 
     #[test]
