@@ -99,6 +99,13 @@ pub trait AuthHook: Send + Sync + 'static {
         self.authorize_subscribe(principal, topic)
     }
 
+    /// May `principal` receive on every topic? Asked at CONNECT and after every change; when
+    /// true, deliveries skip [`AuthHook::authorize_receive`], which keeps the per-message check
+    /// off the hot path for administrators and components.
+    fn may_receive_everything(&self, _principal: &Principal) -> bool {
+        false
+    }
+
     /// Is `principal` still valid (the user exists, same account, same credentials)? Asked by
     /// every connection when [`AuthHook::changes`] signals; `false` disconnects it.
     fn is_current(&self, _principal: &Principal) -> bool {
@@ -135,6 +142,10 @@ impl AuthHook for AnonymousOnly {
     }
 
     fn authorize_subscribe(&self, _principal: &Principal, _filter: &str) -> bool {
+        true
+    }
+
+    fn may_receive_everything(&self, _principal: &Principal) -> bool {
         true
     }
 }

@@ -114,6 +114,8 @@ pub(crate) struct Connection<S> {
     principal: Principal,
     /// Signals changes to users and permissions; then the principal is checked again.
     auth_changes: Option<watch::Receiver<()>>,
+    /// The principal may read every topic: deliveries need no check (asked again on changes).
+    receives_everything: bool,
     session: SessionKey,
     kick: CancellationToken,
     keep_alive: Option<Duration>,
@@ -143,6 +145,7 @@ where
 {
     fn new(stream: S, rbuf: BytesMut, a: Accepted, ctx: Arc<Context>) -> Connection<S> {
         let send_quota = usize::from(a.client_receive_maximum.min(ctx.config.max_inflight));
+        let receives_everything = ctx.auth.may_receive_everything(&a.principal);
         let mut connection = Connection {
             stream,
             rbuf,
@@ -152,6 +155,7 @@ where
             client_id: a.client_id,
             principal: a.principal,
             auth_changes: ctx.auth.changes(),
+            receives_everything,
             session: a.session,
             kick: a.kick,
             keep_alive: (a.keep_alive > 0)
@@ -208,6 +212,7 @@ where
                     if !self.ctx.auth.is_current(&self.principal) {
                         return End::Server(ReasonCode::NOT_AUTHORIZED);
                     }
+                    self.receives_everything = self.ctx.auth.may_receive_everything(&self.principal);
                 }
                 read = self.stream.read_buf(&mut self.rbuf) => {
                     let n = match read {

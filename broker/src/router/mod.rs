@@ -311,7 +311,7 @@ impl Router {
     }
 
     fn deliver(&mut self, key: SessionKey, delivery: Delivery) {
-        let Some(session) = self.sessions.get(key) else {
+        let Some(session) = self.sessions.get_mut(key) else {
             return;
         };
         if !session.is_online() {

@@ -181,7 +181,7 @@ impl Router {
     }
 
     fn restore_session(&mut self, r: SessionRecord, owner: SessionOwner, now: Instant) {
-        let (tx, rx) = session_queue(
+        let (mut tx, rx) = session_queue(
             self.config.max_queued_messages,
             self.config.max_queued_bytes,
         );
