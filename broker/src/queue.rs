@@ -121,6 +121,7 @@ impl QueueRx {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // A refused or accepted send where the test expects the other fails it.
 mod tests {
     use std::sync::Arc as StdArc;
 

@@ -120,8 +120,7 @@ mod tests {
             .with(env_filter(level))
             .with(captured.clone().with_filter(DropExpectedLibraryErrors));
         tracing::subscriber::with_default(subscriber, emit);
-        let got = captured.0.lock().unwrap().clone();
-        got
+        captured.0.lock().unwrap().clone()
     }
 
     #[test]

@@ -53,7 +53,7 @@ async fn slow_rules_do_not_stall_the_api_or_the_broker() {
     assert_eq!(installed.state, ServiceState::Enabled);
 
     let broker = gw.broker().unwrap();
-    let mut publisher = broker.connect_local("test/publisher").await.unwrap();
+    let publisher = broker.connect_local("test/publisher").await.unwrap();
     let mut echo = broker.connect_local("test/echo").await.unwrap();
     echo.subscribe("unrelated/#", QoS::AtMostOnce)
         .await
