@@ -20,6 +20,15 @@ const MAX_SEQUENCE: usize = 1_000_000;
 /// in its arguments rather than a multiple of its input: `$pad('x', 4e8)` from a 16-byte payload
 /// allocated 1.2 GiB before the time limit could say a word.
 pub const MAX_PAD_WIDTH: usize = 1 << 20;
+/// Longest string `&` may build, in bytes (four times the `$pad` width: as many characters of
+/// up to four bytes). An expression can double a string on every step of a `$reduce` or a
+/// recursion, and each step is fast enough that the time limit alone let one evaluation reach
+/// gigabytes; checked after every `&`, a string stops growing at twice this at most.
+pub const MAX_CONCATENATION_BYTES: usize = 4 << 20;
+/// The host function every `&` result passes through (see [`bound_concatenation`]). Its name
+/// cannot clash with a user's function: JSONata names do not start with an underscore pair
+/// by convention, and the rule engine registers no other.
+const CONCATENATION_GUARD: &str = "__ironbridge_concatenated";
 
 #[derive(Debug)]
 pub struct Expression {
@@ -29,15 +38,22 @@ pub struct Expression {
     uses_context: bool,
     uses_last: bool,
     uses_pad: bool,
+    uses_concatenation: bool,
 }
 
 impl Expression {
     pub fn compile(source: &str) -> Result<Expression, String> {
         let ast = jsonata_core::parser::parse(source)
             .map_err(|e| format!("not a valid JSONata expression: {e}"))?;
+        let uses_concatenation = source.contains('&');
+        let ast = match uses_concatenation {
+            true => bound_concatenation(ast)?,
+            false => ast,
+        };
         Ok(Expression {
             source: source.to_string(),
             ast,
+            uses_concatenation,
             uses_context: source.contains("$context"),
             uses_last: source.contains("$last"),
             uses_pad: source.contains("$pad"),
@@ -70,6 +86,9 @@ impl Expression {
                 .register_fn_override("pad", bounded_pad)
                 .map_err(|e| describe(&e))?;
         }
+        if self.uses_concatenation {
+            register_concatenation_guard(&mut evaluator).map_err(|e| describe(&e))?;
+        }
         if self.uses_last {
             let stash = stash.clone();
             evaluator
@@ -82,6 +101,57 @@ impl Expression {
             Err(e) => Err(describe(&e)),
         }
     }
+}
+
+/// Rewrites every `a & b` of a parsed expression into a call of the concatenation guard with
+/// `a & b` as its argument, so each result is checked before the next step can grow it. The
+/// operator itself is left to jsonata-core, so its semantics (how numbers, null and objects
+/// are written) do not change. jsonata-core has no size limit of its own for strings; the
+/// syntax tree is walked through its serde form, which names every kind of node the parser
+/// makes, so no kind can be missed.
+pub fn bound_concatenation(ast: AstNode) -> Result<AstNode, String> {
+    fn wrap(node: &mut serde_json::Value) {
+        match node {
+            serde_json::Value::Array(items) => items.iter_mut().for_each(wrap),
+            serde_json::Value::Object(fields) => {
+                fields.values_mut().for_each(wrap);
+                let is_concatenation = fields
+                    .get("Binary")
+                    .and_then(|binary| binary.get("op"))
+                    .is_some_and(|op| op == "Concatenate");
+                if is_concatenation {
+                    let concatenation = std::mem::take(node);
+                    *node = serde_json::json!({ "Function": {
+                        "name": CONCATENATION_GUARD,
+                        "args": [concatenation],
+                        "is_builtin": true,
+                    }});
+                }
+            }
+            _ => {}
+        }
+    }
+    let internal = |e: serde_json::Error| format!("internal error guarding `&`: {e}");
+    let mut tree = serde_json::to_value(&ast).map_err(internal)?;
+    wrap(&mut tree);
+    serde_json::from_value(tree).map_err(internal)
+}
+
+/// Registers the function [`bound_concatenation`] calls: it passes a string through, or stops
+/// the evaluation when the string is longer than [`MAX_CONCATENATION_BYTES`].
+pub fn register_concatenation_guard(evaluator: &mut Evaluator) -> Result<(), EvaluatorError> {
+    evaluator.register_fn(CONCATENATION_GUARD, |args: &[JValue]| {
+        let value = args.first().cloned().unwrap_or(JValue::Undefined);
+        if let JValue::String(s) = &value
+            && s.len() > MAX_CONCATENATION_BYTES
+        {
+            return Err(EvaluatorError::EvaluationError(format!(
+                "`&` built a string of {} bytes, beyond the rule engine's limit of {MAX_CONCATENATION_BYTES}",
+                s.len()
+            )));
+        }
+        Ok(value)
+    })
 }
 
 /// JSONata's `$pad(string, width, char?)` (pad to `|width|` characters with the repeated
@@ -162,6 +232,62 @@ mod tests {
         stash.put("prev", bytes::Bytes::from_static(br#"{"value": 20}"#));
         let result = expression.evaluate(&input, &context, &stash)?;
         Ok(result.map(|v| v.to_json_string().unwrap_or_default()))
+    }
+
+    /// Scenario: a string doubled on every step of a `$reduce` reached gigabytes inside the
+    /// time limit. Every `&` result is now checked, so the doubling stops at the limit.
+    #[test]
+    fn concatenation_is_bounded() {
+        let error = eval(
+            "$reduce([1..40], function($acc, $i) { $acc & $acc }, 'x')",
+            "{}",
+        )
+        .unwrap_err();
+        assert!(error.contains("beyond the rule engine's limit"), "{error}");
+        let recursive = "($double := function($s, $n) { $n = 0 ? $s : $double($s & $s, $n - 1) }; $double('ab', n))";
+        assert!(
+            eval(recursive, r#"{"n": 40}"#)
+                .unwrap_err()
+                .contains("`&` built a string")
+        );
+        assert_eq!(
+            eval(recursive, r#"{"n": 3}"#).unwrap().as_deref(),
+            Some(r#""abababababababab""#),
+            "below the limit nothing changes"
+        );
+    }
+
+    /// The guard leaves `&` as JSONata defines it, wherever it appears.
+    #[test]
+    fn concatenation_keeps_its_meaning() {
+        let cases = [
+            ("'a' & 'b'", "{}", r#""ab""#),
+            (
+                "n & '/' & missing & '/' & null & '/' & true",
+                r#"{"n": 1.5}"#,
+                r#""1.5//null/true""#,
+            ),
+            ("o & ''", r#"{"o": {"k": [1, 2]}}"#, r#""{\"k\":[1,2]}""#),
+            (
+                "items.(name & '-' & id)",
+                r#"{"items": [{"name": "a", "id": 1}, {"name": "b", "id": 2}]}"#,
+                r#"["a-1","b-2"]"#,
+            ),
+            (
+                "$map(xs, function($x) { $x & '!' })",
+                r#"{"xs": ["p", "q"]}"#,
+                r#"["p!","q!"]"#,
+            ),
+            ("{'k' & 1: 'v' & 2}", "{}", r#"{"k1":"v2"}"#),
+            ("'a&b'", "{}", r#""a&b""#),
+        ];
+        for (source, input, expected) in cases {
+            assert_eq!(
+                eval(source, input).unwrap().as_deref(),
+                Some(expected),
+                "{source}"
+            );
+        }
     }
 
     /// Scenario: `$pad('x', n)` with n from a 16-byte payload (4e8) allocated 1.2 GiB in 2 s

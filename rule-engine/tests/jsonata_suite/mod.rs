@@ -153,6 +153,11 @@ pub fn evaluate(case: &Case) -> Outcome {
         Ok(ast) => ast,
         Err(e) => return Outcome::Error(error_code(&e.to_string())),
     };
+    // As the rule engine evaluates: every `&` result passes its size guard, which must not
+    // change what any case computes.
+    let Ok(ast) = rule_engine::expression::bound_concatenation(ast) else {
+        return Outcome::Error(None);
+    };
     let mut bindings = Context::new();
     for (name, value) in &case.bindings {
         bindings.bind(name.clone(), JValue::from(value.clone()));
@@ -163,7 +168,11 @@ pub fn evaluate(case: &Case) -> Outcome {
         ..EvaluatorOptions::default()
     };
     let input = case.data.clone().map_or(JValue::Undefined, JValue::from);
-    match Evaluator::with_options(bindings, options).evaluate(&ast, &input) {
+    let mut evaluator = Evaluator::with_options(bindings, options);
+    if rule_engine::expression::register_concatenation_guard(&mut evaluator).is_err() {
+        return Outcome::Error(None);
+    }
+    match evaluator.evaluate(&ast, &input) {
         Ok(JValue::Undefined) => Outcome::Value(None),
         Ok(value) => Outcome::Value(
             value
