@@ -2,11 +2,21 @@
 //! `max_queued_messages` and `max_queued_bytes`): a subscriber that never reads holds at most
 //! that much, whatever the size of the messages. The router sends without waiting; the session's
 //! connection (or in-process client) receives.
+//!
+//! Written here rather than taken from `tokio::sync::mpsc` for the idle cost: a bounded tokio
+//! channel allocates a block of 32 slots and a cache-padded header up front, about 2 KiB per
+//! session, and every idle connection has a session. This queue is one small allocation until
+//! messages flow, and gives its buffers back when it runs empty.
+//!
+//! The receiver takes everything queued at once into a batch of its own, so the lock is taken
+//! once per batch on its side, and the sender wakes it only when the queue goes from empty to
+//! non-empty. What the receiver took still counts against the bounds until it comes back for
+//! more: it has not been delivered yet.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-
-use tokio::sync::mpsc;
+use std::collections::VecDeque;
+use std::future::poll_fn;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll, Waker};
 
 use crate::message::Delivery;
 
@@ -15,26 +25,24 @@ fn weight(delivery: &Delivery) -> usize {
     delivery.message.topic.len() + delivery.message.payload.len()
 }
 
-/// Bytes a receiver takes before it tells the sender; the sender's view is that much behind at
-/// most. Telling it per message would bounce one cache line between the router and every
-/// connection for every delivery.
-const SETTLE_BYTES: usize = 64 * 1024;
+/// A buffer that ran empty with room for more than this many deliveries is freed rather than
+/// kept, so a burst does not pin memory for the life of an idle session.
+const KEEP_CAPACITY: usize = 64;
 
 /// A new queue holding at most `max_messages` deliveries and `max_bytes` of them.
 pub(crate) fn session_queue(max_messages: usize, max_bytes: usize) -> (QueueTx, QueueRx) {
-    let (tx, rx) = mpsc::channel(max_messages.max(1));
-    let consumed = Arc::new(AtomicUsize::new(0));
+    let shared = Arc::new(Shared {
+        state: Mutex::new(State::default()),
+        max_messages: max_messages.max(1),
+        max_bytes,
+    });
     (
         QueueTx {
-            tx,
-            sent: 0,
-            consumed: consumed.clone(),
-            max_bytes,
+            shared: shared.clone(),
         },
         QueueRx {
-            rx,
-            consumed,
-            unsettled: 0,
+            shared: Some(shared),
+            batch: VecDeque::new(),
         },
     )
 }
@@ -50,72 +58,176 @@ pub(crate) enum Refused {
     Closed,
 }
 
-pub(crate) struct QueueTx {
-    tx: mpsc::Sender<Delivery>,
-    /// Bytes ever queued; only the sender (the router) counts them.
-    sent: usize,
-    /// Bytes ever taken out, as far as the receiver has told.
-    consumed: Arc<AtomicUsize>,
+struct Shared {
+    state: Mutex<State>,
+    max_messages: usize,
     max_bytes: usize,
+}
+
+impl Shared {
+    /// The state; a panic elsewhere while holding the lock leaves it consistent (every update
+    /// is a handful of assignments), so poisoning is ignored.
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+#[derive(Default)]
+struct State {
+    /// Queued and not yet taken by the receiver.
+    items: VecDeque<Delivery>,
+    items_bytes: usize,
+    /// The receiver's current batch, as it was when taken: it counts until the receiver comes
+    /// back for more.
+    taken_count: usize,
+    taken_bytes: usize,
+    /// Set by a receiver that found the queue empty.
+    waker: Option<Waker>,
+    sender_gone: bool,
+    receiver_gone: bool,
+}
+
+pub(crate) struct QueueTx {
+    shared: Arc<Shared>,
 }
 
 impl QueueTx {
     /// Queues without waiting; a message larger than the whole byte bound is refused too.
     pub fn try_send(&mut self, delivery: Delivery) -> Result<(), (Refused, Delivery)> {
         let weight = weight(&delivery);
-        let queued = self
-            .sent
-            .wrapping_sub(self.consumed.load(Ordering::Relaxed));
-        if queued + weight > self.max_bytes {
+        let shared = &*self.shared;
+        let mut state = shared.lock();
+        if state.receiver_gone {
+            return Err((Refused::Closed, delivery));
+        }
+        if state.items.len() + state.taken_count >= shared.max_messages {
+            return Err((Refused::Full, delivery));
+        }
+        if state.items_bytes + state.taken_bytes + weight > shared.max_bytes {
             return Err((Refused::TooManyBytes, delivery));
         }
-        match self.tx.try_send(delivery) {
-            Ok(()) => {
-                self.sent = self.sent.wrapping_add(weight);
-                Ok(())
-            }
-            Err(mpsc::error::TrySendError::Full(d)) => Err((Refused::Full, d)),
-            Err(mpsc::error::TrySendError::Closed(d)) => Err((Refused::Closed, d)),
+        state.items.push_back(delivery);
+        state.items_bytes += weight;
+        let waker = state.waker.take();
+        drop(state);
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+        Ok(())
+    }
+}
+
+impl Drop for QueueTx {
+    fn drop(&mut self) {
+        let mut state = self.shared.lock();
+        state.sender_gone = true;
+        let waker = state.waker.take();
+        drop(state);
+        if let Some(waker) = waker {
+            waker.wake();
         }
     }
 }
 
 pub(crate) struct QueueRx {
-    rx: mpsc::Receiver<Delivery>,
-    consumed: Arc<AtomicUsize>,
-    /// Bytes taken out but not yet told to the sender.
-    unsettled: usize,
+    /// `None` for a detached receiver, which receives nothing.
+    shared: Option<Arc<Shared>>,
+    /// Taken from the queue in one go, handed out one by one.
+    batch: VecDeque<Delivery>,
 }
 
 impl QueueRx {
-    /// A receiver of nothing, to leave in place of one handed back.
+    /// A receiver of nothing, to leave in place of one handed back. It allocates nothing.
     pub fn detached() -> QueueRx {
         QueueRx {
-            rx: mpsc::channel(1).1,
-            consumed: Arc::new(AtomicUsize::new(0)),
-            unsettled: 0,
+            shared: None,
+            batch: VecDeque::new(),
         }
     }
 
+    /// The next delivery; `None` once the sender is gone and everything was received.
+    /// Cancel safe: a delivery is only taken when it is returned.
     pub async fn recv(&mut self) -> Option<Delivery> {
-        let delivery = self.rx.recv().await?;
-        self.taken(&delivery);
-        Some(delivery)
+        poll_fn(|cx| self.poll_recv(cx)).await
     }
 
+    /// The next delivery if one is queued.
     pub fn try_recv(&mut self) -> Option<Delivery> {
-        let delivery = self.rx.try_recv().ok()?;
-        self.taken(&delivery);
-        Some(delivery)
+        if let Some(delivery) = self.batch.pop_front() {
+            return Some(delivery);
+        }
+        let (delivery, _) = self.refill(None);
+        delivery
     }
 
-    /// Tells the sender what was taken out, in batches; at once when the queue ran empty, so an
-    /// idle queue is never reported fuller than it is.
-    fn taken(&mut self, delivery: &Delivery) {
-        self.unsettled += weight(delivery);
-        if self.unsettled >= SETTLE_BYTES || self.rx.is_empty() {
-            self.consumed.fetch_add(self.unsettled, Ordering::Relaxed);
-            self.unsettled = 0;
+    fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Delivery>> {
+        if let Some(delivery) = self.batch.pop_front() {
+            return Poll::Ready(Some(delivery));
+        }
+        match self.refill(Some(cx.waker())) {
+            (Some(delivery), _) => Poll::Ready(Some(delivery)),
+            (None, true) => Poll::Ready(None),
+            (None, false) => Poll::Pending,
+        }
+    }
+
+    /// With the batch used up: takes everything queued as the new batch and returns its first
+    /// delivery. On an empty queue, leaves `waker` to be woken by the next send and says
+    /// whether the sender is gone.
+    fn refill(&mut self, waker: Option<&Waker>) -> (Option<Delivery>, bool) {
+        let Some(shared) = &self.shared else {
+            return (None, true);
+        };
+        let mut state = shared.lock();
+        if state.items.is_empty() {
+            state.taken_count = 0;
+            state.taken_bytes = 0;
+            if state.items.capacity() > KEEP_CAPACITY {
+                state.items = VecDeque::new();
+            }
+            if let Some(waker) = waker
+                && !state.sender_gone
+                && !state.waker.as_ref().is_some_and(|w| w.will_wake(waker))
+            {
+                state.waker = Some(waker.clone());
+            }
+            let sender_gone = state.sender_gone;
+            drop(state);
+            if self.batch.capacity() > KEEP_CAPACITY {
+                self.batch = VecDeque::new();
+            }
+            return (None, sender_gone);
+        }
+        state.taken_count = state.items.len();
+        state.taken_bytes = std::mem::take(&mut state.items_bytes);
+        std::mem::swap(&mut state.items, &mut self.batch);
+        drop(state);
+        (self.batch.pop_front(), false)
+    }
+
+    /// Copies of everything queued and not yet received, in order, leaving the queue as it
+    /// is (for saving an offline session's queue).
+    pub fn pending(&self) -> Vec<Delivery> {
+        let mut pending: Vec<Delivery> = self.batch.iter().cloned().collect();
+        if let Some(shared) = &self.shared {
+            pending.extend(shared.lock().items.iter().cloned());
+        }
+        pending
+    }
+}
+
+impl Drop for QueueRx {
+    fn drop(&mut self) {
+        if let Some(shared) = &self.shared {
+            let mut state = shared.lock();
+            state.receiver_gone = true;
+            state.waker = None;
+            // Whatever is queued can no longer be received; free it now rather than with the
+            // sender, which lives as long as the session does.
+            let items = std::mem::take(&mut state.items);
+            state.items_bytes = 0;
+            drop(state);
+            drop(items);
         }
     }
 }
@@ -124,6 +236,7 @@ impl QueueRx {
 #[allow(clippy::unwrap_used)] // A refused or accepted send where the test expects the other fails it.
 mod tests {
     use std::sync::Arc as StdArc;
+    use std::time::Duration;
 
     use super::*;
     use crate::codec::QoS;
@@ -143,6 +256,10 @@ mod tests {
         }
     }
 
+    fn sizes(deliveries: &[Delivery]) -> Vec<usize> {
+        deliveries.iter().map(|d| d.message.payload.len()).collect()
+    }
+
     #[test]
     fn bounded_by_count_and_by_bytes_and_freed_by_receiving() {
         let (mut tx, mut rx) = session_queue(3, 250);
@@ -156,14 +273,15 @@ mod tests {
         assert_eq!(tx.try_send(delivery(0)).unwrap_err().0, Refused::Full);
         assert!(rx.try_recv().is_some());
         assert_eq!(
-            tx.try_send(delivery(99)).unwrap_err().0,
-            Refused::TooManyBytes,
-            "what is taken is told in batches (here: not yet)"
+            tx.try_send(delivery(0)).unwrap_err().0,
+            Refused::Full,
+            "what the receiver took counts until it comes back for more"
         );
         assert!(rx.try_recv().is_some() && rx.try_recv().is_some());
+        assert!(rx.try_recv().is_none());
         assert!(
             tx.try_send(delivery(99)).is_ok(),
-            "an emptied queue tells at once"
+            "a receiver that found the queue empty has freed it all"
         );
         assert!(tx.try_send(delivery(99)).is_ok());
         assert!(tx.try_send(delivery(0)).is_ok());
@@ -172,8 +290,88 @@ mod tests {
         let (mut tx, rx) = session_queue(10, 50);
         assert_eq!(
             tx.try_send(delivery(100)).unwrap_err().0,
-            Refused::TooManyBytes
+            Refused::TooManyBytes,
+            "a message larger than the whole bound never fits"
         );
         drop(rx);
+    }
+
+    #[test]
+    fn keeps_order_across_batches() {
+        let (mut tx, mut rx) = session_queue(100, 100_000);
+        tx.try_send(delivery(1)).unwrap();
+        tx.try_send(delivery(2)).unwrap();
+        assert_eq!(rx.try_recv().unwrap().message.payload.len(), 1);
+        tx.try_send(delivery(3)).unwrap();
+        assert_eq!(rx.try_recv().unwrap().message.payload.len(), 2);
+        assert_eq!(rx.try_recv().unwrap().message.payload.len(), 3);
+        assert!(rx.try_recv().is_none());
+    }
+
+    #[test]
+    fn pending_copies_without_taking() {
+        let (mut tx, mut rx) = session_queue(100, 100_000);
+        for n in 1..=3 {
+            tx.try_send(delivery(n)).unwrap();
+        }
+        assert_eq!(rx.try_recv().unwrap().message.payload.len(), 1);
+        tx.try_send(delivery(4)).unwrap();
+        assert_eq!(
+            sizes(&rx.pending()),
+            [2, 3, 4],
+            "batch first, then the queue"
+        );
+        assert_eq!(sizes(&rx.pending()), [2, 3, 4], "and nothing was taken");
+        assert_eq!(rx.try_recv().unwrap().message.payload.len(), 2);
+    }
+
+    #[test]
+    fn a_dropped_receiver_closes_the_queue_and_frees_it() {
+        let (mut tx, rx) = session_queue(100, 100_000);
+        let queued = delivery(10);
+        let message = queued.message.clone();
+        tx.try_send(queued).unwrap();
+        drop(rx);
+        assert_eq!(
+            StdArc::strong_count(&message),
+            1,
+            "the queued copy is freed"
+        );
+        assert_eq!(tx.try_send(delivery(1)).unwrap_err().0, Refused::Closed);
+    }
+
+    #[test]
+    fn a_detached_receiver_receives_nothing() {
+        let mut rx = QueueRx::detached();
+        assert!(rx.try_recv().is_none());
+        assert!(rx.pending().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_waiting_receiver_is_woken_and_ends_after_the_sender() {
+        let (mut tx, mut rx) = session_queue(100, 100_000);
+        let receiver = tokio::spawn(async move {
+            let mut sizes = Vec::new();
+            while let Some(d) = rx.recv().await {
+                sizes.push(d.message.payload.len());
+            }
+            sizes
+        });
+        // One runtime thread: yielding lets the receiver run until it waits on the empty queue.
+        tokio::task::yield_now().await;
+        tx.try_send(delivery(1)).unwrap();
+        tokio::task::yield_now().await;
+        tx.try_send(delivery(2)).unwrap();
+        tx.try_send(delivery(3)).unwrap();
+        drop(tx);
+        let received = tokio::time::timeout(Duration::from_secs(5), receiver)
+            .await
+            .expect("the receiver was woken")
+            .unwrap();
+        assert_eq!(
+            received,
+            [1, 2, 3],
+            "what was queued before the sender left"
+        );
     }
 }

@@ -6,7 +6,6 @@ use bytes::BytesMut;
 use bytestring::ByteString;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::oneshot;
-use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
 use super::Accepted;
@@ -179,7 +178,8 @@ async fn admit(
         props.server_keep_alive = Some(keep_alive);
     }
 
-    let kick = CancellationToken::new();
+    // A child of the shutdown token, so the connection waits on one token for both.
+    let kick = ctx.shutdown.child_token();
     let (reply_tx, reply_rx) = oneshot::channel();
     let request = ConnectRequest {
         client_id: client_id.clone(),
@@ -217,7 +217,7 @@ async fn admit(
         resumed: reply.resumed,
         kick,
         keep_alive,
-        will: connect.will.take(),
+        will: connect.will.take().map(Box::new),
         session_expiry,
         client_receive_maximum: connect.properties.receive_maximum.unwrap_or(u16::MAX),
         client_max_packet_size: connect

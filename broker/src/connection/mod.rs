@@ -12,6 +12,7 @@ mod outgoing;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -52,20 +53,42 @@ pub(crate) struct Peer {
 }
 
 /// Serves one client until it goes away, then hands its session back to the router.
-pub(crate) async fn serve<S>(mut stream: S, peer: Peer, ctx: Arc<Context>)
+///
+/// Everything awaited here lives in the connection's task for as long as the connection does,
+/// and idle connections may stay for days; so the handshake is boxed (it owns the stream, the
+/// peer and the CONNECT until it hands over the finished [`Connection`]) and so are the other
+/// rare paths, and the task keeps only the connection and what an idle one waits on.
+pub(crate) fn serve<S>(stream: S, peer: Peer, ctx: Arc<Context>) -> impl Future<Output = ()> + Send
 where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let handshake = Box::pin({
+        let ctx = ctx.clone();
+        async move {
+            let mut stream = stream;
+            let mut rbuf = BytesMut::with_capacity(MIN_READ);
+            let accepted = handshake::accept(&mut stream, &mut rbuf, &peer, &ctx).await?;
+            // Boxed: the task's future would otherwise hold it more than once (as the
+            // handshake's result and as the running connection).
+            Some(Box::new(Connection::new(stream, rbuf, accepted, ctx)))
+        }
+    });
+    serve_accepted(handshake, ctx)
+}
+
+async fn serve_accepted<S>(
+    handshake: Pin<Box<impl Future<Output = Option<Box<Connection<S>>>> + Send>>,
+    ctx: Arc<Context>,
+) where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
     Metrics::add(&ctx.metrics.connections_current, 1);
     Metrics::add(&ctx.metrics.connections_total, 1);
-    let mut rbuf = BytesMut::with_capacity(MIN_READ);
-    let accepted = tokio::select! {
-        // Boxed, like the other rare paths below, so an idle connection's task stays small.
-        accepted = Box::pin(handshake::accept(&mut stream, &mut rbuf, &peer, &ctx)) => accepted,
+    let connection = tokio::select! {
+        connection = handshake => connection,
         _ = ctx.shutdown.cancelled() => None,
     };
-    if let Some(accepted) = accepted {
-        let mut connection = Connection::new(stream, rbuf, accepted, ctx.clone());
+    if let Some(mut connection) = connection {
         let end = connection.run().await;
         Box::pin(connection.finish(end)).await;
     }
@@ -84,7 +107,8 @@ pub(crate) struct Accepted {
     pub resumed: SessionState,
     pub kick: CancellationToken,
     pub keep_alive: u16,
-    pub will: Option<Will>,
+    /// Boxed: most clients have none, and an idle connection should not carry its room.
+    pub will: Option<Box<Will>>,
     pub session_expiry: u32,
     /// The client's limits (MQTT 5 CONNECT properties).
     pub client_receive_maximum: u16,
@@ -117,9 +141,11 @@ pub(crate) struct Connection<S> {
     /// The principal may read every topic: deliveries need no check (asked again on changes).
     receives_everything: bool,
     session: SessionKey,
+    /// Cancelled when another connection takes the session over, and (as a child of the
+    /// broker's shutdown token) at shutdown: one future to wait on instead of two.
     kick: CancellationToken,
     keep_alive: Option<Duration>,
-    will: Option<Will>,
+    will: Option<Box<Will>>,
     session_expiry: u32,
     tally: LocalTally,
     /// Messages accepted from the client, sent to the router in one event per read.
@@ -188,22 +214,32 @@ where
         // CONNECT's read (one TCP write, one WebSocket frame) is handled now, not after the
         // next read, which may never come.
         if !self.rbuf.is_empty()
-            && let Err(end) = self.process_input().await
+            && let Err(end) = Box::pin(self.process_input()).await
         {
             return end;
         }
         loop {
-            if let Err(end) = self.flush().await {
+            if self.wbuf.is_empty() {
+                // Deliveries may all have been dropped (denied, too large): count them now.
+                self.tally.flush(&self.ctx.metrics);
+            } else if let Err(end) = Box::pin(self.flush()).await {
                 return end;
             }
             let can_pull = self.backlog.is_empty() && self.inflight.len() < self.send_quota;
-            if self.rbuf.capacity() - self.rbuf.len() < MIN_READ / 2 {
-                self.rbuf.reserve(self.read_size);
-            }
+            self.prepare_read_buffer();
+            // Everything awaited here lives in the connection's task for as long as it is idle,
+            // so rare work (handling input, writing out) is boxed and allocated only while it
+            // runs; what stays is the socket read, the queue, one token, the auth signal and
+            // the keep-alive timer.
             tokio::select! {
                 biased;
-                _ = self.ctx.shutdown.cancelled() => return End::Server(ReasonCode::SERVER_SHUTTING_DOWN),
-                _ = self.kick.cancelled() => return End::Server(ReasonCode::SESSION_TAKEN_OVER),
+                _ = self.kick.cancelled() => {
+                    return End::Server(if self.ctx.shutdown.is_cancelled() {
+                        ReasonCode::SERVER_SHUTTING_DOWN
+                    } else {
+                        ReasonCode::SESSION_TAKEN_OVER
+                    });
+                }
                 _ = auth_changed(&mut self.auth_changes) => {
                     // A deleted user, a recreated one, or a changed password: the connection
                     // no longer speaks for a valid account (Mosquitto's dynamic security kicks
@@ -220,11 +256,9 @@ where
                         Ok(n) => n,
                     };
                     self.tally.bytes_received += n as u64;
-                    if self.rbuf.capacity() == self.rbuf.len() && self.read_size < MAX_READ {
-                        self.read_size *= 2;
-                    }
+                    self.adapt_read_size(n);
                     deadline = self.keep_alive.map(|k| Instant::now() + k);
-                    if let Err(end) = self.process_input().await {
+                    if let Err(end) = Box::pin(self.process_input()).await {
                         return end;
                     }
                     // One read's worth of messages per turn: a publisher that always has data
@@ -288,13 +322,31 @@ where
             .map_err(|_| End::Server(ReasonCode::SERVER_SHUTTING_DOWN))
     }
 
+    /// Makes room for the next read. A client that is not streaming holds no buffer while it
+    /// waits: the read then takes a small one (64 bytes, `BytesMut`'s least) that grows if the
+    /// client starts sending more.
+    fn prepare_read_buffer(&mut self) {
+        if self.rbuf.is_empty() && self.read_size == MIN_READ {
+            if self.rbuf.capacity() > 0 {
+                self.rbuf = BytesMut::new();
+            }
+        } else if self.rbuf.capacity() - self.rbuf.len() < MIN_READ / 2 {
+            self.rbuf.reserve(self.read_size);
+        }
+    }
+
+    /// Doubles the read size while reads fill the buffer, and halves it again when they use
+    /// little of it, so a publisher that streams reads big and an idle client goes back to none.
+    fn adapt_read_size(&mut self, read: usize) {
+        if self.rbuf.capacity() == self.rbuf.len() && self.read_size < MAX_READ {
+            self.read_size *= 2;
+        } else if read < self.read_size / 4 && self.read_size > MIN_READ {
+            self.read_size /= 2;
+        }
+    }
+
     /// Writes out whatever is buffered.
     async fn flush(&mut self) -> Result<(), End> {
-        if self.wbuf.is_empty() {
-            // Deliveries may all have been dropped (denied, too large): count them now.
-            self.tally.flush(&self.ctx.metrics);
-            return Ok(());
-        }
         let write = async {
             self.stream.write_all(&self.wbuf).await?;
             self.stream.flush().await
@@ -348,7 +400,7 @@ where
             .will
             .take()
             .filter(|w| publish_will && self.ctx.auth.authorize_publish(&self.principal, &w.topic))
-            .map(|w| will_message(w, self.session));
+            .map(|w| will_message(*w, self.session));
         let handback = Handback {
             session: self.session,
             rx: std::mem::replace(&mut self.rx, QueueRx::detached()),

@@ -141,15 +141,9 @@ impl Router {
                     .iter()
                     .map(|d| delivery_record(d, now))
                     .collect();
-                // The queue is a channel: read it out and put it back in the same order.
-                let mut drained = Vec::new();
-                while let Some(d) = rx.try_recv() {
-                    record.queued.push(delivery_record(&d, now));
-                    drained.push(d);
-                }
-                for d in drained {
-                    let _ = session.tx.try_send(d);
-                }
+                record
+                    .queued
+                    .extend(rx.pending().iter().map(|d| delivery_record(d, now)));
             }
             sessions.push(record);
         }
@@ -222,7 +216,10 @@ impl Router {
             client_id: r.client_id.clone(),
             owner,
             tx,
-            link: Link::Offline { rx, state },
+            link: Link::Offline {
+                rx,
+                state: Box::new(state),
+            },
             subscriptions: HashMap::new(),
             expiry: r.expiry,
             expires_at,

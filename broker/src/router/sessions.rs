@@ -33,7 +33,7 @@ pub(crate) struct Session {
     /// A will waiting for its delay to pass.
     pub pending_will: Option<(Instant, Arc<Message>)>,
     /// A connection that asked to take this session over, waiting for the old one to hand back.
-    pub waiting: Option<ConnectRequest>,
+    pub waiting: Option<Box<ConnectRequest>>,
 }
 
 pub(crate) enum Link {
@@ -42,7 +42,8 @@ pub(crate) enum Link {
     },
     Offline {
         rx: QueueRx,
-        state: SessionState,
+        /// Boxed so that the session table's entries stay small: most sessions are online.
+        state: Box<SessionState>,
     },
     /// Only between taking the offline state out and putting the session online.
     Moving,
@@ -65,7 +66,7 @@ impl Router {
             debug!(client_id = %request.client_id, "Session taken over by a new connection");
             kick.cancel();
             // A previous waiter loses its place; its connection sees the reply dropped and closes.
-            session.waiting = Some(request);
+            session.waiting = Some(Box::new(request));
             return;
         }
         self.connect_to_offline(key, request);
@@ -103,13 +104,13 @@ impl Router {
             session: key,
             session_present: true,
             rx,
-            resumed: state,
+            resumed: *state,
         };
         if let Err(Ok(reply)) = request.reply.send(Ok(reply)) {
             // The connection went away while waiting: the session goes back offline untouched.
             self.sessions[key].link = Link::Offline {
                 rx: reply.rx,
-                state: reply.resumed,
+                state: Box::new(reply.resumed),
             };
         }
     }
@@ -169,7 +170,7 @@ impl Router {
         let session = &mut self.sessions[key];
         session.link = Link::Offline {
             rx: handback.rx,
-            state: handback.state,
+            state: Box::new(handback.state),
         };
         session.expiry = handback.session_expiry;
         self.dirty = true;
@@ -177,9 +178,9 @@ impl Router {
             if handback.session_expiry == 0 {
                 // The old session ended with its connection; the new one starts afresh.
                 self.remove_session(key);
-                self.create_session(waiting);
+                self.create_session(*waiting);
             } else {
-                self.connect_to_offline(key, waiting);
+                self.connect_to_offline(key, *waiting);
             }
             return;
         }
