@@ -153,9 +153,9 @@ pub fn evaluate(case: &Case) -> Outcome {
         Ok(ast) => ast,
         Err(e) => return Outcome::Error(error_code(&e.to_string())),
     };
-    // As the rule engine evaluates: every `&` result passes its size guard, which must not
-    // change what any case computes.
-    let Ok(ast) = rule_engine::expression::bound_concatenation(ast) else {
+    // As the rule engine evaluates: `&` results and what `$join` and `$string` write out pass
+    // size guards, which must not change what any case computes.
+    let Ok((ast, _)) = rule_engine::expression::add_guards(ast) else {
         return Outcome::Error(None);
     };
     let mut bindings = Context::new();
@@ -169,7 +169,7 @@ pub fn evaluate(case: &Case) -> Outcome {
     };
     let input = case.data.clone().map_or(JValue::Undefined, JValue::from);
     let mut evaluator = Evaluator::with_options(bindings, options);
-    if rule_engine::expression::register_concatenation_guard(&mut evaluator).is_err() {
+    if rule_engine::expression::register_guards(&mut evaluator).is_err() {
         return Outcome::Error(None);
     }
     match evaluator.evaluate(&ast, &input) {
