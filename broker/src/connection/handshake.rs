@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use bytestring::ByteString;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::oneshot;
@@ -11,7 +11,9 @@ use tracing::debug;
 use super::Accepted;
 use super::Peer;
 use crate::auth::Credentials;
-use crate::codec::{self, ConnAck, Connect, DecodeError, Packet, Properties, Protocol, ReasonCode};
+use crate::codec::{
+    self, ConnAck, Connect, DecodeError, Packet, Properties, Protocol, ReasonCode, Will,
+};
 use crate::context::Context;
 use crate::metrics::Metrics;
 use crate::router::{ConnectRequest, Event};
@@ -113,6 +115,34 @@ async fn refuse<S: AsyncWrite + Unpin>(stream: &mut S, protocol: Protocol, code:
     let _ = stream.shutdown().await;
 }
 
+/// A will is kept for the life of the connection; as slices of the CONNECT, its topic, payload
+/// and properties would keep the handshake's whole read buffer allocated, so they are copied.
+/// Only the properties a will message carries are kept.
+fn owned_will(will: Will) -> Box<Will> {
+    let copy = |s: &ByteString| ByteString::from(&**s);
+    let p = &will.properties;
+    Box::new(Will {
+        topic: copy(&will.topic),
+        payload: Bytes::copy_from_slice(&will.payload),
+        qos: will.qos,
+        retain: will.retain,
+        properties: Properties {
+            payload_format_indicator: p.payload_format_indicator,
+            message_expiry_interval: p.message_expiry_interval,
+            will_delay_interval: p.will_delay_interval,
+            content_type: p.content_type.as_ref().map(copy),
+            response_topic: p.response_topic.as_ref().map(copy),
+            correlation_data: p.correlation_data.as_deref().map(Bytes::copy_from_slice),
+            user_properties: p
+                .user_properties
+                .iter()
+                .map(|(k, v)| (copy(k), copy(v)))
+                .collect(),
+            ..Properties::default()
+        },
+    })
+}
+
 /// Decides whether the client may connect and opens its session.
 async fn admit(
     mut connect: Connect,
@@ -135,7 +165,9 @@ async fn admit(
         }
         id
     } else {
-        connect.client_id.clone()
+        // Copied out: as a slice of the CONNECT it would keep the whole handshake read buffer
+        // allocated for as long as the session lives.
+        ByteString::from(&*connect.client_id)
     };
     if connect.properties.authentication_method.is_some() {
         // Enhanced authentication (AUTH exchanges) is not offered.
@@ -217,7 +249,7 @@ async fn admit(
         resumed: reply.resumed,
         kick,
         keep_alive,
-        will: connect.will.take().map(Box::new),
+        will: connect.will.take().map(owned_will),
         session_expiry,
         client_receive_maximum: connect.properties.receive_maximum.unwrap_or(u16::MAX),
         client_max_packet_size: connect

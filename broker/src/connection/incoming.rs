@@ -221,7 +221,9 @@ where
                 continue;
             }
             positions.push(i);
-            accepted.push((filter, options));
+            // Copied out of the read buffer: the router keeps the filter as long as the
+            // subscription, and a slice would keep the whole buffer with it.
+            accepted.push((ByteString::from(&*filter), options));
         }
         let mut retained = Vec::new();
         if !accepted.is_empty() {

@@ -19,7 +19,7 @@ use std::time::Duration;
 use bytes::BytesMut;
 use bytestring::ByteString;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::watch;
+use tokio::sync::{OwnedSemaphorePermit, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
@@ -58,7 +58,14 @@ pub(crate) struct Peer {
 /// and idle connections may stay for days; so the handshake is boxed (it owns the stream, the
 /// peer and the CONNECT until it hands over the finished [`Connection`]) and so are the other
 /// rare paths, and the task keeps only the connection and what an idle one waits on.
-pub(crate) fn serve<S>(stream: S, peer: Peer, ctx: Arc<Context>) -> impl Future<Output = ()> + Send
+/// `slot` is the connection's place under `max_connections`, held until it ends; it is taken
+/// here rather than by a wrapping future, which would keep the stream twice.
+pub(crate) fn serve<S>(
+    stream: S,
+    peer: Peer,
+    ctx: Arc<Context>,
+    slot: OwnedSemaphorePermit,
+) -> impl Future<Output = ()> + Send
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
@@ -73,12 +80,13 @@ where
             Some(Box::new(Connection::new(stream, rbuf, accepted, ctx)))
         }
     });
-    serve_accepted(handshake, ctx)
+    serve_accepted(handshake, ctx, slot)
 }
 
 async fn serve_accepted<S>(
     handshake: Pin<Box<impl Future<Output = Option<Box<Connection<S>>>> + Send>>,
     ctx: Arc<Context>,
+    _slot: OwnedSemaphorePermit,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {

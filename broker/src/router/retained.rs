@@ -4,6 +4,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use bytes::Bytes;
+use bytestring::ByteString;
 use tokio::time::Instant;
 use tracing::warn;
 
@@ -42,6 +44,18 @@ pub(crate) struct RetainedStore {
 /// What a retained message weighs against the byte bound.
 fn weight(message: &Message) -> usize {
     message.topic.len() + message.payload.len()
+}
+
+/// A copy of a message whose topic and payload are allocations of their own. A received
+/// message is a slice of its publisher's read buffer (up to 16 KiB, shared with the messages
+/// around it); kept for as long as a retained message is, the slice would hold the whole
+/// buffer, and the byte bound would count a fraction of what the store really holds.
+fn owned(message: &Message) -> Message {
+    Message {
+        topic: ByteString::from(&*message.topic),
+        payload: Bytes::copy_from_slice(&message.payload),
+        ..message.clone()
+    }
 }
 
 impl RetainedStore {
@@ -104,7 +118,7 @@ impl RetainedStore {
             self.len += 1;
         }
         self.bytes = self.bytes - replaced + weight(message);
-        node.message = Some(message.clone());
+        node.message = Some(Arc::new(owned(message)));
         true
     }
 

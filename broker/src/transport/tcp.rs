@@ -47,18 +47,14 @@ pub(crate) async fn accept_loop(
         // Two separate tasks, so a plain connection's task is not sized for a TLS stream.
         match tls.clone() {
             None => {
-                tracker.spawn(async move {
-                    let _permit = permit;
-                    let peer = connection::Peer {
-                        address: Some(peer),
-                        certificate_name: None,
-                    };
-                    connection::serve(socket, peer, ctx).await;
-                });
+                let peer = connection::Peer {
+                    address: Some(peer),
+                    certificate_name: None,
+                };
+                tracker.spawn(connection::serve(socket, peer, ctx, permit));
             }
             Some(acceptor) => {
                 tracker.spawn(async move {
-                    let _permit = permit;
                     match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(socket)).await
                     {
                         Ok(Ok(stream)) => {
@@ -72,7 +68,7 @@ pub(crate) async fn accept_loop(
                                 address: Some(peer),
                                 certificate_name,
                             };
-                            connection::serve(stream, peer, ctx).await
+                            connection::serve(stream, peer, ctx, permit).await
                         }
                         Ok(Err(e)) => debug!(%peer, error = %e, "TLS handshake failed"),
                         Err(_) => debug!(%peer, "TLS handshake timed out"),

@@ -38,10 +38,12 @@ async fn upgrade(State(ctx): State<Arc<Context>>, ws: WebSocketUpgrade) -> Respo
         .max_message_size(max + 8)
         .on_upgrade(move |socket| {
             let tracker = ctx.connections.clone();
-            tracker.track_future(async move {
-                let _permit = permit;
-                connection::serve(WsStream::new(socket), connection::Peer::default(), ctx).await;
-            })
+            tracker.track_future(connection::serve(
+                WsStream::new(socket),
+                connection::Peer::default(),
+                ctx,
+                permit,
+            ))
         })
 }
 
