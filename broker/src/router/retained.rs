@@ -223,6 +223,7 @@ fn walk(node: &Node, levels: &[&str], at_root: bool, out: &mut Vec<Arc<Message>>
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // A missing retained message fails the test.
 mod tests {
     use super::*;
     use crate::codec::QoS;
@@ -303,5 +304,27 @@ mod tests {
             "clearing frees its bytes"
         );
         assert!(store.store(&message("c", 80)));
+    }
+
+    /// A received message is a slice of its publisher's read buffer; the store keeps a copy of
+    /// its own, so a small retained message does not keep a whole buffer alive and the byte
+    /// bound counts what the store really holds.
+    #[test]
+    fn keeps_its_own_copy_of_topic_and_payload() {
+        let read_buffer = Bytes::from(b"t/1hello and the rest of a 16 KiB read".to_vec());
+        let received = Arc::new(Message {
+            topic: ByteString::try_from(read_buffer.slice(0..3)).unwrap(),
+            payload: read_buffer.slice(3..8),
+            ..Message::new("x", "", QoS::AtMostOnce, true)
+        });
+        let mut store = RetainedStore::new(10, 1000);
+        assert!(store.store(&received));
+        let kept = store.find("t/1").unwrap();
+        assert_eq!((&*kept.topic, &kept.payload[..]), ("t/1", &b"hello"[..]));
+        assert!(!std::ptr::eq(
+            kept.payload.as_ptr(),
+            received.payload.as_ptr()
+        ));
+        assert!(!std::ptr::eq(kept.topic.as_ptr(), received.topic.as_ptr()));
     }
 }
