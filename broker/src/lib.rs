@@ -86,8 +86,9 @@ impl Broker {
         let config = Arc::new(config);
         let metrics = Arc::new(Metrics::default());
         let (tx, rx) = mpsc::channel(ROUTER_QUEUE);
+        let shutdown = CancellationToken::new();
         let router = Router::new(config.clone(), metrics.clone(), store);
-        let router = tokio::spawn(router.run(rx));
+        let router = tokio::spawn(router.run(rx, shutdown.clone(), auth.changes()));
         let ctx = Arc::new(Context {
             connection_slots: Arc::new(Semaphore::new(config.max_connections)),
             config,
@@ -95,7 +96,7 @@ impl Broker {
             auth,
             metrics,
             connections: TaskTracker::new(),
-            shutdown: CancellationToken::new(),
+            shutdown,
         });
         Ok(Broker {
             ctx,

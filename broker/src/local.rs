@@ -7,12 +7,11 @@ use std::sync::Arc;
 
 use bytestring::ByteString;
 use tokio::sync::{mpsc, oneshot};
-use tokio_util::sync::CancellationToken;
 
 use crate::codec::{QoS, ReasonCode, SubscriptionOptions};
 use crate::context::Context;
 use crate::message::{Delivery, Message, SessionKey};
-use crate::queue::QueueRx;
+use crate::queue::{Next, QueueRx, Signals};
 use crate::router::{
     ConnectRequest, Event, Handback, SessionState, SubscribeRequest, UnsubscribeRequest,
 };
@@ -40,7 +39,6 @@ pub struct LocalClient {
     rx: QueueRx,
     /// Retained messages handed over on subscribe, delivered before the queue.
     pending: VecDeque<Delivery>,
-    kick: CancellationToken,
     connected: bool,
 }
 
@@ -49,14 +47,12 @@ impl LocalClient {
         ctx: Arc<Context>,
         client_id: &str,
     ) -> Result<LocalClient, LinkError> {
-        let kick = CancellationToken::new();
         let (reply_tx, reply_rx) = oneshot::channel();
         let request = ConnectRequest {
             client_id: ByteString::from(client_id),
             owner: crate::auth::SessionOwner::Internal,
             clean_start: true,
             session_expiry: 0,
-            kick: kick.clone(),
             reply: reply_tx,
         };
         ctx.router
@@ -72,7 +68,6 @@ impl LocalClient {
             session: reply.session,
             rx: reply.rx,
             pending: VecDeque::new(),
-            kick,
             connected: true,
         })
     }
@@ -160,9 +155,14 @@ impl LocalClient {
         if let Some(delivery) = self.pending.pop_front() {
             return Some(delivery);
         }
-        tokio::select! {
-            delivery = self.rx.recv() => delivery,
-            _ = self.kick.cancelled() => None,
+        loop {
+            match self.rx.next(true).await {
+                Next::Delivery(delivery) => return Some(delivery),
+                Next::Signal(signals) if signals.contains(Signals::TAKEN_OVER) => return None,
+                // Not sent to in-process clients; nothing to do if they were.
+                Next::Signal(_) => {}
+                Next::Closed => return None,
+            }
         }
     }
 

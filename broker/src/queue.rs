@@ -12,13 +12,25 @@
 //! once per batch on its side, and the sender wakes it only when the queue goes from empty to
 //! non-empty. What the receiver took still counts against the bounds until it comes back for
 //! more: it has not been delivered yet.
+//!
+//! The queue also carries the router's [`Signals`] to the session's connection (taken over,
+//! shutting down, users changed): an idle connection then waits on its socket, its queue and
+//! its keep-alive timer only, instead of a token and a watch channel of its own as well.
 
 use std::collections::VecDeque;
 use std::future::poll_fn;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
 
 use crate::message::Delivery;
+
+fn take_signals(shared: &Shared) -> Option<Signals> {
+    if shared.signals.load(Ordering::Acquire) == 0 {
+        return None;
+    }
+    Some(Signals(shared.signals.swap(0, Ordering::AcqRel))).filter(|s| s.0 != 0)
+}
 
 /// What a delivery weighs in a queue: its topic and payload.
 fn weight(delivery: &Delivery) -> usize {
@@ -33,6 +45,7 @@ const KEEP_CAPACITY: usize = 64;
 pub(crate) fn session_queue(max_messages: usize, max_bytes: usize) -> (QueueTx, QueueRx) {
     let shared = Arc::new(Shared {
         state: Mutex::new(State::default()),
+        signals: AtomicU8::new(0),
         max_messages: max_messages.max(1),
         max_bytes,
     });
@@ -58,8 +71,36 @@ pub(crate) enum Refused {
     Closed,
 }
 
+/// What the router tells a session's receiver besides deliveries; several may be pending.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Signals(u8);
+
+impl Signals {
+    /// Another connection took the session over.
+    pub const TAKEN_OVER: Signals = Signals(1);
+    /// The broker is shutting down.
+    pub const SHUTDOWN: Signals = Signals(2);
+    /// Users or their passwords changed: the connection checks its principal again.
+    pub const AUTH_CHANGED: Signals = Signals(4);
+
+    pub fn contains(self, other: Signals) -> bool {
+        self.0 & other.0 == other.0
+    }
+}
+
+/// What a receiver gets next.
+#[derive(Debug)]
+pub(crate) enum Next {
+    Delivery(Delivery),
+    Signal(Signals),
+    /// The sender is gone and everything was received.
+    Closed,
+}
+
 struct Shared {
     state: Mutex<State>,
+    /// Pending [`Signals`], outside the lock so a receiver checks them for free.
+    signals: AtomicU8,
     max_messages: usize,
     max_bytes: usize,
 }
@@ -83,6 +124,8 @@ struct State {
     taken_bytes: usize,
     /// Set by a receiver that found the queue empty.
     waker: Option<Waker>,
+    /// Set by a receiver waiting for anything; only signals wake it.
+    signal_waker: Option<Waker>,
     sender_gone: bool,
     receiver_gone: bool,
 }
@@ -117,15 +160,29 @@ impl QueueTx {
     }
 }
 
+impl QueueTx {
+    /// Tells the receiver, waking it whether or not it waits for deliveries.
+    pub fn signal(&self, signals: Signals) {
+        self.shared.signals.fetch_or(signals.0, Ordering::Release);
+        let waker = self.shared.lock().signal_waker.take();
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+
+    /// Forgets pending signals, before the queue is handed to a new connection.
+    pub fn clear_signals(&self) {
+        self.shared.signals.store(0, Ordering::Release);
+    }
+}
+
 impl Drop for QueueTx {
     fn drop(&mut self) {
         let mut state = self.shared.lock();
         state.sender_gone = true;
-        let waker = state.waker.take();
+        let wakers = [state.waker.take(), state.signal_waker.take()];
         drop(state);
-        if let Some(waker) = waker {
-            waker.wake();
-        }
+        wakers.into_iter().flatten().for_each(Waker::wake);
     }
 }
 
@@ -145,10 +202,49 @@ impl QueueRx {
         }
     }
 
-    /// The next delivery; `None` once the sender is gone and everything was received.
-    /// Cancel safe: a delivery is only taken when it is returned.
-    pub async fn recv(&mut self) -> Option<Delivery> {
-        poll_fn(|cx| self.poll_recv(cx)).await
+    /// A pending signal, or else the next delivery when `deliveries` is true; a receiver that
+    /// cannot take deliveries now (its in-flight window is full) still hears signals. Cancel
+    /// safe: a delivery or a signal is only taken when it is returned.
+    pub async fn next(&mut self, deliveries: bool) -> Next {
+        poll_fn(|cx| self.poll_next(cx, deliveries)).await
+    }
+
+    /// Pending signals, if any, without waiting (one atomic load when there are none).
+    pub fn take_signals(&self) -> Option<Signals> {
+        self.shared.as_deref().and_then(take_signals)
+    }
+
+    fn poll_next(&mut self, cx: &mut Context<'_>, deliveries: bool) -> Poll<Next> {
+        let Some(shared) = &self.shared else {
+            return Poll::Ready(Next::Closed);
+        };
+        if let Some(signals) = take_signals(shared) {
+            return Poll::Ready(Next::Signal(signals));
+        }
+        if deliveries {
+            match self.poll_recv(cx) {
+                Poll::Ready(Some(delivery)) => return Poll::Ready(Next::Delivery(delivery)),
+                Poll::Ready(None) => return Poll::Ready(Next::Closed),
+                Poll::Pending => {}
+            }
+        }
+        let Some(shared) = &self.shared else {
+            return Poll::Ready(Next::Closed);
+        };
+        let mut state = shared.lock();
+        if !state
+            .signal_waker
+            .as_ref()
+            .is_some_and(|w| w.will_wake(cx.waker()))
+        {
+            state.signal_waker = Some(cx.waker().clone());
+        }
+        // A signal set before the waker was in place would not have found it: look again,
+        // under the lock that `signal` takes after setting it.
+        match take_signals(shared) {
+            Some(signals) => Poll::Ready(Next::Signal(signals)),
+            None => Poll::Pending,
+        }
     }
 
     /// The next delivery if one is queued.
@@ -222,6 +318,7 @@ impl Drop for QueueRx {
             let mut state = shared.lock();
             state.receiver_gone = true;
             state.waker = None;
+            state.signal_waker = None;
             // Whatever is queued can no longer be received; free it now rather than with the
             // sender, which lives as long as the session does.
             let items = std::mem::take(&mut state.items);
@@ -352,7 +449,7 @@ mod tests {
         let (mut tx, mut rx) = session_queue(100, 100_000);
         let receiver = tokio::spawn(async move {
             let mut sizes = Vec::new();
-            while let Some(d) = rx.recv().await {
+            while let Next::Delivery(d) = rx.next(true).await {
                 sizes.push(d.message.payload.len());
             }
             sizes
@@ -373,5 +470,45 @@ mod tests {
             [1, 2, 3],
             "what was queued before the sender left"
         );
+    }
+
+    #[tokio::test]
+    async fn signals_reach_a_receiver_that_takes_no_deliveries() {
+        let (mut tx, mut rx) = session_queue(100, 100_000);
+        tx.try_send(delivery(1)).unwrap();
+        let receiver = tokio::spawn(async move {
+            let first = rx.next(false).await;
+            let second = rx.next(true).await;
+            (first, second)
+        });
+        tokio::task::yield_now().await;
+        tx.signal(Signals::TAKEN_OVER);
+        let (first, second) = tokio::time::timeout(Duration::from_secs(5), receiver)
+            .await
+            .expect("the signal woke the receiver")
+            .unwrap();
+        assert!(matches!(first, Next::Signal(s) if s.contains(Signals::TAKEN_OVER)));
+        assert!(
+            matches!(second, Next::Delivery(_)),
+            "signals are taken once"
+        );
+    }
+
+    #[test]
+    fn signals_come_before_deliveries_and_can_be_cleared() {
+        let (mut tx, mut rx) = session_queue(100, 100_000);
+        tx.try_send(delivery(1)).unwrap();
+        tx.signal(Signals::AUTH_CHANGED);
+        tx.signal(Signals::SHUTDOWN);
+        let signals = rx.take_signals().unwrap();
+        assert!(signals.contains(Signals::AUTH_CHANGED) && signals.contains(Signals::SHUTDOWN));
+        assert!(rx.take_signals().is_none());
+        tx.signal(Signals::TAKEN_OVER);
+        tx.clear_signals();
+        assert!(
+            rx.take_signals().is_none(),
+            "a new connection does not inherit them"
+        );
+        assert_eq!(rx.try_recv().unwrap().message.payload.len(), 1);
     }
 }

@@ -210,15 +210,12 @@ async fn admit(
         props.server_keep_alive = Some(keep_alive);
     }
 
-    // A child of the shutdown token, so the connection waits on one token for both.
-    let kick = ctx.shutdown.child_token();
     let (reply_tx, reply_rx) = oneshot::channel();
     let request = ConnectRequest {
         client_id: client_id.clone(),
         owner: principal.session_owner(),
         clean_start: connect.clean_start,
         session_expiry,
-        kick: kick.clone(),
         reply: reply_tx,
     };
     ctx.router
@@ -247,7 +244,6 @@ async fn admit(
         session: reply.session,
         rx: reply.rx,
         resumed: reply.resumed,
-        kick,
         keep_alive,
         will: connect.will.take().map(owned_will),
         session_expiry,

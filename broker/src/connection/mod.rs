@@ -19,9 +19,8 @@ use std::time::Duration;
 use bytes::BytesMut;
 use bytestring::ByteString;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::{OwnedSemaphorePermit, watch};
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
 use crate::auth::Principal;
@@ -29,7 +28,7 @@ use crate::codec::{self, Disconnect, Packet, Properties, Protocol, ReasonCode, W
 use crate::context::Context;
 use crate::message::{Delivery, Message, MessageProperties, SessionKey};
 use crate::metrics::{LocalTally, Metrics};
-use crate::queue::QueueRx;
+use crate::queue::{Next, QueueRx, Signals};
 use crate::router::{self, Event, Handback, Inflight, SessionState};
 
 /// Smallest and largest read buffer; it grows while reads fill it and starts small so that idle
@@ -113,7 +112,6 @@ pub(crate) struct Accepted {
     pub session: SessionKey,
     pub rx: QueueRx,
     pub resumed: SessionState,
-    pub kick: CancellationToken,
     pub keep_alive: u16,
     /// Boxed: most clients have none, and an idle connection should not carry its room.
     pub will: Option<Box<Will>>,
@@ -144,14 +142,9 @@ pub(crate) struct Connection<S> {
     protocol: Protocol,
     client_id: ByteString,
     principal: Principal,
-    /// Signals changes to users and permissions; then the principal is checked again.
-    auth_changes: Option<watch::Receiver<()>>,
     /// The principal may read every topic: deliveries need no check (asked again on changes).
     receives_everything: bool,
     session: SessionKey,
-    /// Cancelled when another connection takes the session over, and (as a child of the
-    /// broker's shutdown token) at shutdown: one future to wait on instead of two.
-    kick: CancellationToken,
     keep_alive: Option<Duration>,
     will: Option<Box<Will>>,
     session_expiry: u32,
@@ -188,10 +181,8 @@ where
             protocol: a.protocol,
             client_id: a.client_id,
             principal: a.principal,
-            auth_changes: ctx.auth.changes(),
             receives_everything,
             session: a.session,
-            kick: a.kick,
             keep_alive: (a.keep_alive > 0)
                 .then(|| Duration::from_millis(u64::from(a.keep_alive) * 1500)),
             will: a.will,
@@ -218,6 +209,11 @@ where
 
     async fn run(&mut self) -> End {
         let mut deadline = self.keep_alive.map(|k| Instant::now() + k);
+        // Users may have changed between the login and the session going online, before the
+        // router could tell this connection: look once now.
+        if let Err(end) = self.on_signals(Signals::AUTH_CHANGED) {
+            return end;
+        }
         // Clients may send before the CONNACK (MQTT 3.1.1 section 3.1.4): whatever came in the
         // CONNECT's read (one TCP write, one WebSocket frame) is handled now, not after the
         // next read, which may never come.
@@ -233,31 +229,21 @@ where
             } else if let Err(end) = Box::pin(self.flush()).await {
                 return end;
             }
+            // Checked on every turn, not only when the queue is polled: a client whose reads are
+            // always ready would otherwise never hear that it was taken over.
+            if let Some(signals) = self.rx.take_signals()
+                && let Err(end) = self.on_signals(signals)
+            {
+                return end;
+            }
             let can_pull = self.backlog.is_empty() && self.inflight.len() < self.send_quota;
             self.prepare_read_buffer();
             // Everything awaited here lives in the connection's task for as long as it is idle,
             // so rare work (handling input, writing out) is boxed and allocated only while it
-            // runs; what stays is the socket read, the queue, one token, the auth signal and
-            // the keep-alive timer.
+            // runs; what stays is the socket read, the queue (which also carries the router's
+            // signals: takeover, shutdown, users changed) and the keep-alive timer.
             tokio::select! {
                 biased;
-                _ = self.kick.cancelled() => {
-                    return End::Server(if self.ctx.shutdown.is_cancelled() {
-                        ReasonCode::SERVER_SHUTTING_DOWN
-                    } else {
-                        ReasonCode::SESSION_TAKEN_OVER
-                    });
-                }
-                _ = auth_changed(&mut self.auth_changes) => {
-                    // A deleted user, a recreated one, or a changed password: the connection
-                    // no longer speaks for a valid account (Mosquitto's dynamic security kicks
-                    // such clients too). Permission changes need no disconnect: every delivery
-                    // and publish is checked against the current ones.
-                    if !self.ctx.auth.is_current(&self.principal) {
-                        return End::Server(ReasonCode::NOT_AUTHORIZED);
-                    }
-                    self.receives_everything = self.ctx.auth.may_receive_everything(&self.principal);
-                }
                 read = self.stream.read_buf(&mut self.rbuf) => {
                     let n = match read {
                         Ok(0) | Err(_) => return End::Closed,
@@ -274,9 +260,16 @@ where
                     // consumers it feeds, whose queues are bounded, wait and overflow.
                     tokio::task::yield_now().await;
                 }
-                delivery = self.rx.recv(), if can_pull => {
-                    // The sender lives in the router's session table; it never closes first.
-                    let Some(delivery) = delivery else { return End::Server(ReasonCode::SERVER_SHUTTING_DOWN) };
+                next = self.rx.next(can_pull) => {
+                    let delivery = match next {
+                        Next::Delivery(delivery) => delivery,
+                        Next::Signal(signals) => match self.on_signals(signals) {
+                            Ok(()) => continue,
+                            Err(end) => return end,
+                        },
+                        // The sender lives in the router's session table; it never closes first.
+                        Next::Closed => return End::Server(ReasonCode::SERVER_SHUTTING_DOWN),
+                    };
                     self.send_or_queue(delivery);
                     while self.wbuf.len() < WRITE_BATCH {
                         if !self.backlog.is_empty() || self.inflight.len() >= self.send_quota {
@@ -291,6 +284,27 @@ where
                 _ = sleep_until_opt(deadline) => return End::Server(ReasonCode::KEEP_ALIVE_TIMEOUT),
             }
         }
+    }
+
+    /// What the router's signals mean for this connection; an `Err` ends it.
+    fn on_signals(&mut self, signals: Signals) -> Result<(), End> {
+        if signals.contains(Signals::SHUTDOWN) {
+            return Err(End::Server(ReasonCode::SERVER_SHUTTING_DOWN));
+        }
+        if signals.contains(Signals::TAKEN_OVER) {
+            return Err(End::Server(ReasonCode::SESSION_TAKEN_OVER));
+        }
+        if signals.contains(Signals::AUTH_CHANGED) {
+            // A deleted user, a recreated one, or a changed password: the connection no longer
+            // speaks for a valid account (Mosquitto's dynamic security kicks such clients too).
+            // Permission changes need no disconnect: every delivery and publish is checked
+            // against the current ones.
+            if !self.ctx.auth.is_current(&self.principal) {
+                return Err(End::Server(ReasonCode::NOT_AUTHORIZED));
+            }
+            self.receives_everything = self.ctx.auth.may_receive_everything(&self.principal);
+        }
+        Ok(())
     }
 
     /// Decodes every whole packet in the read buffer and handles it.
@@ -492,19 +506,6 @@ fn is_client_fault(code: ReasonCode) -> bool {
             ReasonCode::KEEP_ALIVE_TIMEOUT,
         ]
         .contains(&code)
-}
-
-/// Resolves when the auth hook signals a change; never when it has no signal (or it closed).
-async fn auth_changed(changes: &mut Option<watch::Receiver<()>>) {
-    match changes {
-        Some(rx) => {
-            if rx.changed().await.is_err() {
-                *changes = None;
-                std::future::pending::<()>().await;
-            }
-        }
-        None => std::future::pending().await,
-    }
 }
 
 async fn sleep_until_opt(deadline: Option<Instant>) {

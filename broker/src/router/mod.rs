@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use bytestring::ByteString;
 use slab::Slab;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
@@ -28,7 +28,7 @@ use crate::config::BrokerConfig;
 use crate::message::{Delivery, Message, SessionKey};
 use crate::metrics::Metrics;
 use crate::persistence::Store;
-use crate::queue::{QueueRx, Refused};
+use crate::queue::{QueueRx, Refused, Signals};
 use crate::topic;
 
 use retained::RetainedStore;
@@ -60,8 +60,6 @@ pub(crate) struct ConnectRequest {
     pub clean_start: bool,
     /// Seconds; `u32::MAX` never expires, 0 ends the session with the connection.
     pub session_expiry: u32,
-    /// Cancelled by the router when another connection takes this session over.
-    pub kick: CancellationToken,
     /// The session, or why none could be opened.
     pub reply: oneshot::Sender<Result<ConnectReply, ReasonCode>>,
 }
@@ -143,6 +141,8 @@ pub(crate) struct Router {
     /// State changed since the last save.
     dirty: bool,
     started: Instant,
+    /// Set once the broker's shutdown began: every network session put online is told at once.
+    shutting_down: bool,
 }
 
 impl Router {
@@ -160,12 +160,21 @@ impl Router {
             store,
             dirty: false,
             started: Instant::now(),
+            shutting_down: false,
         };
         router.restore();
         router
     }
 
-    pub async fn run(mut self, mut events: mpsc::Receiver<Event>) {
+    /// Handles events until told to stop. `shutdown` and `auth_changes` are passed on to the
+    /// online sessions' connections through their queues ([`Signals`]), so that a connection
+    /// waits on nothing of its own for them.
+    pub async fn run(
+        mut self,
+        mut events: mpsc::Receiver<Event>,
+        shutdown: CancellationToken,
+        mut auth_changes: Option<watch::Receiver<()>>,
+    ) {
         let mut tick = tokio::time::interval(Duration::from_millis(250));
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let sys_every = Duration::from_secs(self.config.sys_interval_secs);
@@ -193,6 +202,11 @@ impl Router {
                     }
                     tokio::task::yield_now().await;
                 }
+                _ = shutdown.cancelled(), if !self.shutting_down => {
+                    self.shutting_down = true;
+                    self.signal_online(Signals::SHUTDOWN);
+                }
+                _ = auth_changed(&mut auth_changes) => self.signal_online(Signals::AUTH_CHANGED),
                 _ = tick.tick() => {
                     let now = Instant::now();
                     self.fire_timers(now);
@@ -208,6 +222,16 @@ impl Router {
             }
         }
         debug!("router stopped: every sender is gone");
+    }
+
+    /// Tells the connection of every online network session. In-process clients are left out:
+    /// they have no principal to check again, and they stop with the router, not before it.
+    fn signal_online(&self, signals: Signals) {
+        for (_, session) in &self.sessions {
+            if session.is_online() && session.owner != SessionOwner::Internal {
+                session.tx.signal(signals);
+            }
+        }
     }
 
     /// Handles one event; returns the shutdown acknowledgement when asked to stop.
@@ -426,4 +450,17 @@ fn pick_shared_member(
         .unwrap_or(start);
     group.next = chosen + 1;
     Some(group.members[chosen])
+}
+
+/// Resolves when the auth hook signals a change; never when it has no signal (or it closed).
+async fn auth_changed(changes: &mut Option<watch::Receiver<()>>) {
+    match changes {
+        Some(rx) => {
+            if rx.changed().await.is_err() {
+                *changes = None;
+                std::future::pending::<()>().await;
+            }
+        }
+        None => std::future::pending().await,
+    }
 }

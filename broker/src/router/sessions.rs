@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use bytestring::ByteString;
 use tokio::time::{Duration, Instant};
-use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use super::{
@@ -15,7 +14,7 @@ use super::{
 use crate::auth::SessionOwner;
 use crate::codec::ReasonCode;
 use crate::message::{Message, SessionKey};
-use crate::queue::{QueueRx, QueueTx, session_queue};
+use crate::queue::{QueueRx, QueueTx, Signals, session_queue};
 
 pub(crate) struct Session {
     pub client_id: ByteString,
@@ -37,9 +36,9 @@ pub(crate) struct Session {
 }
 
 pub(crate) enum Link {
-    Online {
-        kick: CancellationToken,
-    },
+    /// A connection (or in-process client) holds the receiving end; the router reaches it
+    /// through the queue, deliveries and [`Signals`] alike.
+    Online,
     Offline {
         rx: QueueRx,
         /// Boxed so that the session table's entries stay small: most sessions are online.
@@ -51,7 +50,7 @@ pub(crate) enum Link {
 
 impl Session {
     pub fn is_online(&self) -> bool {
-        matches!(self.link, Link::Online { .. })
+        matches!(self.link, Link::Online)
     }
 }
 
@@ -62,9 +61,9 @@ impl Router {
             return;
         };
         let session = &mut self.sessions[key];
-        if let Link::Online { kick } = &session.link {
+        if let Link::Online = &session.link {
             debug!(client_id = %request.client_id, "Session taken over by a new connection");
-            kick.cancel();
+            session.tx.signal(Signals::TAKEN_OVER);
             // A previous waiter loses its place; its connection sees the reply dropped and closes.
             session.waiting = Some(Box::new(request));
             return;
@@ -96,10 +95,13 @@ impl Router {
             self.create_session(request);
             return;
         };
-        session.link = Link::Online { kick: request.kick };
+        session.link = Link::Online;
+        // A takeover signal meant for the previous connection must not end this one.
+        session.tx.clear_signals();
         session.expiry = request.session_expiry;
         session.expires_at = None;
         self.dirty = true;
+        self.tell_if_shutting_down(key);
         let reply = ConnectReply {
             session: key,
             session_present: true,
@@ -130,7 +132,7 @@ impl Router {
             client_id: request.client_id.clone(),
             owner: request.owner.clone(),
             tx,
-            link: Link::Online { kick: request.kick },
+            link: Link::Online,
             subscriptions: HashMap::new(),
             expiry: request.session_expiry,
             expires_at: None,
@@ -139,6 +141,7 @@ impl Router {
         });
         self.by_client_id.insert(request.client_id, key);
         self.dirty = true;
+        self.tell_if_shutting_down(key);
         let reply = ConnectReply {
             session: key,
             session_present: false,
@@ -147,6 +150,15 @@ impl Router {
         };
         if request.reply.send(Ok(reply)).is_err() {
             self.remove_session(key);
+        }
+    }
+
+    /// A network session put online after shutdown began gets its signal now: the router
+    /// told the others when it started.
+    fn tell_if_shutting_down(&self, key: SessionKey) {
+        let session = &self.sessions[key];
+        if self.shutting_down && session.owner != SessionOwner::Internal {
+            session.tx.signal(Signals::SHUTDOWN);
         }
     }
 
