@@ -224,11 +224,11 @@ impl Router {
         debug!("router stopped: every sender is gone");
     }
 
-    /// Tells the connection of every online network session. In-process clients are left out:
-    /// they have no principal to check again, and they stop with the router, not before it.
+    /// Tells every online session that hears the broker's signals (see
+    /// [`Session::hears_broker_signals`]).
     fn signal_online(&self, signals: Signals) {
         for (_, session) in &self.sessions {
-            if session.is_online() && session.owner != SessionOwner::Internal {
+            if session.is_online() && session.hears_broker_signals() {
                 session.tx.signal(signals);
             }
         }

@@ -141,9 +141,7 @@ impl Router {
                     .iter()
                     .map(|d| delivery_record(d, now))
                     .collect();
-                record
-                    .queued
-                    .extend(rx.pending().iter().map(|d| delivery_record(d, now)));
+                rx.for_each_pending(|d| record.queued.push(delivery_record(d, now)));
             }
             sessions.push(record);
         }

@@ -54,7 +54,11 @@ fn owned(message: &Message) -> Message {
     Message {
         topic: ByteString::from(&*message.topic),
         payload: Bytes::copy_from_slice(&message.payload),
-        ..message.clone()
+        qos: message.qos,
+        retain: message.retain,
+        properties: message.properties.clone(),
+        expires_at: message.expires_at,
+        origin: message.origin,
     }
 }
 

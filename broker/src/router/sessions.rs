@@ -52,6 +52,13 @@ impl Session {
     pub fn is_online(&self) -> bool {
         matches!(self.link, Link::Online)
     }
+
+    /// Whether the router's shutdown and user-change signals are meant for this session: they
+    /// are for network clients; in-process clients have no principal to check again, and they
+    /// stop with the router, not before it.
+    pub fn hears_broker_signals(&self) -> bool {
+        self.owner != SessionOwner::Internal
+    }
 }
 
 impl Router {
@@ -157,7 +164,7 @@ impl Router {
     /// told the others when it started.
     fn tell_if_shutting_down(&self, key: SessionKey) {
         let session = &self.sessions[key];
-        if self.shutting_down && session.owner != SessionOwner::Internal {
+        if self.shutting_down && session.hears_broker_signals() {
             session.tx.signal(Signals::SHUTDOWN);
         }
     }
