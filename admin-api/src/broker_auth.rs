@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use broker::auth::{AuthFuture, AuthHook, Credentials, Principal, UserPrincipal};
+use broker::auth::{AuthFuture, AuthHook, Credentials, Principal};
 use broker::codec::ReasonCode;
 use commissioning::model::{AccessContext, AccessOperation};
 use tokio::sync::watch;
@@ -81,11 +81,11 @@ impl UserAuth {
     fn principal(&self, name: &str) -> Option<Principal> {
         let directory = self.admin.directory.load();
         let user = directory.users.get(name)?;
-        Some(Principal::User(UserPrincipal {
-            name: name.to_string(),
-            id: user.uid.clone(),
-            generation: user.token_generation,
-        }))
+        Some(Principal::user(
+            name,
+            user.uid.clone(),
+            user.token_generation,
+        ))
     }
 
     fn allowed(&self, principal: &Principal, operation: AccessOperation, topic: &str) -> bool {

@@ -283,12 +283,18 @@ pub async fn publisher(
     Ok(sent)
 }
 
-/// Opens `count` idle connections and keeps them until `stop`; returns how many succeeded.
-pub async fn idle_connections(addr: SocketAddr, count: usize, stop: CancellationToken) -> usize {
+/// Opens `count` idle connections (client ids `idle-{first_id}` on) and keeps them until `stop`;
+/// returns how many succeeded.
+pub async fn idle_connections(
+    addr: SocketAddr,
+    first_id: usize,
+    count: usize,
+    stop: CancellationToken,
+) -> usize {
     let connected = Arc::new(AtomicU64::new(0));
     let gate = Arc::new(Semaphore::new(256));
     let mut tasks = Vec::with_capacity(count);
-    for i in 0..count {
+    for i in first_id..first_id + count {
         let connected = connected.clone();
         let gate = gate.clone();
         let stop = stop.clone();

@@ -169,6 +169,7 @@ struct Results {
     throughput: Vec<f64>,
     latency: Vec<(f64, f64)>,
     idle_bytes_per_connection: Option<f64>,
+    idle_bytes_per_further_connection: Option<f64>,
     idle_connected: usize,
 }
 
@@ -294,20 +295,34 @@ async fn run(clients: &Clients, command: Command) -> anyhow::Result<()> {
         let stop = CancellationToken::new();
         let connected = clients
             .subscribers
-            .spawn(load::idle_connections(addr, idle, stop.clone()))
+            .spawn(load::idle_connections(addr, 0, idle, stop.clone()))
             .await?;
         tokio::time::sleep(Duration::from_secs(2)).await;
         let after = broker.rss()?;
+        // Half as many again: what each further connection costs, without the fixed costs
+        // the first ones carried (the memory of up to 256 concurrent handshakes, which the
+        // allocator keeps for reuse, and the first growth of the broker's tables).
+        let more = clients
+            .subscribers
+            .spawn(load::idle_connections(addr, idle, idle / 2, stop.clone()))
+            .await?;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let after_more = broker.rss()?;
         stop.cancel();
         results.idle_connected = connected;
         if connected > 0 {
             results.idle_bytes_per_connection =
                 Some(after.saturating_sub(before) as f64 / connected as f64);
         }
+        if more > 0 {
+            results.idle_bytes_per_further_connection =
+                Some(after_more.saturating_sub(after) as f64 / more as f64);
+        }
         eprintln!(
-            "   {connected} idle connections: {:.1} MiB -> {:.1} MiB",
+            "   {connected} idle connections: {:.1} MiB -> {:.1} MiB; {more} more: {:.1} MiB",
             before as f64 / 1048576.0,
-            after as f64 / 1048576.0
+            after as f64 / 1048576.0,
+            after_more as f64 / 1048576.0
         );
         tokio::time::sleep(Duration::from_secs(1)).await;
         broker.stop();
@@ -548,12 +563,19 @@ fn print_table(all: &[(Kind, Results)], seconds: u64, rate: u64, idle: usize) {
         .map(|(_, r)| r.idle_connected.to_string())
         .collect();
     println!("| connections accepted | {} |", connected.join(" | "));
+    let bytes = |b: Option<f64>| b.map_or("-".into(), |b| format!("{b:.0} B"));
     let per: Vec<String> = all
         .iter()
-        .map(|(_, r)| {
-            r.idle_bytes_per_connection
-                .map_or("-".into(), |b| format!("{:.1} KB", b / 1000.0))
-        })
+        .map(|(_, r)| bytes(r.idle_bytes_per_connection))
         .collect();
     println!("| bytes per connection | {} |", per.join(" | "));
+    let further: Vec<String> = all
+        .iter()
+        .map(|(_, r)| bytes(r.idle_bytes_per_further_connection))
+        .collect();
+    println!(
+        "| bytes per further connection ({} more) | {} |",
+        idle / 2,
+        further.join(" | ")
+    );
 }

@@ -4,6 +4,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use tokio::sync::watch;
@@ -27,8 +28,9 @@ pub struct Credentials {
 pub enum Principal {
     /// A client without a user name, admitted because anonymous access is allowed.
     Anonymous,
-    /// A user known to the hook.
-    User(UserPrincipal),
+    /// A user known to the hook; behind an `Arc` so that a connection, which keeps its
+    /// principal for its whole life, carries one pointer rather than the user's names.
+    User(Arc<UserPrincipal>),
     /// A gateway component on the in-process link; always authorised.
     Internal,
 }
@@ -47,11 +49,11 @@ pub struct UserPrincipal {
 
 impl Principal {
     pub fn user(name: impl Into<String>, id: impl Into<String>, generation: i64) -> Principal {
-        Principal::User(UserPrincipal {
+        Principal::User(Arc::new(UserPrincipal {
             name: name.into(),
             id: id.into(),
             generation,
-        })
+        }))
     }
 
     /// Who owns a session this principal opens: a session is resumed only by its owner.

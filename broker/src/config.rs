@@ -111,6 +111,11 @@ impl BrokerConfig {
                 "broker.max_queued_bytes: must be at least broker.max_packet_size, or the largest messages could never be queued".into(),
             );
         }
+        if u32::try_from(self.max_queued_bytes).is_err() {
+            problems.push(
+                "broker.max_queued_bytes: must be at most 4294967295 (4 GiB) per session".into(),
+            );
+        }
         if self.max_sessions == 0 {
             problems.push("broker.max_sessions: must be at least 1".into());
         }

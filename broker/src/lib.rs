@@ -87,7 +87,8 @@ impl Broker {
         let metrics = Arc::new(Metrics::default());
         let (tx, rx) = mpsc::channel(ROUTER_QUEUE);
         let shutdown = CancellationToken::new();
-        let router = Router::new(config.clone(), metrics.clone(), store);
+        let started = tokio::time::Instant::now();
+        let router = Router::new(config.clone(), metrics.clone(), store, started);
         let router = tokio::spawn(router.run(rx, shutdown.clone(), auth.changes()));
         let ctx = Arc::new(Context {
             connection_slots: Arc::new(Semaphore::new(config.max_connections)),
@@ -97,6 +98,7 @@ impl Broker {
             metrics,
             connections: TaskTracker::new(),
             shutdown,
+            started,
         });
         Ok(Broker {
             ctx,

@@ -43,7 +43,7 @@ impl Metrics {
 }
 
 /// Per-connection tallies, flushed into [`Metrics`] once per read or write batch.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, PartialEq, Eq)]
 pub(crate) struct LocalTally {
     pub messages_received: u64,
     pub messages_sent: u64,
@@ -64,5 +64,10 @@ impl LocalTally {
         Metrics::add(&m.publishes_denied, self.publishes_denied);
         Metrics::add(&m.deliveries_denied, self.deliveries_denied);
         *self = LocalTally::default();
+    }
+
+    /// Nothing counted since the last flush.
+    pub fn is_zero(&self) -> bool {
+        *self == LocalTally::default()
     }
 }

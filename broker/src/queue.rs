@@ -14,16 +14,28 @@
 //! more: it has not been delivered yet.
 //!
 //! The queue also carries the router's [`Signals`] to the session's connection (taken over,
-//! shutting down, users changed): an idle connection then waits on its socket, its queue and
-//! its keep-alive timer only, instead of a token and a watch channel of its own as well.
+//! shutting down, users changed, client silent too long): an idle connection then waits on its
+//! socket and its queue and nothing else, instead of a token, a watch channel and a keep-alive
+//! timer of its own as well.
+//! For the keep alive, the connection writes into the queue when it expects to hear from its
+//! client next ([`QueueRx::expect_client_by`]), and the router, which looks at every online
+//! session a few times a second, signals [`Signals::KEEP_ALIVE_EXPIRED`] once that has passed.
 
 use std::collections::VecDeque;
 use std::future::poll_fn;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
 
+use tokio::time::Instant;
+
 use crate::message::Delivery;
+
+/// Milliseconds from `start` (the broker's start) to `now`: the clock of keep-alive deadlines,
+/// small enough to keep in an atomic.
+pub(crate) fn millis_since(start: Instant, now: Instant) -> u64 {
+    u64::try_from(now.saturating_duration_since(start).as_millis()).unwrap_or(u64::MAX)
+}
 
 fn take_signals(shared: &Shared) -> Option<Signals> {
     if shared.signals.load(Ordering::Acquire) == 0 {
@@ -37,17 +49,21 @@ fn weight(delivery: &Delivery) -> usize {
     delivery.message.topic.len() + delivery.message.payload.len()
 }
 
+const NO_DEADLINE: u64 = 0;
+
 /// A buffer that ran empty with room for more than this many deliveries is freed rather than
 /// kept, so a burst does not pin memory for the life of an idle session.
 const KEEP_CAPACITY: usize = 64;
 
-/// A new queue holding at most `max_messages` deliveries and `max_bytes` of them.
+/// A new queue holding at most `max_messages` deliveries and `max_bytes` of them (both kept as
+/// `u32`, larger values act as `u32::MAX`: the queue is one small allocation per session).
 pub(crate) fn session_queue(max_messages: usize, max_bytes: usize) -> (QueueTx, QueueRx) {
     let shared = Arc::new(Shared {
         state: Mutex::new(State::default()),
         signals: AtomicU8::new(0),
-        max_messages: max_messages.max(1),
-        max_bytes,
+        client_deadline: AtomicU64::new(NO_DEADLINE),
+        max_messages: u32::try_from(max_messages.max(1)).unwrap_or(u32::MAX),
+        max_bytes: u32::try_from(max_bytes).unwrap_or(u32::MAX),
     });
     (
         QueueTx {
@@ -55,7 +71,7 @@ pub(crate) fn session_queue(max_messages: usize, max_bytes: usize) -> (QueueTx, 
         },
         QueueRx {
             shared: Some(shared),
-            batch: VecDeque::new(),
+            batch: None,
         },
     )
 }
@@ -82,6 +98,8 @@ impl Signals {
     pub const SHUTDOWN: Signals = Signals(2);
     /// Users or their passwords changed: the connection checks its principal again.
     pub const AUTH_CHANGED: Signals = Signals(4);
+    /// The client sent nothing within one and a half keep-alive periods (MQTT-3.1.2-24).
+    pub const KEEP_ALIVE_EXPIRED: Signals = Signals(8);
 
     pub fn contains(self, other: Signals) -> bool {
         self.0 & other.0 == other.0
@@ -101,8 +119,11 @@ struct Shared {
     state: Mutex<State>,
     /// Pending [`Signals`], outside the lock so a receiver checks them for free.
     signals: AtomicU8,
-    max_messages: usize,
-    max_bytes: usize,
+    /// When the connection expects to have heard from its client, on the [`millis_since`]
+    /// clock; [`NO_DEADLINE`] when it expects nothing (no keep alive, or no connection).
+    client_deadline: AtomicU64,
+    max_messages: u32,
+    max_bytes: u32,
 }
 
 impl Shared {
@@ -117,15 +138,16 @@ impl Shared {
 struct State {
     /// Queued and not yet taken by the receiver.
     items: VecDeque<Delivery>,
-    items_bytes: usize,
+    items_bytes: u32,
     /// The receiver's current batch, as it was when taken: it counts until the receiver comes
     /// back for more.
-    taken_count: usize,
-    taken_bytes: usize,
-    /// Set by a receiver that found the queue empty.
+    taken_count: u32,
+    taken_bytes: u32,
+    /// Set by a waiting receiver; signals always wake it, deliveries only when
+    /// `waker_wants_deliveries` (a receiver whose in-flight window is full waits for signals
+    /// and its client's acknowledgements only).
     waker: Option<Waker>,
-    /// Set by a receiver waiting for anything; only signals wake it.
-    signal_waker: Option<Waker>,
+    waker_wants_deliveries: bool,
     sender_gone: bool,
     receiver_gone: bool,
 }
@@ -143,15 +165,20 @@ impl QueueTx {
         if state.receiver_gone {
             return Err((Refused::Closed, delivery));
         }
-        if state.items.len() + state.taken_count >= shared.max_messages {
+        if state.items.len() + state.taken_count as usize >= shared.max_messages as usize {
             return Err((Refused::Full, delivery));
         }
-        if state.items_bytes + state.taken_bytes + weight > shared.max_bytes {
+        let queued = u64::from(state.items_bytes) + u64::from(state.taken_bytes);
+        if queued + weight as u64 > u64::from(shared.max_bytes) {
             return Err((Refused::TooManyBytes, delivery));
         }
         state.items.push_back(delivery);
-        state.items_bytes += weight;
-        let waker = state.waker.take();
+        // Fits: the sum is at most `max_bytes`, a `u32`.
+        state.items_bytes += weight as u32;
+        let waker = match state.waker_wants_deliveries {
+            true => state.waker.take(),
+            false => None,
+        };
         drop(state);
         if let Some(waker) = waker {
             waker.wake();
@@ -164,15 +191,33 @@ impl QueueTx {
     /// Tells the receiver, waking it whether or not it waits for deliveries.
     pub fn signal(&self, signals: Signals) {
         self.shared.signals.fetch_or(signals.0, Ordering::Release);
-        let waker = self.shared.lock().signal_waker.take();
+        let waker = self.shared.lock().waker.take();
         if let Some(waker) = waker {
             waker.wake();
         }
     }
 
-    /// Forgets pending signals, before the queue is handed to a new connection.
-    pub fn clear_signals(&self) {
+    /// Forgets pending signals and the previous connection's keep-alive deadline, before the
+    /// queue is handed to a new connection.
+    pub fn reset_for_new_connection(&self) {
         self.shared.signals.store(0, Ordering::Release);
+        self.shared
+            .client_deadline
+            .store(NO_DEADLINE, Ordering::Relaxed);
+    }
+
+    /// Whether the client's keep-alive deadline passed before `now` (on the [`millis_since`]
+    /// clock). True once per deadline: the deadline is consumed, so the router signals once;
+    /// a connection that hears from its client at the same moment sets a new deadline and the
+    /// answer is false.
+    pub fn client_deadline_passed(&self, now: u64) -> bool {
+        let deadline = &self.shared.client_deadline;
+        let at = deadline.load(Ordering::Relaxed);
+        at != NO_DEADLINE
+            && at <= now
+            && deadline
+                .compare_exchange(at, NO_DEADLINE, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
     }
 }
 
@@ -180,17 +225,24 @@ impl Drop for QueueTx {
     fn drop(&mut self) {
         let mut state = self.shared.lock();
         state.sender_gone = true;
-        let wakers = [state.waker.take(), state.signal_waker.take()];
+        let waker = state.waker.take();
         drop(state);
-        wakers.into_iter().flatten().for_each(Waker::wake);
+        if let Some(waker) = waker {
+            waker.wake();
+        }
     }
 }
 
 pub(crate) struct QueueRx {
     /// `None` for a detached receiver, which receives nothing.
     shared: Option<Arc<Shared>>,
-    /// Taken from the queue in one go, handed out one by one.
-    batch: VecDeque<Delivery>,
+    /// Taken from the queue in one go, handed out one by one; boxed, and made with the first
+    /// delivery, so a receiver that never received is one pointer.
+    #[allow(
+        clippy::box_collection,
+        reason = "8 bytes in every idle receiver instead of an empty deque's 32"
+    )]
+    batch: Option<Box<VecDeque<Delivery>>>,
 }
 
 impl QueueRx {
@@ -198,7 +250,7 @@ impl QueueRx {
     pub fn detached() -> QueueRx {
         QueueRx {
             shared: None,
-            batch: VecDeque::new(),
+            batch: None,
         }
     }
 
@@ -209,12 +261,23 @@ impl QueueRx {
         poll_fn(|cx| self.poll_next(cx, deliveries)).await
     }
 
+    /// Tells the router when the client must have been heard from next, on the
+    /// [`millis_since`] clock; [`QueueTx::client_deadline_passed`] reports when it passed.
+    pub fn expect_client_by(&self, deadline: u64) {
+        if let Some(shared) = &self.shared {
+            shared
+                .client_deadline
+                .store(deadline.max(NO_DEADLINE + 1), Ordering::Relaxed);
+        }
+    }
+
     /// Pending signals, if any, without waiting (one atomic load when there are none).
     pub fn take_signals(&self) -> Option<Signals> {
         self.shared.as_deref().and_then(take_signals)
     }
 
-    fn poll_next(&mut self, cx: &mut Context<'_>, deliveries: bool) -> Poll<Next> {
+    /// [`QueueRx::next`] as a poll, for a receiver that waits on other things as well.
+    pub fn poll_next(&mut self, cx: &mut Context<'_>, deliveries: bool) -> Poll<Next> {
         let Some(shared) = &self.shared else {
             return Poll::Ready(Next::Closed);
         };
@@ -233,12 +296,13 @@ impl QueueRx {
         };
         let mut state = shared.lock();
         if !state
-            .signal_waker
+            .waker
             .as_ref()
             .is_some_and(|w| w.will_wake(cx.waker()))
         {
-            state.signal_waker = Some(cx.waker().clone());
+            state.waker = Some(cx.waker().clone());
         }
+        state.waker_wants_deliveries = deliveries;
         // A signal set before the waker was in place would not have found it: look again,
         // under the lock that `signal` takes after setting it.
         match take_signals(shared) {
@@ -249,7 +313,7 @@ impl QueueRx {
 
     /// The next delivery if one is queued.
     pub fn try_recv(&mut self) -> Option<Delivery> {
-        if let Some(delivery) = self.batch.pop_front() {
+        if let Some(delivery) = self.batch.as_mut().and_then(|b| b.pop_front()) {
             return Some(delivery);
         }
         let (delivery, _) = self.refill(None);
@@ -257,7 +321,7 @@ impl QueueRx {
     }
 
     fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Delivery>> {
-        if let Some(delivery) = self.batch.pop_front() {
+        if let Some(delivery) = self.batch.as_mut().and_then(|b| b.pop_front()) {
             return Poll::Ready(Some(delivery));
         }
         match self.refill(Some(cx.waker())) {
@@ -283,28 +347,40 @@ impl QueueRx {
             }
             if let Some(waker) = waker
                 && !state.sender_gone
-                && !state.waker.as_ref().is_some_and(|w| w.will_wake(waker))
             {
-                state.waker = Some(waker.clone());
+                if !state.waker.as_ref().is_some_and(|w| w.will_wake(waker)) {
+                    state.waker = Some(waker.clone());
+                }
+                state.waker_wants_deliveries = true;
             }
             let sender_gone = state.sender_gone;
             drop(state);
-            if self.batch.capacity() > KEEP_CAPACITY {
-                self.batch = VecDeque::new();
+            // A small batch buffer is kept for the next one (the queue and the batch trade
+            // buffers, so a receiver that keeps up allocates nothing); a large one goes.
+            if self
+                .batch
+                .as_ref()
+                .is_some_and(|b| b.capacity() > KEEP_CAPACITY)
+            {
+                self.batch = None;
             }
             return (None, sender_gone);
         }
-        state.taken_count = state.items.len();
+        state.taken_count = u32::try_from(state.items.len()).unwrap_or(u32::MAX);
         state.taken_bytes = std::mem::take(&mut state.items_bytes);
-        std::mem::swap(&mut state.items, &mut self.batch);
+        let batch = self.batch.get_or_insert_with(Box::default);
+        std::mem::swap(&mut state.items, batch);
         drop(state);
-        (self.batch.pop_front(), false)
+        (batch.pop_front(), false)
     }
 
     /// Shows `visit` everything queued and not yet received, in order, leaving the queue as it
     /// is (for saving an offline session's queue).
     pub fn for_each_pending(&self, mut visit: impl FnMut(&Delivery)) {
-        self.batch.iter().for_each(&mut visit);
+        self.batch
+            .iter()
+            .flat_map(|b| b.iter())
+            .for_each(&mut visit);
         if let Some(shared) = &self.shared {
             shared.lock().items.iter().for_each(visit);
         }
@@ -317,7 +393,6 @@ impl Drop for QueueRx {
             let mut state = shared.lock();
             state.receiver_gone = true;
             state.waker = None;
-            state.signal_waker = None;
             // Whatever is queued can no longer be received; free it now rather than with the
             // sender, which lives as long as the session does.
             let items = std::mem::take(&mut state.items);
@@ -404,6 +479,28 @@ mod tests {
         assert_eq!(rx.try_recv().unwrap().message.payload.len(), 2);
         assert_eq!(rx.try_recv().unwrap().message.payload.len(), 3);
         assert!(rx.try_recv().is_none());
+    }
+
+    #[test]
+    fn a_passed_keep_alive_deadline_is_reported_once_and_a_new_connection_starts_afresh() {
+        let (tx, rx) = session_queue(10, 1_000);
+        assert!(
+            !tx.client_deadline_passed(u64::MAX),
+            "no deadline, no expiry"
+        );
+        rx.expect_client_by(1_500);
+        assert!(!tx.client_deadline_passed(1_499));
+        assert!(tx.client_deadline_passed(1_500));
+        assert!(
+            !tx.client_deadline_passed(1_600),
+            "reported once: the router signals once"
+        );
+        rx.expect_client_by(3_000);
+        tx.reset_for_new_connection();
+        assert!(
+            !tx.client_deadline_passed(10_000),
+            "the previous connection's deadline does not end the next one"
+        );
     }
 
     #[test]
@@ -501,7 +598,7 @@ mod tests {
         assert!(signals.contains(Signals::AUTH_CHANGED) && signals.contains(Signals::SHUTDOWN));
         assert!(rx.take_signals().is_none());
         tx.signal(Signals::TAKEN_OVER);
-        tx.clear_signals();
+        tx.reset_for_new_connection();
         assert!(
             rx.take_signals().is_none(),
             "a new connection does not inherit them"

@@ -55,7 +55,7 @@ where
         }
     };
     let protocol = connect.protocol;
-    match admit(*connect, peer, ctx).await {
+    match admit(connect, peer, ctx).await {
         Ok((accepted, connack)) => {
             let mut buf = BytesMut::new();
             codec::encode(&Packet::ConnAck(connack), protocol, &mut buf);
@@ -144,8 +144,10 @@ fn owned_will(will: Will) -> Box<Will> {
 }
 
 /// Decides whether the client may connect and opens its session.
+/// `connect` stays boxed: an async function keeps its arguments twice, and a CONNECT is nearly
+/// 1 KiB, which every concurrent handshake would hold.
 async fn admit(
-    mut connect: Connect,
+    mut connect: Box<Connect>,
     peer: &Peer,
     ctx: &Arc<Context>,
 ) -> Result<(Accepted, ConnAck), ReasonCode> {
@@ -248,10 +250,7 @@ async fn admit(
         will: connect.will.take().map(owned_will),
         session_expiry,
         client_receive_maximum: connect.properties.receive_maximum.unwrap_or(u16::MAX),
-        client_max_packet_size: connect
-            .properties
-            .maximum_packet_size
-            .map_or(usize::MAX, |m| m as usize),
+        client_max_packet_size: connect.properties.maximum_packet_size.unwrap_or(u32::MAX),
         client_topic_alias_maximum: connect.properties.topic_alias_maximum.unwrap_or(0),
     };
     Ok((accepted, connack))

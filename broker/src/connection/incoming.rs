@@ -25,11 +25,12 @@ where
         match packet {
             Packet::Publish(publish) => self.on_publish(publish),
             Packet::PubAck(ack) => {
-                if let Some((_, Inflight::Publish(d))) = self.inflight.get(&ack.packet_id) {
-                    if d.qos == QoS::AtLeastOnce {
-                        self.inflight.remove(&ack.packet_id);
-                        self.drain_backlog();
-                    }
+                let inflight = &mut self.traffic().inflight;
+                if let Some((_, Inflight::Publish(d))) = inflight.get(&ack.packet_id)
+                    && d.qos == QoS::AtLeastOnce
+                {
+                    inflight.remove(&ack.packet_id);
+                    self.drain_backlog();
                 }
                 Ok(())
             }
@@ -38,7 +39,7 @@ where
                 Ok(())
             }
             Packet::PubRel(ack) => {
-                let code = if self.qos2_incoming.remove(&ack.packet_id) {
+                let code = if self.traffic().qos2_incoming.remove(&ack.packet_id) {
                     ReasonCode::SUCCESS
                 } else {
                     ReasonCode::PACKET_ID_NOT_FOUND
@@ -47,8 +48,9 @@ where
                 Ok(())
             }
             Packet::PubComp(ack) => {
-                if let Some((_, Inflight::Released)) = self.inflight.get(&ack.packet_id) {
-                    self.inflight.remove(&ack.packet_id);
+                let inflight = &mut self.traffic().inflight;
+                if let Some((_, Inflight::Released)) = inflight.get(&ack.packet_id) {
+                    inflight.remove(&ack.packet_id);
                     self.drain_backlog();
                 }
                 Ok(())
@@ -78,16 +80,16 @@ where
     }
 
     fn on_publish(&mut self, mut publish: Publish) -> Result<(), End> {
-        self.tally.messages_received += 1;
+        self.traffic().tally.messages_received += 1;
         self.resolve_topic_alias(&mut publish)?;
         let id = publish.packet_id;
-        if publish.qos == QoS::ExactlyOnce && self.qos2_incoming.contains(&id) {
+        if publish.qos == QoS::ExactlyOnce && self.traffic().qos2_incoming.contains(&id) {
             // A resend of a message already accepted: acknowledge again, route once.
             self.write_packet(&Packet::PubRec(Ack::new(id, ReasonCode::SUCCESS)));
             return Ok(());
         }
         if publish.qos == QoS::ExactlyOnce
-            && self.qos2_incoming.len() >= usize::from(self.ctx.config.receive_maximum)
+            && self.traffic().qos2_incoming.len() >= usize::from(self.ctx.config.receive_maximum)
         {
             return Err(End::Server(ReasonCode::RECEIVE_MAXIMUM_EXCEEDED));
         }
@@ -101,7 +103,7 @@ where
             .auth
             .authorize_publish(&self.principal, &publish.topic)
         {
-            self.tally.publishes_denied += 1;
+            self.traffic().tally.publishes_denied += 1;
             code = ReasonCode::NOT_AUTHORIZED;
         }
         // 3.1.1 has no way to say no: the message is acknowledged and dropped, as Mosquitto does.
@@ -116,7 +118,7 @@ where
             QoS::ExactlyOnce => {
                 self.write_packet(&Packet::PubRec(Ack::new(id, ack_code)));
                 if !ack_code.is_error() {
-                    self.qos2_incoming.insert(id);
+                    self.traffic().qos2_incoming.insert(id);
                 }
             }
         }
@@ -132,14 +134,15 @@ where
         } else {
             None
         };
-        self.accepted.push(Arc::new(Message {
+        let session = self.session;
+        self.traffic().accepted.push(Arc::new(Message {
             topic: publish.topic,
             payload: publish.payload,
             qos: publish.qos,
             retain: publish.retain,
             properties,
             expires_at,
-            origin: Some(self.session),
+            origin: Some(session),
         }));
         Ok(())
     }
@@ -152,20 +155,22 @@ where
         if alias == 0 || alias > self.ctx.config.topic_alias_maximum {
             return Err(End::Server(ReasonCode::TOPIC_ALIAS_INVALID));
         }
+        let aliases = &mut self.traffic().aliases_in;
         if publish.topic.is_empty() {
-            match self.aliases_in.get(&alias) {
+            match aliases.get(&alias) {
                 Some(topic) => publish.topic = topic.clone(),
                 None => return Err(End::Server(ReasonCode::PROTOCOL_ERROR)),
             }
         } else {
-            self.aliases_in.insert(alias, publish.topic.clone());
+            aliases.insert(alias, publish.topic.clone());
         }
         Ok(())
     }
 
     fn on_pubrec(&mut self, ack: Ack) {
         let id = ack.packet_id;
-        match self.inflight.get_mut(&id) {
+        let inflight = &mut self.traffic().inflight;
+        let pubrel_code = match inflight.get_mut(&id) {
             Some((_, entry @ Inflight::Publish(_))) => {
                 let is_qos2 = matches!(entry, Inflight::Publish(d) if d.qos == QoS::ExactlyOnce);
                 if !is_qos2 {
@@ -173,23 +178,17 @@ where
                 }
                 if ack.code.is_error() {
                     // The client refused the message; the flow ends here (MQTT-4.3.3).
-                    self.inflight.remove(&id);
+                    inflight.remove(&id);
                     self.drain_backlog();
                     return;
                 }
                 *entry = Inflight::Released;
-                self.write_packet(&Packet::PubRel(Ack::new(id, ReasonCode::SUCCESS)));
+                ReasonCode::SUCCESS
             }
-            Some((_, Inflight::Released)) => {
-                self.write_packet(&Packet::PubRel(Ack::new(id, ReasonCode::SUCCESS)));
-            }
-            None => {
-                self.write_packet(&Packet::PubRel(Ack::new(
-                    id,
-                    ReasonCode::PACKET_ID_NOT_FOUND,
-                )));
-            }
-        }
+            Some((_, Inflight::Released)) => ReasonCode::SUCCESS,
+            None => ReasonCode::PACKET_ID_NOT_FOUND,
+        };
+        self.write_packet(&Packet::PubRel(Ack::new(id, pubrel_code)));
     }
 
     async fn on_subscribe(&mut self, subscribe: Subscribe) -> Result<(), End> {

@@ -1,34 +1,42 @@
-//! One task per network connection: the CONNECT handshake, then a loop that reads packets,
-//! writes deliveries and watches the keep alive, and finally hands the session back to the router.
+//! One task per network connection: the CONNECT handshake, then a loop that reads packets and
+//! writes deliveries, and finally hands the session back to the router.
 //!
 //! The task owns all per-connection protocol state (packet ids, in-flight window, topic aliases,
 //! QoS 2 ids). Acknowledgements for the client's own publishes are written by this task, after the
 //! router has accepted the messages, so a client that stops reading slows only itself.
+//!
+//! Idle connections may stay for days, and a broker may hold a hundred thousand of them, so what
+//! a connection keeps while it waits is kept small: the state that exists only while messages
+//! flow ([`Traffic`]) is boxed and given back when the connection comes to rest, the read buffer
+//! too, and the keep alive is watched by the router (see `crate::queue`) rather than by a timer
+//! of the connection's own.
 
 mod handshake;
 mod incoming;
 mod outgoing;
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::future::poll_fn;
 use std::hash::{BuildHasherDefault, Hasher};
+use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Poll, ready};
 use std::time::Duration;
 
 use bytes::BytesMut;
 use bytestring::ByteString;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::OwnedSemaphorePermit;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::time::Instant;
 use tracing::debug;
 
 use crate::auth::Principal;
 use crate::codec::{self, Disconnect, Packet, Properties, Protocol, ReasonCode, Will};
-use crate::context::Context;
+use crate::context::{ConnectionSlot, Context};
 use crate::message::{Delivery, Message, MessageProperties, SessionKey};
 use crate::metrics::{LocalTally, Metrics};
-use crate::queue::{Next, QueueRx, Signals};
+use crate::queue::{Next, QueueRx, Signals, millis_since};
 use crate::router::{self, Event, Handback, Inflight, SessionState};
 
 /// Smallest and largest read buffer; it grows while reads fill it and starts small so that idle
@@ -40,6 +48,9 @@ const MAX_READ: usize = 16 * 1024;
 /// batches much larger than a publisher's read, so under overload the scheduler's round robin
 /// favours delivering over accepting, and fewer messages are accepted only to be dropped.
 const WRITE_BATCH: usize = 256 * 1024;
+/// A connection whose last write was at least this large is streaming: it keeps its
+/// [`Traffic`] (and write buffer) between turns instead of allocating them again each time.
+const STREAMING_WRITE: usize = 4 * 1024;
 /// A client that does not take our bytes for this long is disconnected.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -51,57 +62,30 @@ pub(crate) struct Peer {
     pub certificate_name: Option<String>,
 }
 
-/// Serves one client until it goes away, then hands its session back to the router.
+/// Serves one client: runs the CONNECT handshake and, once the client is admitted, moves the
+/// connection into a task of its own (tracked like this one), which serves it until it goes
+/// away and then hands its session back to the router.
 ///
-/// Everything awaited here lives in the connection's task for as long as the connection does,
-/// and idle connections may stay for days; so the handshake is boxed (it owns the stream, the
-/// peer and the CONNECT until it hands over the finished [`Connection`]) and so are the other
-/// rare paths, and the task keeps only the connection and what an idle one waits on.
-/// `slot` is the connection's place under `max_connections`, held until it ends; it is taken
-/// here rather than by a wrapping future, which would keep the stream twice.
-pub(crate) fn serve<S>(
-    stream: S,
-    peer: Peer,
-    ctx: Arc<Context>,
-    slot: OwnedSemaphorePermit,
-) -> impl Future<Output = ()> + Send
+/// The connection's task lives as long as the client, days for an idle one, so it holds only
+/// the [`Connection`] and what an idle one waits on, its socket and its queue: the handshake
+/// (the CONNECT, the peer, the authentication) stays behind in this short-lived task, and the
+/// connection's rare paths are boxed. `slot` is the connection's place under
+/// `max_connections`, held by the connection until it ends.
+pub(crate) async fn serve<S>(stream: S, peer: Peer, ctx: Arc<Context>, slot: ConnectionSlot)
 where
-    S: AsyncRead + AsyncWrite + Unpin + Send,
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let handshake = Box::pin({
-        let ctx = ctx.clone();
-        async move {
-            let mut stream = stream;
-            let mut rbuf = BytesMut::with_capacity(MIN_READ);
-            let accepted = handshake::accept(&mut stream, &mut rbuf, &peer, &ctx).await?;
-            // Boxed: the task's future would otherwise hold it more than once (as the
-            // handshake's result and as the running connection).
-            Some(Box::new(Connection::new(stream, rbuf, accepted, ctx)))
-        }
-    });
-    serve_accepted(handshake, ctx, slot)
-}
-
-async fn serve_accepted<S>(
-    handshake: Pin<Box<impl Future<Output = Option<Box<Connection<S>>>> + Send>>,
-    ctx: Arc<Context>,
-    _slot: OwnedSemaphorePermit,
-) where
-    S: AsyncRead + AsyncWrite + Unpin + Send,
-{
-    Metrics::add(&ctx.metrics.connections_current, 1);
-    Metrics::add(&ctx.metrics.connections_total, 1);
-    let connection = tokio::select! {
-        connection = handshake => connection,
+    let mut stream = stream;
+    let mut rbuf = BytesMut::with_capacity(MIN_READ);
+    let accepted = tokio::select! {
+        accepted = handshake::accept(&mut stream, &mut rbuf, &peer, &ctx) => accepted,
         _ = ctx.shutdown.cancelled() => None,
     };
-    if let Some(mut connection) = connection {
-        let end = connection.run().await;
-        Box::pin(connection.finish(end)).await;
-    }
-    ctx.metrics
-        .connections_current
-        .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    let Some(accepted) = accepted else {
+        return;
+    };
+    let connection = Connection::new(stream, rbuf, accepted, ctx.clone(), slot);
+    ctx.connections.spawn(connection.serve());
 }
 
 /// Everything the handshake established.
@@ -118,7 +102,7 @@ pub(crate) struct Accepted {
     pub session_expiry: u32,
     /// The client's limits (MQTT 5 CONNECT properties).
     pub client_receive_maximum: u16,
-    pub client_max_packet_size: usize,
+    pub client_max_packet_size: u32,
     pub client_topic_alias_maximum: u16,
 }
 
@@ -136,18 +120,36 @@ pub(crate) enum End {
 pub(crate) struct Connection<S> {
     stream: S,
     ctx: Arc<Context>,
+    /// Empty and unallocated while the client sends nothing (see [`read_some`]).
     rbuf: BytesMut,
-    read_size: usize,
-    wbuf: BytesMut,
-    protocol: Protocol,
     client_id: ByteString,
     principal: Principal,
+    session: SessionKey,
+    will: Option<Box<Will>>,
+    rx: QueueRx,
+    /// `None` while the connection rests.
+    traffic: Option<Box<Traffic>>,
+    /// The connection's place under `max_connections`.
+    _slot: ConnectionSlot,
+    read_size: u32,
+    /// One and a half keep-alive periods in milliseconds; 0 without keep alive.
+    silence_limit_ms: u32,
+    session_expiry: u32,
+    client_max_packet_size: u32,
+    next_packet_id: u16,
+    send_quota: u16,
+    client_topic_alias_maximum: u16,
+    protocol: Protocol,
     /// The principal may read every topic: deliveries need no check (asked again on changes).
     receives_everything: bool,
-    session: SessionKey,
-    keep_alive: Option<Duration>,
-    will: Option<Box<Will>>,
-    session_expiry: u32,
+}
+
+/// The state of a connection that exists only while messages flow, boxed so that a resting
+/// connection does not carry it: an idle connection's state is then its socket, its identity
+/// and its queue.
+#[derive(Default)]
+struct Traffic {
+    wbuf: BytesMut,
     tally: LocalTally,
     /// Messages accepted from the client, sent to the router in one event per read.
     accepted: Vec<Arc<Message>>,
@@ -155,60 +157,116 @@ pub(crate) struct Connection<S> {
     qos2_incoming: HashSet<u16, BuildHasherDefault<PacketIdHasher>>,
     aliases_in: HashMap<u16, ByteString>,
     // Outgoing (broker to client) state.
-    rx: QueueRx,
     inflight: HashMap<u16, (u64, Inflight), BuildHasherDefault<PacketIdHasher>>,
     send_seq: u64,
-    next_packet_id: u16,
-    send_quota: usize,
     backlog: VecDeque<Delivery>,
     aliases_out: HashMap<ByteString, u16>,
-    client_max_packet_size: usize,
-    client_topic_alias_maximum: u16,
+    /// Bytes of the last write, to tell a streaming connection from one that rests.
+    last_write: usize,
+}
+
+impl Traffic {
+    /// Nothing to write, count or remember, and not streaming: the box can go.
+    fn at_rest(&self) -> bool {
+        self.wbuf.is_empty()
+            && self.last_write < STREAMING_WRITE
+            && self.tally.is_zero()
+            && self.accepted.is_empty()
+            && self.qos2_incoming.is_empty()
+            && self.aliases_in.is_empty()
+            && self.inflight.is_empty()
+            && self.backlog.is_empty()
+            && self.aliases_out.is_empty()
+    }
 }
 
 impl<S> Connection<S>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
-    fn new(stream: S, rbuf: BytesMut, a: Accepted, ctx: Arc<Context>) -> Connection<S> {
-        let send_quota = usize::from(a.client_receive_maximum.min(ctx.config.max_inflight));
+    fn new(
+        stream: S,
+        rbuf: BytesMut,
+        a: Accepted,
+        ctx: Arc<Context>,
+        slot: ConnectionSlot,
+    ) -> Connection<S> {
+        let send_quota = a.client_receive_maximum.min(ctx.config.max_inflight).max(1);
         let receives_everything = ctx.auth.may_receive_everything(&a.principal);
         let mut connection = Connection {
             stream,
             rbuf,
-            read_size: MIN_READ,
-            wbuf: BytesMut::new(),
-            protocol: a.protocol,
             client_id: a.client_id,
             principal: a.principal,
-            receives_everything,
             session: a.session,
-            keep_alive: (a.keep_alive > 0)
-                .then(|| Duration::from_millis(u64::from(a.keep_alive) * 1500)),
             will: a.will,
-            session_expiry: a.session_expiry,
-            tally: LocalTally::default(),
-            accepted: Vec::new(),
-            qos2_incoming: a.resumed.qos2_incoming.into_iter().collect(),
-            aliases_in: HashMap::new(),
             rx: a.rx,
-            inflight: HashMap::default(),
-            send_seq: 0,
-            next_packet_id: 1,
-            send_quota: send_quota.max(1),
-            backlog: a.resumed.backlog,
-            aliases_out: HashMap::new(),
+            traffic: None,
+            _slot: slot,
+            read_size: MIN_READ as u32,
+            silence_limit_ms: u32::from(a.keep_alive) * 1500,
+            session_expiry: a.session_expiry,
             client_max_packet_size: a.client_max_packet_size,
+            next_packet_id: 1,
+            send_quota,
             client_topic_alias_maximum: a.client_topic_alias_maximum,
+            protocol: a.protocol,
+            receives_everything,
             ctx,
         };
-        connection.resend_inflight(a.resumed.inflight);
+        let SessionState {
+            inflight,
+            backlog,
+            qos2_incoming,
+        } = a.resumed;
+        if !qos2_incoming.is_empty() || !backlog.is_empty() {
+            let traffic = connection.traffic();
+            traffic.qos2_incoming = qos2_incoming.into_iter().collect();
+            traffic.backlog = backlog;
+        }
+        connection.resend_inflight(inflight);
         connection.drain_backlog();
         connection
     }
 
+    /// Serves the admitted client until it goes away, then hands its session back.
+    fn serve(self) -> impl Future<Output = ()> + Send + 'static
+    where
+        S: 'static,
+    {
+        // An async block rather than an `async fn` taking `self`: that would keep the
+        // connection twice in the task, as the argument and as its local copy.
+        let mut connection = self;
+        async move {
+            let end = connection.run().await;
+            Box::pin(connection.finish(end)).await;
+        }
+    }
+
+    /// The state of flowing messages, made when the first one comes.
+    fn traffic(&mut self) -> &mut Traffic {
+        self.traffic.get_or_insert_with(Box::default)
+    }
+
+    fn inflight_len(&self) -> usize {
+        self.traffic.as_ref().map_or(0, |t| t.inflight.len())
+    }
+
+    fn backlog_is_empty(&self) -> bool {
+        self.traffic.as_ref().is_none_or(|t| t.backlog.is_empty())
+    }
+
+    /// Tells the router when the client must have been heard from next (its keep alive).
+    fn heard_from_client(&self) {
+        if self.silence_limit_ms > 0 {
+            let now = millis_since(self.ctx.started, Instant::now());
+            self.rx
+                .expect_client_by(now + u64::from(self.silence_limit_ms));
+        }
+    }
+
     async fn run(&mut self) -> End {
-        let mut deadline = self.keep_alive.map(|k| Instant::now() + k);
+        self.heard_from_client();
         // Users may have changed between the login and the session going online, before the
         // router could tell this connection: look once now.
         if let Err(end) = self.on_signals(Signals::AUTH_CHANGED) {
@@ -223,12 +281,12 @@ where
             return end;
         }
         loop {
-            if self.wbuf.is_empty() {
-                // Deliveries may all have been dropped (denied, too large): count them now.
-                self.tally.flush(&self.ctx.metrics);
-            } else if let Err(end) = Box::pin(self.flush()).await {
+            if self.traffic.as_ref().is_some_and(|t| !t.wbuf.is_empty())
+                && let Err(end) = Box::pin(self.flush()).await
+            {
                 return end;
             }
+            self.settle();
             // Checked on every turn, not only when the queue is polled: a client whose reads are
             // always ready would otherwise never hear that it was taken over.
             if let Some(signals) = self.rx.take_signals()
@@ -236,53 +294,95 @@ where
             {
                 return end;
             }
-            let can_pull = self.backlog.is_empty() && self.inflight.len() < self.send_quota;
+            let can_pull =
+                self.backlog_is_empty() && self.inflight_len() < usize::from(self.send_quota);
             self.prepare_read_buffer();
             // Everything awaited here lives in the connection's task for as long as it is idle,
-            // so rare work (handling input, writing out) is boxed and allocated only while it
-            // runs; what stays is the socket read, the queue (which also carries the router's
-            // signals: takeover, shutdown, users changed) and the keep-alive timer.
-            tokio::select! {
-                biased;
-                read = self.stream.read_buf(&mut self.rbuf) => {
-                    let n = match read {
-                        Ok(0) | Err(_) => return End::Closed,
-                        Ok(n) => n,
-                    };
-                    self.tally.bytes_received += n as u64;
-                    self.adapt_read_size(n);
-                    deadline = self.keep_alive.map(|k| Instant::now() + k);
-                    if let Err(end) = Box::pin(self.process_input()).await {
-                        return end;
-                    }
-                    // One read's worth of messages per turn: a publisher that always has data
-                    // waiting would otherwise keep the worker (within tokio's budget) while the
-                    // consumers it feeds, whose queues are bounded, wait and overflow.
-                    tokio::task::yield_now().await;
-                }
-                next = self.rx.next(can_pull) => {
-                    let delivery = match next {
-                        Next::Delivery(delivery) => delivery,
-                        Next::Signal(signals) => match self.on_signals(signals) {
-                            Ok(()) => continue,
-                            Err(end) => return end,
-                        },
-                        // The sender lives in the router's session table; it never closes first.
-                        Next::Closed => return End::Server(ReasonCode::SERVER_SHUTTING_DOWN),
-                    };
-                    self.send_or_queue(delivery);
-                    while self.wbuf.len() < WRITE_BATCH {
-                        if !self.backlog.is_empty() || self.inflight.len() >= self.send_quota {
-                            break;
-                        }
-                        match self.rx.try_recv() {
-                            Some(delivery) => self.send_or_queue(delivery),
-                            None => break,
-                        }
-                    }
-                }
-                _ = sleep_until_opt(deadline) => return End::Server(ReasonCode::KEEP_ALIVE_TIMEOUT),
+            // so this wait is one small hand-written poll of the socket and the queue (which
+            // also carries the router's signals: takeover, shutdown, users changed, keep alive
+            // expired), and the work that follows is boxed, allocated only while it runs.
+            let read = match self.wait(can_pull).await {
+                Woken::Read(read) => read,
+                Woken::Queue(next) => match self.on_queue(next) {
+                    Ok(()) => continue,
+                    Err(end) => return end,
+                },
+            };
+            let n = match read {
+                Ok(0) | Err(_) => return End::Closed,
+                Ok(n) => n,
+            };
+            self.traffic().tally.bytes_received += n as u64;
+            self.adapt_read_size(n);
+            self.heard_from_client();
+            if let Err(end) = Box::pin(self.process_input()).await {
+                return end;
             }
+            // One read's worth of messages per turn: a publisher that always has data waiting
+            // would otherwise keep the worker (within tokio's budget) while the consumers it
+            // feeds, whose queues are bounded, wait and overflow.
+            tokio::task::yield_now().await;
+        }
+    }
+
+    /// A delivery or a signal from the queue; an `Err` ends the connection.
+    fn on_queue(&mut self, next: Next) -> Result<(), End> {
+        match next {
+            Next::Delivery(delivery) => {
+                self.send_or_queue(delivery);
+                self.pull_more();
+                Ok(())
+            }
+            Next::Signal(signals) => self.on_signals(signals),
+            // The sender lives in the router's session table; it never closes first.
+            Next::Closed => Err(End::Server(ReasonCode::SERVER_SHUTTING_DOWN)),
+        }
+    }
+
+    /// Waits for the client to send or the queue to deliver (or signal); input first.
+    fn wait(&mut self, deliveries: bool) -> impl Future<Output = Woken> {
+        poll_fn(move |cx| {
+            if let Poll::Ready(read) = poll_read_some(
+                &mut self.stream,
+                &mut self.rbuf,
+                self.read_size as usize,
+                cx,
+            ) {
+                return Poll::Ready(Woken::Read(read));
+            }
+            self.rx.poll_next(cx, deliveries).map(Woken::Queue)
+        })
+    }
+
+    /// Takes more deliveries while the write batch and the in-flight window have room.
+    fn pull_more(&mut self) {
+        let quota = usize::from(self.send_quota);
+        while let Some(traffic) = &self.traffic {
+            if traffic.wbuf.len() >= WRITE_BATCH
+                || !traffic.backlog.is_empty()
+                || traffic.inflight.len() >= quota
+            {
+                break;
+            }
+            match self.rx.try_recv() {
+                Some(delivery) => self.send_or_queue(delivery),
+                None => break,
+            }
+        }
+    }
+
+    /// At the end of a turn, after writing out: counts what the turn did, and gives the
+    /// traffic state back when the connection comes to rest.
+    fn settle(&mut self) {
+        let Some(traffic) = &mut self.traffic else {
+            return;
+        };
+        if traffic.wbuf.is_empty() {
+            // Deliveries may all have been dropped (denied, too large): count them now.
+            traffic.tally.flush(&self.ctx.metrics);
+        }
+        if traffic.at_rest() {
+            self.traffic = None;
         }
     }
 
@@ -293,6 +393,9 @@ where
         }
         if signals.contains(Signals::TAKEN_OVER) {
             return Err(End::Server(ReasonCode::SESSION_TAKEN_OVER));
+        }
+        if signals.contains(Signals::KEEP_ALIVE_EXPIRED) {
+            return Err(End::Server(ReasonCode::KEEP_ALIVE_TIMEOUT));
         }
         if signals.contains(Signals::AUTH_CHANGED) {
             // A deleted user, a recreated one, or a changed password: the connection no longer
@@ -327,16 +430,18 @@ where
             }
         }
         self.forward_accepted().await?;
-        self.tally.flush(&self.ctx.metrics);
+        if let Some(traffic) = &mut self.traffic {
+            traffic.tally.flush(&self.ctx.metrics);
+        }
         Ok(())
     }
 
     /// Hands the messages accepted so far to the router, before their acknowledgements go out.
     async fn forward_accepted(&mut self) -> Result<(), End> {
-        if self.accepted.is_empty() {
+        let Some(traffic) = self.traffic.as_mut().filter(|t| !t.accepted.is_empty()) else {
             return Ok(());
-        }
-        let batch = std::mem::take(&mut self.accepted);
+        };
+        let batch = std::mem::take(&mut traffic.accepted);
         self.ctx
             .router
             .send(Event::Publish(batch))
@@ -345,32 +450,35 @@ where
     }
 
     /// Makes room for the next read. A client that is not streaming holds no buffer while it
-    /// waits: the read then takes a small one (64 bytes, `BytesMut`'s least) that grows if the
-    /// client starts sending more.
+    /// waits: [`read_some`] then reads into the stack and allocates only for what came.
     fn prepare_read_buffer(&mut self) {
-        if self.rbuf.is_empty() && self.read_size == MIN_READ {
+        if self.rbuf.is_empty() && self.read_size as usize == MIN_READ {
             if self.rbuf.capacity() > 0 {
                 self.rbuf = BytesMut::new();
             }
         } else if self.rbuf.capacity() - self.rbuf.len() < MIN_READ / 2 {
-            self.rbuf.reserve(self.read_size);
+            self.rbuf.reserve(self.read_size as usize);
         }
     }
 
     /// Doubles the read size while reads fill the buffer, and halves it again when they use
     /// little of it, so a publisher that streams reads big and an idle client goes back to none.
     fn adapt_read_size(&mut self, read: usize) {
-        if self.rbuf.capacity() == self.rbuf.len() && self.read_size < MAX_READ {
+        let size = self.read_size as usize;
+        if self.rbuf.capacity() == self.rbuf.len() && size < MAX_READ {
             self.read_size *= 2;
-        } else if read < self.read_size / 4 && self.read_size > MIN_READ {
+        } else if read < size / 4 && size > MIN_READ {
             self.read_size /= 2;
         }
     }
 
     /// Writes out whatever is buffered.
     async fn flush(&mut self) -> Result<(), End> {
+        let Some(traffic) = &mut self.traffic else {
+            return Ok(());
+        };
         let write = async {
-            self.stream.write_all(&self.wbuf).await?;
+            self.stream.write_all(&traffic.wbuf).await?;
             self.stream.flush().await
         };
         let result = tokio::select! {
@@ -379,13 +487,15 @@ where
         };
         match result {
             Ok(Ok(())) => {
-                self.tally.bytes_sent += self.wbuf.len() as u64;
-                self.wbuf.clear();
+                let written = traffic.wbuf.len();
+                traffic.tally.bytes_sent += written as u64;
+                traffic.last_write = written;
+                traffic.wbuf.clear();
                 // Do not let one burst pin a large buffer for the life of the connection.
-                if self.wbuf.capacity() > 2 * WRITE_BATCH {
-                    self.wbuf = BytesMut::new();
+                if traffic.wbuf.capacity() > 2 * WRITE_BATCH {
+                    traffic.wbuf = BytesMut::new();
                 }
-                self.tally.flush(&self.ctx.metrics);
+                traffic.tally.flush(&self.ctx.metrics);
                 Ok(())
             }
             Ok(Err(_)) | Err(_) => Err(End::Closed),
@@ -393,7 +503,8 @@ where
     }
 
     fn write_packet(&mut self, packet: &Packet) {
-        codec::encode(packet, self.protocol, &mut self.wbuf);
+        let protocol = self.protocol;
+        codec::encode(packet, protocol, &mut self.traffic().wbuf);
     }
 
     /// Says goodbye where the protocol allows it, and hands the session back to the router.
@@ -407,8 +518,9 @@ where
                     code,
                     properties: Properties::default(),
                 }));
+                let wbuf = self.traffic.as_deref().map_or(&[][..], |t| &t.wbuf[..]);
                 let _ = tokio::time::timeout(Duration::from_secs(1), async {
-                    let _ = self.stream.write_all(&self.wbuf).await;
+                    let _ = self.stream.write_all(wbuf).await;
                     let _ = self.stream.flush().await;
                 })
                 .await;
@@ -436,22 +548,61 @@ where
             .router
             .send(Event::Disconnected(Box::new(handback)))
             .await;
-        self.tally.flush(&self.ctx.metrics);
+        if let Some(traffic) = &mut self.traffic {
+            traffic.tally.flush(&self.ctx.metrics);
+        }
     }
 
     fn take_state(&mut self) -> SessionState {
-        let mut inflight: Vec<(u64, u16, Inflight)> = self
+        let Some(mut traffic) = self.traffic.take() else {
+            return SessionState::default();
+        };
+        let mut inflight: Vec<(u64, u16, Inflight)> = traffic
             .inflight
             .drain()
             .map(|(id, (seq, f))| (seq, id, f))
             .collect();
         inflight.sort_unstable_by_key(|(seq, _, _)| *seq);
+        // The counters go on with the connection's last flush.
+        traffic.tally.flush(&self.ctx.metrics);
         SessionState {
             inflight: inflight.into_iter().map(|(_, id, f)| (id, f)).collect(),
-            backlog: std::mem::take(&mut self.backlog),
-            qos2_incoming: self.qos2_incoming.drain().collect(),
+            backlog: std::mem::take(&mut traffic.backlog),
+            qos2_incoming: traffic.qos2_incoming.drain().collect(),
         }
     }
+}
+
+/// What ended a connection's wait.
+enum Woken {
+    Read(io::Result<usize>),
+    Queue(Next),
+}
+
+/// Reads what the client sent into `buf`. A buffer without room (a resting connection's) is
+/// not grown while waiting, which would allocate for every idle client: the read goes to the
+/// stack, and only what arrived is copied into a buffer sized for the next reads.
+fn poll_read_some<S>(
+    stream: &mut S,
+    buf: &mut BytesMut,
+    read_size: usize,
+    cx: &mut std::task::Context<'_>,
+) -> Poll<io::Result<usize>>
+where
+    S: AsyncRead + Unpin,
+{
+    if buf.capacity() > buf.len() {
+        return tokio_util::io::poll_read_buf(Pin::new(stream), cx, buf);
+    }
+    let mut space = [0u8; MIN_READ];
+    let mut landed = ReadBuf::new(&mut space);
+    ready!(Pin::new(stream).poll_read(cx, &mut landed))?;
+    let n = landed.filled().len();
+    if n > 0 {
+        buf.reserve(read_size.max(n));
+        buf.extend_from_slice(landed.filled());
+    }
+    Poll::Ready(Ok(n))
 }
 
 fn will_message(mut will: Will, session: SessionKey) -> router::Will {
@@ -508,9 +659,26 @@ fn is_client_fault(code: ReasonCode) -> bool {
         .contains(&code)
 }
 
-async fn sleep_until_opt(deadline: Option<Instant>) {
-    match deadline {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn future_size<C, F: Future>(_: fn(C) -> F) -> usize {
+        std::mem::size_of::<F>()
+    }
+
+    /// A guard on what an idle connection costs (see the module's comment and BENCHMARKS.md):
+    /// a task is tokio's header and trailer (104 bytes with the task tracker's token) around
+    /// the future, rounded up to 128 bytes, so a future of at most 280 bytes keeps a plain
+    /// connection's task at 384. A field added to `Connection` that breaks this costs every
+    /// idle client 128 bytes; box it, or put it in `Traffic` if it only matters while
+    /// messages flow.
+    #[test]
+    fn a_plain_connections_task_stays_within_384_bytes() {
+        let size = future_size(Connection::<tokio::net::TcpStream>::serve);
+        assert!(
+            size <= 280,
+            "the connection task's future is {size} bytes, more than 280"
+        );
     }
 }

@@ -19,9 +19,9 @@ where
     /// window and goes out at once.
     pub(super) fn send_or_queue(&mut self, delivery: Delivery) {
         if delivery.qos != QoS::AtMostOnce
-            && (self.inflight.len() >= self.send_quota || !self.backlog.is_empty())
+            && (self.inflight_len() >= usize::from(self.send_quota) || !self.backlog_is_empty())
         {
-            self.backlog.push_back(delivery);
+            self.traffic().backlog.push_back(delivery);
             return;
         }
         self.transmit(delivery);
@@ -29,8 +29,8 @@ where
 
     /// Sends from the backlog while the in-flight window has room.
     pub(super) fn drain_backlog(&mut self) {
-        while self.inflight.len() < self.send_quota {
-            let Some(delivery) = self.backlog.pop_front() else {
+        while self.inflight_len() < usize::from(self.send_quota) {
+            let Some(delivery) = self.traffic.as_mut().and_then(|t| t.backlog.pop_front()) else {
                 break;
             };
             self.transmit(delivery);
@@ -57,8 +57,9 @@ where
     }
 
     fn track(&mut self, id: u16, entry: Inflight) {
-        self.send_seq += 1;
-        self.inflight.insert(id, (self.send_seq, entry));
+        let traffic = self.traffic();
+        traffic.send_seq += 1;
+        traffic.inflight.insert(id, (traffic.send_seq, entry));
     }
 
     /// First transmission of a delivery (redeliveries go through `resend_inflight`).
@@ -88,7 +89,7 @@ where
             .auth
             .authorize_receive(&self.principal, &delivery.message.topic);
         if !allowed {
-            self.tally.deliveries_denied += 1;
+            self.traffic().tally.deliveries_denied += 1;
         }
         allowed
     }
@@ -98,7 +99,11 @@ where
         loop {
             let id = self.next_packet_id;
             self.next_packet_id = self.next_packet_id.checked_add(1).unwrap_or(1);
-            if !self.inflight.contains_key(&id) {
+            if !self
+                .traffic
+                .as_ref()
+                .is_some_and(|t| t.inflight.contains_key(&id))
+            {
                 return id;
             }
         }
@@ -141,27 +146,30 @@ where
             properties: &properties,
             payload: &message.payload,
         };
-        if codec::publish_size(publish, v5) > self.client_max_packet_size {
-            self.tally.messages_dropped += 1;
+        let too_large = codec::publish_size(publish, v5) > self.client_max_packet_size as usize;
+        let traffic = self.traffic();
+        if too_large {
+            traffic.tally.messages_dropped += 1;
             return false;
         }
         if let Some((alias, true)) = alias {
-            self.aliases_out.insert(message.topic.clone(), alias);
+            traffic.aliases_out.insert(message.topic.clone(), alias);
         }
-        codec::encode_publish(publish, v5, &mut self.wbuf);
-        self.tally.messages_sent += 1;
+        codec::encode_publish(publish, v5, &mut traffic.wbuf);
+        traffic.tally.messages_sent += 1;
         true
     }
 
     /// The alias for `topic` and whether it is new (then the topic is sent along to bind it).
     /// Aliases are handed out while the client allows more; later topics go without one.
     fn topic_alias(&self, topic: &ByteString) -> Option<(u16, bool)> {
-        if let Some(&alias) = self.aliases_out.get(topic) {
+        let bound = self.traffic.as_ref().map_or(0, |t| t.aliases_out.len());
+        if let Some(&alias) = self.traffic.as_ref().and_then(|t| t.aliases_out.get(topic)) {
             return Some((alias, false));
         }
-        if self.aliases_out.len() >= usize::from(self.client_topic_alias_maximum) {
+        if bound >= usize::from(self.client_topic_alias_maximum) {
             return None;
         }
-        Some((self.aliases_out.len() as u16 + 1, true))
+        Some((bound as u16 + 1, true))
     }
 }

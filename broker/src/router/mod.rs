@@ -5,13 +5,14 @@
 //! queue, and a full queue means the message is dropped and counted, so one slow consumer cannot
 //! stall anybody else.
 
+mod client_ids;
 mod persist;
 mod retained;
 mod sessions;
 mod subscriptions;
 mod sys;
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,6 +32,7 @@ use crate::persistence::Store;
 use crate::queue::{QueueRx, Refused, Signals};
 use crate::topic;
 
+use client_ids::ClientIds;
 use retained::RetainedStore;
 use sessions::Session;
 pub use subscriptions::{Entry, Match, SharedGroup, SubscriptionTree};
@@ -128,8 +130,9 @@ pub(crate) struct UnsubscribeRequest {
 pub(crate) struct Router {
     config: Arc<BrokerConfig>,
     metrics: Arc<Metrics>,
-    sessions: Slab<Session>,
-    by_client_id: HashMap<ByteString, SessionKey>,
+    /// Boxed: the slab grows by doubling, and a slot of a pointer leaves little unused.
+    sessions: Slab<Box<Session>>,
+    by_client_id: ClientIds,
     tree: SubscriptionTree,
     retained: RetainedStore,
     /// Session expiries and delayed wills, by due time; entries are checked against the session
@@ -146,20 +149,26 @@ pub(crate) struct Router {
 }
 
 impl Router {
-    pub fn new(config: Arc<BrokerConfig>, metrics: Arc<Metrics>, store: Option<Store>) -> Router {
+    /// `started` is the broker's start, the zero of the keep-alive clock its connections share.
+    pub fn new(
+        config: Arc<BrokerConfig>,
+        metrics: Arc<Metrics>,
+        store: Option<Store>,
+        started: Instant,
+    ) -> Router {
         let retained = RetainedStore::new(config.max_retained_messages, config.max_retained_bytes);
         let mut router = Router {
             config,
             metrics,
             sessions: Slab::new(),
-            by_client_id: HashMap::new(),
+            by_client_id: ClientIds::default(),
             tree: SubscriptionTree::default(),
             retained,
             timers: BTreeSet::new(),
             scratch: Vec::new(),
             store,
             dirty: false,
-            started: Instant::now(),
+            started,
             shutting_down: false,
         };
         router.restore();
@@ -210,6 +219,7 @@ impl Router {
                 _ = tick.tick() => {
                     let now = Instant::now();
                     self.fire_timers(now);
+                    self.enforce_keep_alive(now);
                     if !sys_every.is_zero() && now >= next_sys {
                         self.publish_sys();
                         next_sys = now + sys_every;
@@ -379,7 +389,7 @@ impl Router {
                 continue;
             };
             let is_new = self.tree.insert(plain, group, request.session, entry);
-            session.subscriptions.insert(filter.clone(), entry);
+            session.add_subscription(filter.clone(), entry);
             self.dirty = true;
             reply.codes.push(ReasonCode(options.qos as u8));
             // Shared subscriptions get no retained messages (MQTT-4.8.2-4... retained are per client).
@@ -407,7 +417,7 @@ impl Router {
         let mut codes = Vec::with_capacity(request.filters.len());
         for filter in request.filters {
             let existed = match self.sessions.get_mut(request.session) {
-                Some(session) => session.subscriptions.remove(&filter).is_some(),
+                Some(session) => session.remove_subscription(&filter),
                 None => false,
             };
             if existed {
@@ -433,7 +443,7 @@ fn remove_from_tree(tree: &mut SubscriptionTree, filter: &str, session: SessionK
 /// in a disconnected member's queue while others could take them.
 fn pick_shared_member(
     group: &mut SharedGroup,
-    sessions: &Slab<Session>,
+    sessions: &Slab<Box<Session>>,
 ) -> Option<(SessionKey, Entry)> {
     let n = group.members.len();
     if n == 0 {
@@ -445,7 +455,7 @@ fn pick_shared_member(
         .find(|&i| {
             sessions
                 .get(group.members[i].0)
-                .is_some_and(Session::is_online)
+                .is_some_and(|s| s.is_online())
         })
         .unwrap_or(start);
     group.next = chosen + 1;

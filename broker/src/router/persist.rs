@@ -1,12 +1,11 @@
 //! Converting the router's state to and from a [`Snapshot`].
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use tokio::time::{Duration, Instant};
 use tracing::info;
 
-use super::sessions::{Link, Session};
+use super::sessions::{Offline, Session};
 use super::{Entry, Inflight, Router, SessionState};
 use crate::auth::SessionOwner;
 use crate::codec::{QoS, SubscriptionOptions};
@@ -97,8 +96,7 @@ impl Router {
             }
             session_owners.push(session.owner.clone());
             let subscriptions = session
-                .subscriptions
-                .iter()
+                .subscriptions()
                 .map(|(filter, e)| SubscriptionRecord {
                     filter: filter.clone(),
                     qos: e.options.qos as u8,
@@ -111,17 +109,20 @@ impl Router {
             let mut record = SessionRecord {
                 client_id: session.client_id.clone(),
                 expiry: session.expiry,
-                expires_in: session.expires_at.map(|at| secs_until(at, now)),
+                expires_in: session
+                    .offline()
+                    .and_then(|o| o.expires_at)
+                    .map(|at| secs_until(at, now)),
                 subscriptions,
                 inflight: Vec::new(),
                 queued: Vec::new(),
                 qos2_incoming: Vec::new(),
                 will: session
-                    .pending_will
-                    .as_ref()
+                    .offline()
+                    .and_then(|o| o.pending_will.as_ref())
                     .map(|(at, m)| (secs_until(*at, now), message_record(m, now))),
             };
-            if let Link::Offline { rx, state } = &mut session.link {
+            if let Some(Offline { rx, state, .. }) = session.offline() {
                 record.inflight = state
                     .inflight
                     .iter()
@@ -210,28 +211,19 @@ impl Router {
                 message_from(m, now),
             )
         });
-        let key = self.sessions.insert(Session {
-            client_id: r.client_id.clone(),
-            owner,
-            tx,
-            link: Link::Offline {
-                rx,
-                state: Box::new(state),
-            },
-            subscriptions: HashMap::new(),
-            expiry: r.expiry,
-            expires_at,
-            pending_will: None,
-            waiting: None,
-        });
-        if let Some((due, will)) = pending_will {
-            self.sessions[key].pending_will = Some((due, will));
+        let mut offline = Offline::new(rx, state);
+        offline.expires_at = expires_at;
+        offline.pending_will = pending_will.clone();
+        let mut session = Session::new(r.client_id.clone(), owner, tx, Some(offline));
+        session.expiry = r.expiry;
+        let key = self.sessions.insert(Box::new(session));
+        if let Some((due, _)) = pending_will {
             self.timers.insert((due, key));
         }
         if let Some(due) = expires_at {
             self.timers.insert((due, key));
         }
-        self.by_client_id.insert(r.client_id, key);
+        self.by_client_id.insert(key, &self.sessions);
         for s in r.subscriptions {
             let entry = Entry {
                 options: SubscriptionOptions {
@@ -249,7 +241,7 @@ impl Router {
                 Ok(None) => self.tree.insert(&s.filter, None, key, entry),
                 Err(_) => continue,
             };
-            self.sessions[key].subscriptions.insert(s.filter, entry);
+            self.sessions[key].add_subscription(s.filter, entry);
         }
     }
 }

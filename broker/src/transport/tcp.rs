@@ -36,7 +36,7 @@ pub(crate) async fn accept_loop(
                 }
             },
         };
-        let Ok(permit) = ctx.connection_slots.clone().try_acquire_owned() else {
+        let Some(slot) = ctx.take_connection_slot() else {
             Metrics::add(&ctx.metrics.connections_refused, 1);
             debug!(%peer, "Connection limit reached; closing new connection");
             continue;
@@ -51,7 +51,7 @@ pub(crate) async fn accept_loop(
                     address: Some(peer),
                     certificate_name: None,
                 };
-                tracker.spawn(connection::serve(socket, peer, ctx, permit));
+                tracker.spawn(connection::serve(socket, peer, ctx, slot));
             }
             Some(acceptor) => {
                 tracker.spawn(async move {
@@ -68,7 +68,7 @@ pub(crate) async fn accept_loop(
                                 address: Some(peer),
                                 certificate_name,
                             };
-                            connection::serve(stream, peer, ctx, permit).await
+                            connection::serve(stream, peer, ctx, slot).await
                         }
                         Ok(Err(e)) => debug!(%peer, error = %e, "TLS handshake failed"),
                         Err(_) => debug!(%peer, "TLS handshake timed out"),

@@ -25,7 +25,7 @@ pub(crate) fn router(ctx: Arc<Context>) -> Router {
 }
 
 async fn upgrade(State(ctx): State<Arc<Context>>, ws: WebSocketUpgrade) -> Response {
-    let Ok(permit) = ctx.connection_slots.clone().try_acquire_owned() else {
+    let Some(slot) = ctx.take_connection_slot() else {
         Metrics::add(&ctx.metrics.connections_refused, 1);
         return (
             axum::http::StatusCode::SERVICE_UNAVAILABLE,
@@ -42,7 +42,7 @@ async fn upgrade(State(ctx): State<Arc<Context>>, ws: WebSocketUpgrade) -> Respo
                 WsStream::new(socket),
                 connection::Peer::default(),
                 ctx,
-                permit,
+                slot,
             ))
         })
 }
