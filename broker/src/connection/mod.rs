@@ -120,7 +120,7 @@ pub(crate) enum End {
 pub(crate) struct Connection<S> {
     stream: S,
     ctx: Arc<Context>,
-    /// Empty and unallocated while the client sends nothing (see [`read_some`]).
+    /// Empty and unallocated while the client sends nothing (see [`poll_read_some`]).
     rbuf: BytesMut,
     client_id: ByteString,
     principal: Principal,
@@ -450,7 +450,7 @@ where
     }
 
     /// Makes room for the next read. A client that is not streaming holds no buffer while it
-    /// waits: [`read_some`] then reads into the stack and allocates only for what came.
+    /// waits: [`poll_read_some`] then reads into the stack and allocates only for what came.
     fn prepare_read_buffer(&mut self) {
         if self.rbuf.is_empty() && self.read_size as usize == MIN_READ {
             if self.rbuf.capacity() > 0 {
