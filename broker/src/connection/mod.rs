@@ -71,11 +71,10 @@ pub(crate) struct Peer {
 /// (the CONNECT, the peer, the authentication) stays behind in this short-lived task, and the
 /// connection's rare paths are boxed. `slot` is the connection's place under
 /// `max_connections`, held by the connection until it ends.
-pub(crate) async fn serve<S>(stream: S, peer: Peer, ctx: Arc<Context>, slot: ConnectionSlot)
+pub(crate) async fn serve<S>(mut stream: S, peer: Peer, ctx: Arc<Context>, slot: ConnectionSlot)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let mut stream = stream;
     let mut rbuf = BytesMut::with_capacity(MIN_READ);
     let accepted = tokio::select! {
         accepted = handshake::accept(&mut stream, &mut rbuf, &peer, &ctx) => accepted,

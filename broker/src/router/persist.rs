@@ -211,13 +211,14 @@ impl Router {
                 message_from(m, now),
             )
         });
+        let will_due = pending_will.as_ref().map(|(due, _)| *due);
         let mut offline = Offline::new(rx, state);
         offline.expires_at = expires_at;
-        offline.pending_will = pending_will.clone();
+        offline.pending_will = pending_will;
         let mut session = Session::new(r.client_id.clone(), owner, tx, Some(offline));
         session.expiry = r.expiry;
         let key = self.sessions.insert(Box::new(session));
-        if let Some((due, _)) = pending_will {
+        if let Some(due) = will_due {
             self.timers.insert((due, key));
         }
         if let Some(due) = expires_at {
