@@ -218,9 +218,16 @@ async fn the_cloud_forwarder_example_logs_in_forwards_and_brings_commands_back()
     assert_eq!(cloud_status.state, "connected");
     let metrics = cloud_status.metrics.as_ref().unwrap();
     assert_eq!(metrics["droppedQueueFull"], json!(0), "{metrics}");
-    // The same counters for Prometheus.
-    let exposition = get_metrics(&gw).await;
+    // The same counters for Prometheus. Read until the queue shows empty there too: the
+    // command's echo may be queued again between the status above and this read.
     let labels = r#"{service="cloudforwarder",resource="cloud"}"#;
+    let empty_queue = format!("ironbridge_forward_queue_messages{labels} 0\n");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let mut exposition = get_metrics(&gw).await;
+    while !exposition.contains(&empty_queue) && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        exposition = get_metrics(&gw).await;
+    }
     assert!(
         exposition.contains(&format!("ironbridge_connection_up{labels} 1\n")),
         "{exposition}"
