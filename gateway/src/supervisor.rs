@@ -1,12 +1,14 @@
 //! The supervisor: owns the tasks of every service resource and publishes service states as
 //! retained messages on `$SYS/ironbridge/services/<id>/status`.
 //!
-//! Modbus, OPC UA and MQTT connections and the Modbus and OPC UA endpoints run on the protocol
-//! mapper's drivers; mappings and endpoint rule chains on the rule engine. A mapping reaches an
-//! MQTT connection (forwarding with store-and-forward, or remote subscriptions) through the
-//! connection's [`RemoteBroker`]. MQTT endpoints have no driver in this build: they are
-//! validated and recorded, and report `unavailable` with that reason, which makes their
-//! service `deviated`. Nothing pretends to read a device.
+//! Connections build themselves from their spec on the protocol mapper
+//! ([`BuildConnection`]), so the supervisor does not know which protocols exist; endpoints are
+//! handed to their connection; mappings and endpoint rule chains run on the rule engine. A
+//! mapping reaches an MQTT connection (forwarding with store-and-forward, or remote
+//! subscriptions) through the connection's [`RemoteBroker`]. An endpoint its connection's
+//! driver cannot run in this build (MQTT endpoints) is validated and recorded, and reports
+//! `unavailable` with the driver's reason, which makes its service `deviated`. Nothing
+//! pretends to read a device.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -17,13 +19,13 @@ use broker::codec::QoS;
 use broker::message::Message;
 use bytes::Bytes;
 use commissioning::model::{
-    Address, ConnectionParams, ConnectionTargetState, Mapping, MappingTargetState, Operation,
-    ResourceKind, ResourceRef,
+    ConnectionTargetState, Mapping, MappingTargetState, Operation, ResourceKind, ResourceRef,
 };
 use commissioning::{Resource, Service};
-use protocol_mapper::driver::{ConnectionHandle, EndpointSpec};
+use protocol_mapper::connections::{BuildConnection, ConnectionContext};
+use protocol_mapper::driver::{ConnectionHandle, DriverError, EndpointSpec};
 use protocol_mapper::link::{Connector, Link};
-use protocol_mapper::mqtt::{QueueLimits, QueueSettings, RemoteBroker};
+use protocol_mapper::mqtt::{QueueLimits, RemoteBroker};
 use protocol_mapper::status::ConnectionState;
 use rule_engine::{EntrySpec, PublishSpec, RunningChains, SourceSpec};
 use tokio::sync::mpsc;
@@ -62,10 +64,8 @@ enum Running {
 
 pub struct Supervisor {
     broker: OnceLock<Connector>,
-    /// Per-connection certificate folders of OPC UA clients live below this.
-    opcua_pki: PathBuf,
-    /// Store-and-forward queues of MQTT connections: `<service>/<resource>.sqlite` below this.
-    forwarding: PathBuf,
+    /// Drivers keep what must outlive a restart (certificates, queues) below this.
+    data_dir: PathBuf,
     queue_limits: QueueLimits,
     running: Mutex<HashMap<Key, Running>>,
     /// Connections that have published a retained status, cleared when their service is deleted.
@@ -83,8 +83,7 @@ impl Supervisor {
         let (status, rx) = mpsc::channel(STATUS_QUEUE);
         let supervisor = Supervisor {
             broker: OnceLock::new(),
-            opcua_pki: data_dir.join("opcua-pki"),
-            forwarding: data_dir.join("forwarding"),
+            data_dir: data_dir.to_path_buf(),
             queue_limits,
             running: Mutex::new(HashMap::new()),
             with_status: Mutex::new(std::collections::HashSet::new()),
@@ -134,55 +133,21 @@ impl Supervisor {
         let broker = self.broker.get().ok_or("the broker is not running yet")?;
         match &resource.kind {
             ResourceKind::Connection(connection) => {
-                let target = connection.target_state;
-                let mut remote = None;
-                let handle = match &connection.params {
-                    ConnectionParams::Modbus(spec) => protocol_mapper::modbus::connection::start(
-                        &service.id,
-                        &resource.id,
-                        spec.clone(),
-                        target,
-                        self.connection_link(broker, service, resource).await?,
-                    ),
-                    ConnectionParams::Opcua(spec) => protocol_mapper::opcua::connection::start(
-                        &service.id,
-                        &resource.id,
-                        spec.clone(),
-                        target,
-                        self.opcua_pki.join(&service.id).join(&resource.id),
-                        self.connection_link(broker, service, resource).await?,
-                    ),
-                    ConnectionParams::Mqtt(spec) => {
-                        let queue = QueueSettings {
-                            path: self
-                                .forwarding
-                                .join(&service.id)
-                                .join(format!("{}.sqlite", resource.id)),
-                            limits: self.queue_limits,
-                        };
-                        let (handle, broker_link) = protocol_mapper::mqtt::connection::start(
-                            &service.id,
-                            &resource.id,
-                            spec.clone(),
-                            target,
-                            queue,
-                            self.connection_link(broker, service, resource).await?,
-                        )?;
-                        remote = Some(broker_link);
-                        handle
-                    }
-                };
+                let started = connection.params.build(ConnectionContext {
+                    service: &service.id,
+                    resource: &resource.id,
+                    target: connection.target_state,
+                    link: self.connection_link(broker, service, resource).await?,
+                    data_dir: &self.data_dir,
+                    queue_limits: self.queue_limits,
+                });
+                let started = started.map_err(|e| e.to_string())?;
                 Ok(Running::Connection {
-                    handle: Arc::new(handle),
-                    remote,
+                    handle: Arc::new(started.handle),
+                    remote: started.remote,
                 })
             }
             ResourceKind::Endpoint(endpoint) => {
-                if matches!(endpoint.address, Address::Mqtt(_)) {
-                    return Ok(Running::Unavailable(
-                        "MQTT endpoints have no driver in this build; a Cybus::Mapping with `connection: !ref` on its subscribe or publish moves data to and from a remote broker".into(),
-                    ));
-                }
                 let key = (
                     endpoint.connection.service.clone(),
                     endpoint.connection.resource.clone(),
@@ -232,7 +197,10 @@ impl Supervisor {
                     if let Some(rules) = &rules {
                         rules.stop().await;
                     }
-                    return Err(e);
+                    return match e {
+                        DriverError::Unsupported(reason) => Ok(Running::Unavailable(reason)),
+                        other => Err(other.to_string()),
+                    };
                 }
                 Ok(Running::Endpoint {
                     connection,
@@ -544,10 +512,9 @@ impl ResourceRuntime for Supervisor {
     fn service_removed(&self, service_id: &str) {
         // Generated OPC UA client keys and trusted certificates go with the service, and so
         // do messages still queued for its MQTT connections (disabling keeps them).
-        for (folder, what) in [
-            (self.opcua_pki.join(service_id), "OPC UA certificate folder"),
-            (self.forwarding.join(service_id), "store-and-forward queues"),
-        ] {
+        for (folder, what) in
+            protocol_mapper::connections::service_folders(&self.data_dir, service_id)
+        {
             if folder.exists()
                 && let Err(e) = std::fs::remove_dir_all(&folder)
             {

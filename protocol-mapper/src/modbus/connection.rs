@@ -1,35 +1,33 @@
-//! One Modbus TCP connection as an actor: connects with back-off, polls its subscribe endpoints
-//! (batched when configured), answers `/req` and `/set`, and publishes data and its status
-//! through an in-process broker link. A transport failure reconnects; a device exception is an
-//! error for that endpoint only.
+//! The Modbus TCP driver: polls its subscribe endpoints (batched when configured), reads and
+//! writes for `/req` and `/set`. A transport failure (I/O error, timeout) loses the session, and
+//! the shared state machine reconnects; a device exception is an error for the endpoints of
+//! that request only.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use crate::link::Link;
 use commissioning::model::{
     Address, ConnectionTargetState, ModbusAddress, ModbusConnection, ModbusDataType, Operation,
 };
+use futures_util::future::BoxFuture;
 use serde_json::Value as Json;
-use tokio::sync::mpsc;
 use tokio_modbus::client::{Client, Context, Reader, Writer};
 use tokio_modbus::prelude::SlaveContext;
 use tokio_modbus::{ExceptionCode, Slave};
-use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
 
 use super::batch::{self, Read};
 use super::codec;
 use crate::backoff::Backoff;
-use crate::driver::{self, Command, ConnectionHandle, End, EndpointSpec, Reporter};
+use crate::driver::{self, ConnectionHandle, Driver, DriverError, EndpointSpec, Refusal, Reporter};
 use crate::envelope;
-use crate::status::ConnectionState;
+use crate::link::Link;
 
 /// How long a request may take when the connection has no `socketTimeout`.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Starts the actor. `link` is the broker connection it publishes and subscribes through.
+/// Starts a Modbus TCP connection. `link` is the broker connection it publishes and subscribes
+/// through.
 pub fn start(
     service: &str,
     resource: &str,
@@ -37,21 +35,7 @@ pub fn start(
     target: ConnectionTargetState,
     link: impl Into<Link>,
 ) -> ConnectionHandle {
-    driver::spawn(service, resource, target, link, move |side| {
-        let actor = Actor {
-            backoff: Backoff::new(spec.connection_strategy.as_ref()),
-            timeout: spec
-                .socket_timeout
-                .map_or(DEFAULT_TIMEOUT, Duration::from_millis),
-            spec,
-            target,
-            commands: side.commands,
-            stop: side.stop,
-            report: side.reporter,
-            endpoints: BTreeMap::new(),
-        };
-        actor.run()
-    })
+    driver::spawn(ModbusDriver::new(spec), service, resource, target, link)
 }
 
 struct Endpoint {
@@ -61,152 +45,110 @@ struct Endpoint {
     next_due: Instant,
 }
 
-struct Actor {
+pub(crate) struct ModbusDriver {
     spec: ModbusConnection,
-    target: ConnectionTargetState,
-    backoff: Backoff,
     timeout: Duration,
-    commands: mpsc::Receiver<Command>,
-    stop: CancellationToken,
-    report: Reporter,
     endpoints: BTreeMap<String, Endpoint>,
 }
 
-impl Actor {
-    async fn run(mut self) {
-        if self.target == ConnectionTargetState::Disconnected {
-            self.report
-                .set_state(ConnectionState::Disconnected, None)
-                .await;
-            self.idle_until_stopped().await;
-            self.report.link.disconnect().await;
-            return;
+impl ModbusDriver {
+    pub fn new(spec: ModbusConnection) -> ModbusDriver {
+        ModbusDriver {
+            timeout: spec
+                .socket_timeout
+                .map_or(DEFAULT_TIMEOUT, Duration::from_millis),
+            spec,
+            endpoints: BTreeMap::new(),
         }
-        let mut state = ConnectionState::Connecting;
-        loop {
-            self.report.set_state(state, None).await;
-            let connected = tokio::select! {
-                _ = self.stop.cancelled() => break,
-                connected = self.connect() => connected,
-            };
-            match connected {
-                Ok(mut context) => {
-                    self.backoff.reset();
-                    info!(connection = %self.report.label, "Modbus connection established");
-                    self.report
-                        .set_state(ConnectionState::Connected, None)
-                        .await;
-                    match self.connected(&mut context).await {
-                        End::Stopped => {
-                            let _ = context.disconnect().await;
-                            break;
-                        }
-                        End::Lost(error) => {
-                            warn!(connection = %self.report.label, error = %error, "Modbus connection lost");
-                            let _ = context.disconnect().await;
-                            self.report
-                                .set_state(ConnectionState::Reconnecting, Some(error))
-                                .await;
-                        }
-                    }
-                }
-                Err(error) => {
-                    debug!(connection = %self.report.label, error = %error, "Modbus connect failed");
-                    self.report.set_state(state, Some(error)).await;
-                }
-            }
-            state = ConnectionState::Reconnecting;
-            let delay = self.backoff.next_delay(rand::random());
-            if !self.wait_disconnected(delay).await {
-                break;
-            }
-        }
-        self.report
-            .set_state(ConnectionState::Disconnected, None)
-            .await;
-        self.report.link.disconnect().await;
+    }
+}
+
+/// A poll is due.
+pub(crate) struct Due;
+
+impl Driver for ModbusDriver {
+    const PROTOCOL: &'static str = "Modbus";
+    type Session = Context;
+    type Wake = Due;
+
+    fn backoff(&self) -> Backoff {
+        Backoff::new(self.spec.connection_strategy.as_ref())
     }
 
-    async fn connect(&self) -> Result<Context, String> {
+    fn connect(&mut self) -> BoxFuture<'static, Result<Context, DriverError>> {
         let target = format!("{}:{}", self.spec.host, self.spec.port);
-        let attempt = async {
-            let addr: SocketAddr = tokio::net::lookup_host(&target)
+        let unit = Slave(self.spec.unit_id);
+        let timeout = self.timeout;
+        Box::pin(async move {
+            let attempt = async {
+                let addr: SocketAddr = tokio::net::lookup_host(&target)
+                    .await
+                    .map_err(|e| format!("cannot resolve {target}: {e}"))?
+                    .next()
+                    .ok_or_else(|| format!("{target} resolves to no address"))?;
+                tokio_modbus::client::tcp::connect_slave(addr, unit)
+                    .await
+                    .map_err(|e| format!("cannot connect to {target}: {e}"))
+            };
+            tokio::time::timeout(timeout, attempt)
                 .await
-                .map_err(|e| format!("cannot resolve {target}: {e}"))?
-                .next()
-                .ok_or_else(|| format!("{target} resolves to no address"))?;
-            tokio_modbus::client::tcp::connect_slave(addr, Slave(self.spec.unit_id))
-                .await
-                .map_err(|e| format!("cannot connect to {target}: {e}"))
-        };
-        tokio::time::timeout(self.timeout, attempt)
-            .await
-            .unwrap_or_else(|_| {
-                Err(format!(
-                    "connecting to {target} timed out after {} ms",
-                    self.timeout.as_millis()
-                ))
-            })
+                .unwrap_or_else(|_| {
+                    Err(format!(
+                        "connecting to {target} timed out after {} ms",
+                        timeout.as_millis()
+                    ))
+                })
+                .map_err(DriverError::Connection)
+        })
     }
 
-    /// While not connected: keep accepting endpoint changes and answer requests with an error,
-    /// until the delay is over (true) or the connection is stopped (false).
-    async fn wait_disconnected(&mut self, delay: Duration) -> bool {
-        let deadline = tokio::time::Instant::now() + delay;
-        loop {
-            tokio::select! {
-                _ = self.stop.cancelled() => return false,
-                _ = tokio::time::sleep_until(deadline) => return true,
-                command = self.commands.recv() => match command {
-                    Some(command) => self.apply(command).await,
-                    None => return false,
-                },
-                delivery = self.report.link.recv() => {
-                    let Some(delivery) = delivery else { return false };
-                    if let Some(id) = self.request_target(&delivery.message.topic) {
-                        self.report.refuse_request(&self.endpoints[&id].spec, &delivery.message.payload).await;
-                    }
-                }
-            }
+    async fn on_connected(&mut self, _: &mut Context, _: &Reporter) -> Result<(), DriverError> {
+        Ok(())
+    }
+
+    async fn wake<'a>(&'a mut self, session: Option<&'a mut Context>) -> Due {
+        let next_due = self
+            .endpoints
+            .values()
+            .filter(|e| e.spec.operation == Operation::Subscribe)
+            .map(|e| e.next_due)
+            .min();
+        match (session, next_due) {
+            (Some(_), Some(due)) => tokio::time::sleep_until(due.into()).await,
+            _ => std::future::pending().await,
+        }
+        Due
+    }
+
+    async fn work(
+        &mut self,
+        Due: Due,
+        session: Option<&mut Context>,
+        report: &Reporter,
+    ) -> Result<(), DriverError> {
+        match session {
+            Some(context) => self.poll_due(context, report).await,
+            None => Ok(()),
         }
     }
 
-    async fn idle_until_stopped(&mut self) {
-        loop {
-            tokio::select! {
-                _ = self.stop.cancelled() => return,
-                command = self.commands.recv() => match command {
-                    Some(command) => self.apply(command).await,
-                    None => return,
-                },
-            }
-        }
-    }
-
-    async fn apply(&mut self, command: Command) {
-        match command {
-            Command::Add(spec, reply) => {
-                let result = self.add(*spec).await;
-                let _ = reply.send(result);
-            }
-            Command::Remove(id, reply) => {
-                if let Some(endpoint) = self.endpoints.remove(&id) {
-                    self.report.forget(&endpoint.spec).await;
-                }
-                let _ = reply.send(());
-            }
-        }
-    }
-
-    async fn add(&mut self, spec: EndpointSpec) -> Result<(), String> {
+    async fn add_endpoint(
+        &mut self,
+        spec: EndpointSpec,
+        _: Option<&mut Context>,
+        _: &Reporter,
+    ) -> Result<(), DriverError> {
         let Address::Modbus(address) = spec.address.clone() else {
-            return Err("a Modbus connection only runs Modbus endpoints".into());
+            return Err(DriverError::Endpoint(
+                "a Modbus connection only runs Modbus endpoints".into(),
+            ));
         };
         let schedule = match &address.cron_expression {
-            Some(expression) => Some(commissioning::model::parse_cron(expression)?),
+            Some(expression) => {
+                Some(commissioning::model::parse_cron(expression).map_err(DriverError::Endpoint)?)
+            }
             None => None,
         };
-        self.report.listen_for_requests(&spec).await?;
         let next_due = next_run(&address, schedule.as_ref(), Instant::now(), true);
         self.endpoints.insert(
             spec.id.clone(),
@@ -220,43 +162,46 @@ impl Actor {
         Ok(())
     }
 
-    async fn connected(&mut self, context: &mut Context) -> End {
-        loop {
-            let next_due = self
-                .endpoints
-                .values()
-                .filter(|e| e.spec.operation == Operation::Subscribe)
-                .map(|e| e.next_due)
-                .min();
-            let sleep = async {
-                match next_due {
-                    Some(due) => tokio::time::sleep_until(due.into()).await,
-                    None => std::future::pending().await,
-                }
-            };
-            tokio::select! {
-                _ = self.stop.cancelled() => return End::Stopped,
-                command = self.commands.recv() => match command {
-                    Some(command) => self.apply(command).await,
-                    None => return End::Stopped,
-                },
-                delivery = self.report.link.recv() => {
-                    let Some(delivery) = delivery else { return End::Stopped };
-                    if let Err(error) = self.handle_request(context, &delivery.message.topic, &delivery.message.payload).await {
-                        return End::Lost(error);
-                    }
-                }
-                _ = sleep => {
-                    if let Err(error) = self.poll_due(context).await {
-                        return End::Lost(error);
-                    }
-                }
-            }
-        }
+    async fn remove_endpoint(&mut self, id: &str, _: Option<&mut Context>) {
+        self.endpoints.remove(id);
     }
 
+    async fn request(
+        &mut self,
+        id: &str,
+        value: Json,
+        context: &mut Context,
+        _: &Reporter,
+    ) -> Result<Result<Json, Refusal>, DriverError> {
+        let Some(endpoint) = self.endpoints.get(id) else {
+            return Ok(Err(Refusal::new("the endpoint has been removed")));
+        };
+        let (operation, address) = (endpoint.spec.operation, endpoint.address.clone());
+        if operation == Operation::Write {
+            return self.write(context, &address, &value).await;
+        }
+        let read = self.read_of(&address);
+        let data = self
+            .read(context, read.unit, read.fc, read.address, read.count)
+            .await?;
+        Ok(data.and_then(|data| {
+            data.slice(0, usize::from(read.count), address.data_type)
+                .map_err(Refusal::new)
+        }))
+    }
+
+    async fn close(&mut self, mut context: Context) {
+        let _ = context.disconnect().await;
+    }
+}
+
+impl ModbusDriver {
     /// Reads every subscribe endpoint that is due, in as few requests as batching allows.
-    async fn poll_due(&mut self, context: &mut Context) -> Result<(), String> {
+    async fn poll_due(
+        &mut self,
+        context: &mut Context,
+        report: &Reporter,
+    ) -> Result<(), DriverError> {
         let now = Instant::now();
         let due: Vec<String> = self
             .endpoints
@@ -287,15 +232,20 @@ impl Actor {
             for member in request.members {
                 let id = &due[member];
                 let read = reads[member];
-                let result = outcome.as_ref().map_err(Clone::clone).and_then(|data| {
-                    let offset = usize::from(read.address - request.address);
-                    data.slice(
-                        offset,
-                        usize::from(read.count),
-                        self.endpoints[id].address.data_type,
-                    )
-                });
-                self.publish_reading(id, result, timestamp).await;
+                let Some(endpoint) = self.endpoints.get(id) else {
+                    continue;
+                };
+                let result = outcome
+                    .as_ref()
+                    .map_err(|r| r.message.clone())
+                    .and_then(|data| {
+                        let offset = usize::from(read.address - request.address);
+                        data.slice(offset, usize::from(read.count), endpoint.address.data_type)
+                    });
+                match result {
+                    Ok(value) => report.publish_data(&endpoint.spec, value, timestamp).await,
+                    Err(error) => report.endpoint_failed(id, error),
+                }
             }
         }
         let now = Instant::now();
@@ -313,20 +263,6 @@ impl Actor {
         Ok(())
     }
 
-    async fn publish_reading(&self, id: &str, result: Result<Json, String>, timestamp: i64) {
-        let Some(endpoint) = self.endpoints.get(id) else {
-            return;
-        };
-        match result {
-            Ok(value) => {
-                self.report
-                    .publish_data(&endpoint.spec, value, timestamp)
-                    .await
-            }
-            Err(error) => self.report.endpoint_failed(id, error),
-        }
-    }
-
     fn read_of(&self, address: &ModbusAddress) -> Read {
         Read {
             unit: address.unit_id.unwrap_or(self.spec.unit_id),
@@ -336,8 +272,8 @@ impl Actor {
         }
     }
 
-    /// One read on the wire. `Err` is a transport failure (reconnect); `Ok(Err)` is the device
-    /// refusing (an exception), which only concerns the endpoints of this read.
+    /// One read on the wire. `Err` is a transport failure (the session is lost); `Ok(Err)` is
+    /// the device refusing (an exception), which only concerns the endpoints of this read.
     async fn read(
         &self,
         context: &mut Context,
@@ -345,7 +281,7 @@ impl Actor {
         fc: u8,
         address: u16,
         count: u16,
-    ) -> Result<Result<Data, String>, String> {
+    ) -> Result<Result<Data, Refusal>, DriverError> {
         context.set_slave(Slave(unit));
         let call = async {
             match fc {
@@ -368,68 +304,17 @@ impl Actor {
             }
         };
         let answer = layers(tokio::time::timeout(self.timeout, call).await, self.timeout)?;
-        Ok(answer.map_err(exception_message))
+        Ok(answer.map_err(refusal))
     }
 
-    fn request_target(&self, topic: &str) -> Option<String> {
-        self.endpoints
-            .iter()
-            .find_map(|(id, e)| e.spec.is_request_topic(topic).then(|| id.clone()))
-    }
-
-    /// Answers a `/req` (read now) or `/set` (write) on `/res`.
-    async fn handle_request(
-        &mut self,
-        context: &mut Context,
-        topic: &str,
-        payload: &[u8],
-    ) -> Result<(), String> {
-        let Some(id) = self.request_target(topic) else {
-            return Ok(());
-        };
-        let endpoint = &self.endpoints[&id];
-        let (spec, address) = (endpoint.spec.clone(), endpoint.address.clone());
-        let request = match envelope::parse_request(payload) {
-            Ok(request) => request,
-            Err(error) => {
-                let answer = envelope::error(None, &error, None, envelope::now_millis());
-                self.report.answer(&spec, answer).await;
-                return Ok(());
-            }
-        };
-        let outcome: Result<Json, (String, Option<Json>)> = match spec.operation {
-            Operation::Write => self.write(context, &address, &request.value).await?,
-            _ => {
-                let read = self.read_of(&address);
-                match self
-                    .read(context, read.unit, read.fc, read.address, read.count)
-                    .await?
-                {
-                    Ok(data) => data
-                        .slice(0, usize::from(read.count), address.data_type)
-                        .map_err(|e| (e, None)),
-                    Err(e) => Err((e, None)),
-                }
-            }
-        };
-        let answer = match outcome {
-            Ok(value) => envelope::result(request.id, value, envelope::now_millis()),
-            Err((message, code)) => {
-                envelope::error(request.id, &message, code, envelope::now_millis())
-            }
-        };
-        self.report.answer(&spec, answer).await;
-        Ok(())
-    }
-
-    /// Writes a value. Outer `Err` is a transport failure; inner `Err` an error for the caller
-    /// (bad value or device exception) with the Modbus exception code when there is one.
+    /// Writes a value. `Err` is a transport failure; `Ok(Err)` an error for the caller (bad
+    /// value or device exception) with the Modbus exception code when there is one.
     async fn write(
         &self,
         context: &mut Context,
         target: &ModbusAddress,
         value: &Json,
-    ) -> Result<Result<Json, (String, Option<Json>)>, String> {
+    ) -> Result<Result<Json, Refusal>, DriverError> {
         let address = target.address;
         context.set_slave(Slave(target.unit_id.unwrap_or(self.spec.unit_id)));
         let encoded = match target.fc {
@@ -447,7 +332,7 @@ impl Actor {
         };
         let data = match encoded {
             Ok(data) => data,
-            Err(e) => return Ok(Err((e.to_string(), None))),
+            Err(e) => return Ok(Err(Refusal::new(e.to_string()))),
         };
         let call = async {
             match (target.fc, &data) {
@@ -463,12 +348,7 @@ impl Actor {
             }
         };
         let answer = layers(tokio::time::timeout(self.timeout, call).await, self.timeout)?;
-        Ok(answer.map(|()| value.clone()).map_err(|exception| {
-            (
-                exception_message(exception),
-                Some(Json::from(u8::from(exception))),
-            )
-        }))
+        Ok(answer.map(|()| value.clone()).map_err(refusal))
     }
 }
 
@@ -509,16 +389,23 @@ impl Data {
 fn layers<T>(
     outcome: Result<tokio_modbus::Result<T>, tokio::time::error::Elapsed>,
     timeout: Duration,
-) -> Result<Result<T, ExceptionCode>, String> {
+) -> Result<Result<T, ExceptionCode>, DriverError> {
     match outcome {
-        Err(_) => Err(format!("no answer within {} ms", timeout.as_millis())),
-        Ok(Err(e)) => Err(format!("transport error: {e}")),
+        Err(_) => Err(DriverError::Connection(format!(
+            "no answer within {} ms",
+            timeout.as_millis()
+        ))),
+        Ok(Err(e)) => Err(DriverError::Connection(format!("transport error: {e}"))),
         Ok(Ok(answer)) => Ok(answer),
     }
 }
 
-fn exception_message(exception: ExceptionCode) -> String {
-    format!("Modbus exception {:#04x}: {exception}", u8::from(exception))
+/// A device exception as the answer to a request: its text and its code.
+fn refusal(exception: ExceptionCode) -> Refusal {
+    Refusal::with_code(
+        format!("Modbus exception {:#04x}: {exception}", u8::from(exception)),
+        u8::from(exception),
+    )
 }
 
 /// When a subscribe endpoint reads next: right away when added, then every `interval` ms

@@ -1,12 +1,13 @@
-//! The MQTT connection actor: one per `Cybus::Connection` with `protocol: Mqtt`. It owns the
+//! The MQTT client driver: one per `Cybus::Connection` with `protocol: Mqtt`. It owns the
 //! store-and-forward queue, the remote subscriptions of mappings and, while the link is up, one
 //! rumqttc session.
 //!
-//! Outgoing QoS 1/2 messages are written to the queue first, whatever the link does; the actor
-//! sends from the queue in order with at most [`WINDOW`] unacknowledged, and deletes a message
-//! when its PUBACK (PUBCOMP) arrives. After a reconnect it starts again at the oldest message
-//! still queued, so a message in flight when the link dropped is sent again (QoS 1 allows the
-//! duplicate) and nothing overtakes it.
+//! Outgoing QoS 1/2 messages are written to the queue first, whatever the link does (the
+//! shared state machine lets the driver work while it connects, backs off or is disabled); the
+//! driver sends from the queue in order with at most [`WINDOW`] unacknowledged, and deletes a
+//! message when its PUBACK (PUBCOMP) arrives. After a reconnect it starts again at the oldest
+//! message still queued, so a message in flight when the link dropped is sent again (QoS 1
+//! allows the duplicate) and nothing overtakes it.
 
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
@@ -14,9 +15,10 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use crate::link::Link;
 use broker::{Message, QoS};
-use commissioning::model::{ConnectionTargetState, MqttConnection};
+use commissioning::model::{ConnectionStrategy, ConnectionTargetState, MqttConnection};
+use futures_util::future::BoxFuture;
+use serde_json::Value as Json;
 use tokio::sync::mpsc;
 use tokio::time::{Instant, MissedTickBehavior};
 use tracing::{info, warn};
@@ -25,9 +27,9 @@ use super::queue::{Queue, QueueCounters, QueueLimits, Record};
 use super::remote::{Delivery, LinkCounters, OUTBOX, RemoteBroker, SubscriptionCommand};
 use super::session::{Session, SessionConfig, SessionEvent, WINDOW};
 use crate::backoff::Backoff;
-use crate::driver::{self, ActorSide, Command, ConnectionHandle, End};
+use crate::driver::{self, ConnectionHandle, Driver, DriverError, EndpointSpec, Refusal, Reporter};
 use crate::envelope::now_millis;
-use crate::status::ConnectionState;
+use crate::link::Link;
 
 /// How often the status (queue fill, rate) is refreshed and old messages expire.
 const STATUS_INTERVAL: Duration = Duration::from_secs(1);
@@ -46,8 +48,8 @@ pub struct QueueSettings {
     pub limits: QueueLimits,
 }
 
-/// Starts the actor. A configuration the session cannot use (a certificate that does not
-/// parse) is an error here, so enabling the service fails with the reason.
+/// Starts an MQTT client connection. A configuration the session cannot use (a certificate
+/// that does not parse) is an error here, so enabling the service fails with the reason.
 pub fn start(
     service: &str,
     resource: &str,
@@ -55,9 +57,10 @@ pub fn start(
     target: ConnectionTargetState,
     queue: QueueSettings,
     link: impl Into<Link>,
-) -> Result<(ConnectionHandle, RemoteBroker), String> {
+) -> Result<(ConnectionHandle, RemoteBroker), DriverError> {
     let default_client_id = format!("ironbridge-{service}-{resource}");
-    let config = SessionConfig::new(&spec, &default_client_id)?;
+    let config =
+        SessionConfig::new(&spec, &default_client_id).map_err(DriverError::Configuration)?;
     let (outbox, outbox_rx) = mpsc::channel(OUTBOX);
     let (subscriptions, subscriptions_rx) = mpsc::channel(64);
     let remote = RemoteBroker {
@@ -66,34 +69,41 @@ pub fn start(
         queue: Arc::new(QueueCounters::default()),
         link: Arc::new(LinkCounters::default()),
     };
-    let counters = (remote.queue.clone(), remote.link.clone());
-    let stats = remote.clone();
-    let handle = driver::spawn(service, resource, target, link, move |side| async move {
-        let actor = Actor {
-            side,
-            config,
-            strategy: spec.connection_strategy.map(|s| Backoff::new(Some(&s))),
-            target,
-            outbox: outbox_rx,
-            subscriptions: subscriptions_rx,
-            registry: Registry::default(),
-            queue_counters: counters.0,
-            link: counters.1,
-            stats,
-            sending: Sending::default(),
-            rate: Rate::default(),
-        };
-        actor.run(queue).await
-    });
+    let driver = MqttDriver {
+        label: format!("{service}::{resource}"),
+        config,
+        strategy: spec.connection_strategy,
+        queue,
+        store: None,
+        outbox: outbox_rx,
+        outbox_open: true,
+        batch: Vec::with_capacity(BATCH),
+        subscriptions: subscriptions_rx,
+        registry: Registry::default(),
+        queue_counters: remote.queue.clone(),
+        link: remote.link.clone(),
+        stats: remote.clone(),
+        sending: Sending::default(),
+        rate: Rate::default(),
+        ticker: ticker(),
+    };
+    let handle = driver::spawn(driver, service, resource, target, link);
     Ok((handle, remote))
 }
 
-struct Actor {
-    side: ActorSide,
+pub(crate) struct MqttDriver {
+    /// `<service>::<resource>`, for logs.
+    label: String,
     config: SessionConfig,
-    strategy: Option<Backoff>,
-    target: ConnectionTargetState,
+    strategy: Option<ConnectionStrategy>,
+    queue: QueueSettings,
+    /// Opened by `prepare`.
+    store: Option<Queue>,
     outbox: mpsc::Receiver<Message>,
+    /// False once every sender is gone (never while the driver keeps `stats`).
+    outbox_open: bool,
+    /// What the last wake took from the outbox.
+    batch: Vec<Message>,
     subscriptions: mpsc::Receiver<SubscriptionCommand>,
     registry: Registry,
     queue_counters: Arc<QueueCounters>,
@@ -102,6 +112,25 @@ struct Actor {
     stats: RemoteBroker,
     sending: Sending,
     rate: Rate,
+    /// Refreshes the status (queue fill, rate) and expires old messages.
+    ticker: tokio::time::Interval,
+}
+
+/// A session the remote broker has accepted, and its events.
+pub(crate) struct Live {
+    session: Session,
+    events: mpsc::Receiver<SessionEvent>,
+}
+
+/// What woke an MQTT connection.
+pub(crate) enum Wake {
+    /// News from the session; `None` when its poller has ended.
+    Session(Option<SessionEvent>),
+    /// Mappings forwarded messages; they are in the driver's batch.
+    Forwarded,
+    OutboxClosed,
+    Subscription(SubscriptionCommand),
+    Tick,
 }
 
 /// The send window of the current session.
@@ -130,145 +159,155 @@ struct Rate {
     delivered: u64,
 }
 
-impl Actor {
-    async fn run(mut self, queue: QueueSettings) {
-        let mut store =
-            match Queue::open(&queue.path, queue.limits, self.queue_counters.clone()).await {
-                Ok(store) => store,
-                Err(e) => {
-                    self.side
-                        .reporter
-                        .set_state(ConnectionState::Disconnected, Some(e))
-                        .await;
-                    self.side.stop.cancelled().await;
-                    return;
-                }
-            };
+impl Driver for MqttDriver {
+    const PROTOCOL: &'static str = "MQTT";
+    type Session = Live;
+    type Wake = Wake;
+
+    fn backoff(&self) -> Backoff {
+        Backoff::new(self.strategy.as_ref())
+    }
+
+    /// Opens the store-and-forward queue; a queue file that cannot be opened is final.
+    async fn prepare(&mut self) -> Result<(), DriverError> {
+        let store = Queue::open(
+            &self.queue.path,
+            self.queue.limits,
+            self.queue_counters.clone(),
+        )
+        .await
+        .map_err(DriverError::Configuration)?;
         if !store.is_empty() {
-            info!(connection = %self.side.reporter.label, messages = store.len(), "Store-and-forward queue holds messages from an earlier run");
+            info!(connection = %self.label, messages = store.len(), "Store-and-forward queue holds messages from an earlier run");
         }
-        let mut backoff = self.strategy.take().unwrap_or_else(|| Backoff::new(None));
-        let mut first = true;
-        loop {
-            if self.target == ConnectionTargetState::Disconnected {
-                self.side
-                    .reporter
-                    .set_state(ConnectionState::Disconnected, None)
-                    .await;
-                self.offline(&mut store, None).await;
-                break;
-            }
-            let state = match first {
-                true => ConnectionState::Connecting,
-                false => ConnectionState::Reconnecting,
+        self.store = Some(store);
+        Ok(())
+    }
+
+    fn connect(&mut self) -> BoxFuture<'static, Result<Live, DriverError>> {
+        let config = self.config.clone();
+        Box::pin(async move {
+            let (session, mut events) = Session::open(&config);
+            let failure = loop {
+                match events.recv().await {
+                    Some(SessionEvent::Connected) => return Ok(Live { session, events }),
+                    Some(SessionEvent::Lost(reason)) => break reason,
+                    Some(_) => continue,
+                    None => break "the session ended".to_string(),
+                }
             };
-            first = false;
-            if self.side.reporter.state() != state {
-                self.side.reporter.set_state(state, None).await;
-            }
-            let (session, mut events) = Session::open(&self.config);
-            let end = self
-                .online(&session, &mut events, &mut store, &mut backoff)
-                .await;
             session.close(events).await;
-            self.flush_acks(&mut store).await;
-            self.sending = Sending::default();
-            match end {
-                End::Stopped => break,
-                End::Lost(reason) => {
-                    warn!(connection = %self.side.reporter.label, error = %reason, "Remote broker unreachable; queueing");
-                    self.side
-                        .reporter
-                        .set_state(ConnectionState::Reconnecting, Some(reason))
-                        .await;
-                    let delay = backoff.next_delay(rand::random::<f64>());
-                    if self.offline(&mut store, Some(Instant::now() + delay)).await {
-                        break;
-                    }
-                }
-            }
-        }
-        self.refresh_status(&mut store).await;
-        store.close().await;
+            Err(DriverError::Connection(failure))
+        })
     }
 
-    /// Runs without a link until `until` (or until stopped when `None`): stores what mappings
-    /// forward and keeps subscriptions for the next session. Returns true when stopped.
-    async fn offline(&mut self, store: &mut Queue, until: Option<Instant>) -> bool {
-        let mut ticker = ticker();
-        let mut batch = Vec::with_capacity(BATCH);
-        loop {
-            tokio::select! {
-                _ = self.side.stop.cancelled() => return true,
-                _ = sleep_until(until) => return false,
-                Some(command) = self.side.commands.recv() => refuse_endpoint(command),
-                Some(command) = self.subscriptions.recv() => self.registry.apply(command, None),
-                n = self.outbox.recv_many(&mut batch, BATCH) => {
-                    if n == 0 {
-                        return true;
-                    }
-                    self.store(store, &mut batch, None).await;
-                }
-                _ = ticker.tick() => self.refresh_status(store).await,
+    async fn on_connected(&mut self, live: &mut Live, _: &Reporter) -> Result<(), DriverError> {
+        info!(connection = %self.label, client_id = %self.config.client_id, "Connected to the remote broker");
+        self.registry.subscribe_all(&live.session);
+        self.fill_window(&live.session).await
+    }
+
+    async fn wake<'a>(&'a mut self, session: Option<&'a mut Live>) -> Wake {
+        let events = async {
+            match session {
+                Some(live) => live.events.recv().await,
+                None => std::future::pending().await,
             }
+        };
+        let forwarding = self.outbox_open && self.store.is_some();
+        tokio::select! {
+            event = events => Wake::Session(event),
+            Some(command) = self.subscriptions.recv() => Wake::Subscription(command),
+            n = self.outbox.recv_many(&mut self.batch, BATCH), if forwarding => match n {
+                0 => Wake::OutboxClosed,
+                _ => Wake::Forwarded,
+            },
+            _ = self.ticker.tick() => Wake::Tick,
         }
     }
 
-    /// Runs one session until it is lost or the connection is stopped.
-    async fn online(
+    async fn work(
         &mut self,
-        session: &Session,
-        events: &mut mpsc::Receiver<SessionEvent>,
-        store: &mut Queue,
-        backoff: &mut Backoff,
-    ) -> End {
-        let mut connected = false;
-        let mut ticker = ticker();
-        let mut batch = Vec::with_capacity(BATCH);
-        loop {
-            tokio::select! {
-                _ = self.side.stop.cancelled() => return End::Stopped,
-                event = events.recv() => {
-                    // The poller ends only after reporting why.
-                    let Some(mut event) = event else {
-                        return End::Lost("the session ended".into());
-                    };
-                    // Take what else has arrived, so acknowledgements are deleted in batches.
-                    for _ in 0..WINDOW * 2 {
-                        match event {
-                            SessionEvent::Connected => {
-                                connected = true;
-                                backoff.reset();
-                                self.side.reporter.set_state(ConnectionState::Connected, None).await;
-                                info!(connection = %self.side.reporter.label, client_id = %self.config.client_id, "Connected to the remote broker");
-                                self.registry.subscribe_all(session);
-                            }
-                            SessionEvent::Lost(reason) => return End::Lost(reason),
-                            other => self.on_event(other),
-                        }
-                        match events.try_recv() {
-                            Ok(next) => event = next,
-                            Err(_) => break,
-                        }
-                    }
-                    self.flush_acks(store).await;
-                }
-                Some(command) = self.side.commands.recv() => refuse_endpoint(command),
-                Some(command) = self.subscriptions.recv() => {
-                    self.registry.apply(command, connected.then_some(session));
-                }
-                n = self.outbox.recv_many(&mut batch, BATCH) => {
-                    if n == 0 {
-                        return End::Stopped;
-                    }
-                    self.store(store, &mut batch, connected.then_some(session)).await;
-                }
-                _ = ticker.tick() => self.refresh_status(store).await,
+        wake: Wake,
+        mut session: Option<&mut Live>,
+        report: &Reporter,
+    ) -> Result<(), DriverError> {
+        match wake {
+            Wake::Session(None) => {
+                return Err(DriverError::Connection("the session ended".into()));
             }
-            if connected && let Err(e) = self.fill_window(session, store).await {
-                return End::Lost(e);
+            Wake::Session(Some(event)) => {
+                if let Some(live) = session.as_deref_mut() {
+                    self.take_events(event, live)?;
+                    self.flush_acks().await;
+                }
+            }
+            Wake::Forwarded => self.store(session.as_deref().map(|l| &l.session)).await,
+            Wake::OutboxClosed => self.outbox_open = false,
+            Wake::Subscription(command) => self
+                .registry
+                .apply(command, session.as_deref().map(|l| &l.session)),
+            Wake::Tick => self.refresh_status(report).await,
+        }
+        match session {
+            Some(live) => self.fill_window(&live.session).await,
+            None => Ok(()),
+        }
+    }
+
+    async fn add_endpoint(
+        &mut self,
+        _: EndpointSpec,
+        _: Option<&mut Live>,
+        _: &Reporter,
+    ) -> Result<(), DriverError> {
+        Err(DriverError::Unsupported(
+            "MQTT endpoints have no driver in this build; a Cybus::Mapping with `connection: !ref` on its subscribe or publish moves data to and from a remote broker".into(),
+        ))
+    }
+
+    async fn remove_endpoint(&mut self, _: &str, _: Option<&mut Live>) {}
+
+    async fn request(
+        &mut self,
+        _: &str,
+        _: Json,
+        _: &mut Live,
+        _: &Reporter,
+    ) -> Result<Result<Json, Refusal>, DriverError> {
+        Ok(Err(Refusal::new("MQTT connections take no requests")))
+    }
+
+    async fn close(&mut self, live: Live) {
+        live.session.close(live.events).await;
+        self.flush_acks().await;
+        self.sending = Sending::default();
+    }
+
+    async fn shutdown(&mut self, report: &Reporter) {
+        self.refresh_status(report).await;
+        if let Some(store) = self.store.take() {
+            store.close().await;
+        }
+    }
+}
+
+impl MqttDriver {
+    /// Handles `first` and whatever else has arrived, so acknowledgements are deleted from the
+    /// queue in batches.
+    fn take_events(&mut self, first: SessionEvent, live: &mut Live) -> Result<(), DriverError> {
+        let mut event = first;
+        for _ in 0..WINDOW * 2 {
+            match event {
+                SessionEvent::Lost(reason) => return Err(DriverError::Connection(reason)),
+                other => self.on_event(other),
+            }
+            match live.events.try_recv() {
+                Ok(next) => event = next,
+                Err(_) => break,
             }
         }
+        Ok(())
     }
 
     fn on_event(&mut self, event: SessionEvent) {
@@ -290,7 +329,7 @@ impl Actor {
                         // authorised, quota); keeping it would block everything behind it.
                         let total = self.link.refused.fetch_add(1, Ordering::Relaxed) + 1;
                         if total == 1 || total.is_power_of_two() {
-                            warn!(connection = %self.side.reporter.label, reason = %reason, refused_total = total, "The remote broker refused a forwarded message");
+                            warn!(connection = %self.label, reason = %reason, refused_total = total, "The remote broker refused a forwarded message");
                         }
                     }
                 }
@@ -305,16 +344,11 @@ impl Actor {
         }
     }
 
-    /// Stores QoS 1/2 messages; sends QoS 0 ones straight away when connected and drops them
-    /// (counted) otherwise.
-    async fn store(
-        &mut self,
-        store: &mut Queue,
-        batch: &mut Vec<Message>,
-        session: Option<&Session>,
-    ) {
-        let mut records = Vec::with_capacity(batch.len());
-        for message in batch.drain(..) {
+    /// Stores the forwarded QoS 1/2 messages of the batch; sends QoS 0 ones straight away when
+    /// connected and drops them (counted) otherwise.
+    async fn store(&mut self, session: Option<&Session>) {
+        let mut records = Vec::with_capacity(self.batch.len());
+        for message in self.batch.drain(..) {
             if message.qos == QoS::AtMostOnce {
                 let sent = session.is_some_and(|s| {
                     s.try_publish(
@@ -340,26 +374,35 @@ impl Actor {
                 retain: message.retain,
             });
         }
+        let Some(store) = self.store.as_mut() else {
+            return;
+        };
         match store.push(&records, now_millis()).await {
             Ok(0) => {}
             Ok(dropped) => {
-                warn!(connection = %self.side.reporter.label, dropped, "Store-and-forward queue full; the oldest messages were dropped")
+                warn!(connection = %self.label, dropped, "Store-and-forward queue full; the oldest messages were dropped")
             }
             Err(e) => {
                 // Nothing else can hold them; say so loudly.
-                warn!(connection = %self.side.reporter.label, error = %e, lost = records.len(), "Cannot store forwarded messages");
+                warn!(connection = %self.label, error = %e, lost = records.len(), "Cannot store forwarded messages");
             }
         }
     }
 
     /// Sends queued messages until the window is full.
-    async fn fill_window(&mut self, session: &Session, store: &mut Queue) -> Result<(), String> {
+    async fn fill_window(&mut self, session: &Session) -> Result<(), DriverError> {
+        let Some(store) = self.store.as_mut() else {
+            return Ok(());
+        };
         loop {
             let room = WINDOW.saturating_sub(self.sending.unacknowledged());
             if room == 0 {
                 return Ok(());
             }
-            let next = store.peek(self.sending.sent_through, room).await?;
+            let next = store
+                .peek(self.sending.sent_through, room)
+                .await
+                .map_err(DriverError::Connection)?;
             if next.is_empty() {
                 return Ok(());
             }
@@ -383,19 +426,25 @@ impl Actor {
         }
     }
 
-    async fn flush_acks(&mut self, store: &mut Queue) {
+    async fn flush_acks(&mut self) {
+        let Some(store) = self.store.as_mut() else {
+            return;
+        };
         if self.sending.acked.is_empty() {
             return;
         }
         let acked = std::mem::take(&mut self.sending.acked);
         if let Err(e) = store.acknowledge(&acked).await {
-            warn!(connection = %self.side.reporter.label, error = %e, "Cannot remove delivered messages from the queue; they may be sent again");
+            warn!(connection = %self.label, error = %e, "Cannot remove delivered messages from the queue; they may be sent again");
         }
     }
 
-    async fn refresh_status(&mut self, store: &mut Queue) {
+    async fn refresh_status(&mut self, report: &Reporter) {
+        let Some(store) = self.store.as_mut() else {
+            return;
+        };
         if let Err(e) = store.expire(now_millis()).await {
-            warn!(connection = %self.side.reporter.label, error = %e, "Cannot expire old messages");
+            warn!(connection = %self.label, error = %e, "Cannot expire old messages");
         }
         let now = Instant::now();
         let delivered = self.queue_counters.delivered.load(Ordering::Relaxed);
@@ -412,21 +461,7 @@ impl Actor {
             at: Some(now),
             delivered,
         };
-        self.side.reporter.set_forwarding(self.stats.stats()).await;
-    }
-}
-
-/// MQTT connections have no endpoints of their own: mappings reach them with `connection`.
-fn refuse_endpoint(command: Command) {
-    match command {
-        Command::Add(_, done) => {
-            let _ = done.send(Err(
-                "MQTT connections take no endpoints; use a Cybus::Mapping with `connection: !ref` on its subscribe or publish".into(),
-            ));
-        }
-        Command::Remove(_, done) => {
-            let _ = done.send(());
-        }
+        report.set_forwarding(self.stats.stats()).await;
     }
 }
 
@@ -434,13 +469,6 @@ fn ticker() -> tokio::time::Interval {
     let mut ticker = tokio::time::interval(STATUS_INTERVAL);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
     ticker
-}
-
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(deadline) => tokio::time::sleep_until(deadline).await,
-        None => std::future::pending().await,
-    }
 }
 
 /// The remote subscriptions of mappings. Several mappings may subscribe to the same filter;

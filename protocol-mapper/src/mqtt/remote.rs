@@ -1,5 +1,5 @@
 //! What mappings hold of an MQTT connection: a way to forward messages to the remote broker and
-//! to subscribe to it. The connection actor owns the other ends.
+//! to subscribe to it. The connection's driver owns the other ends.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -10,8 +10,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::queue::QueueCounters;
 
-/// Messages from mappings waiting for the actor to store or send them. A full outbox makes
-/// mappings wait: the actor is writing to disk, nothing is dropped.
+/// Messages from mappings waiting for the driver to store or send them. A full outbox makes
+/// mappings wait: the driver is writing to disk, nothing is dropped.
 pub const OUTBOX: usize = 4096;
 
 /// A remote subscription's deliveries: the tag the subscriber gave, and the message.

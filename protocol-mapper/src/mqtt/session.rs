@@ -1,10 +1,10 @@
 //! One network session with a remote broker on rumqttc, MQTT 3.1.1 or 5.0 behind one face.
 //!
 //! Each session is a fresh rumqttc client and event loop: when the link drops, the session is
-//! thrown away and the connection actor opens a new one after its back-off. rumqttc's own
+//! thrown away and the connection opens a new one after its back-off. rumqttc's own
 //! replay of unacknowledged messages therefore never runs; the store-and-forward queue decides
 //! what is sent again, in order. The event loop is polled by its own task, which turns rumqttc's
-//! events into [`SessionEvent`]s, so the actor never waits on the network.
+//! events into [`SessionEvent`]s, so the driver never waits on the network.
 
 use std::time::Duration;
 
@@ -17,7 +17,7 @@ use tokio::task::JoinHandle;
 
 use super::tls;
 
-/// Messages the actor may have sent and not yet seen acknowledged; also the MQTT in-flight
+/// Messages the driver may have sent and not yet seen acknowledged; also the MQTT in-flight
 /// window given to rumqttc.
 pub const WINDOW: usize = 64;
 

@@ -1,25 +1,24 @@
-//! One OPC UA client connection as an actor: opens a session with the configured security and
-//! identity, groups subscribe endpoints into one subscription per `publishInterval`, answers
-//! `/req` (read) and `/set` (write, converted to the node's data type), and publishes data and
-//! its status through an in-process broker link.
+//! The OPC UA client driver: opens a session with the configured security and identity, groups
+//! subscribe endpoints into one subscription per `publishInterval`, answers `/req` (read) and
+//! `/set` (write, converted to the node's data type).
 //!
-//! Reconnecting is ours, not async-opcua's: the library is told never to retry, and when the
-//! session is lost the actor waits out the `connectionStrategy` back-off, opens a fresh session
-//! and creates every subscription and monitored item again. One code path serves the first
-//! connect and every reconnect, and each failed attempt surfaces as the connection's
-//! `lastError` instead of disappearing into a library retry loop.
+//! Reconnecting is the shared state machine's, not async-opcua's: the library is told never to
+//! retry, and when the session is lost the machine waits out the `connectionStrategy` back-off
+//! and this driver opens a fresh session and creates every subscription and monitored item
+//! again. One code path serves the first connect and every reconnect, and each failed attempt
+//! surfaces as the connection's `lastError` instead of disappearing into a library retry loop.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::link::Link;
 use commissioning::model::{
     Address, ConnectionTargetState, MessageSecurityMode as Mode, OpcuaAddress, OpcuaConnection,
     Operation, SecurityPolicy as Policy,
 };
 use futures_util::StreamExt;
+use futures_util::future::BoxFuture;
 use opcua::client::{
     Client, ClientBuilder, DataChangeCallback, IdentityToken, Session, SessionPollResult,
 };
@@ -32,19 +31,18 @@ use opcua::types::{
 };
 use serde_json::Value as Json;
 use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
 use super::convert;
 use super::pki::{self, Pki};
 use crate::backoff::Backoff;
-use crate::driver::{self, Command, ConnectionHandle, End, EndpointSpec, Reporter};
+use crate::driver::{self, ConnectionHandle, Driver, DriverError, EndpointSpec, Refusal, Reporter};
 use crate::envelope;
-use crate::status::ConnectionState;
+use crate::link::Link;
 
 /// How long connecting and each request may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
-/// Data changes waiting for the actor. A server flooding faster than the broker takes them
+/// Data changes waiting for the driver. A server flooding faster than the broker takes them
 /// loses the excess (counted in the log) instead of growing memory without bound.
 const SAMPLE_QUEUE: usize = 65_536;
 /// Monitored items per CreateMonitoredItems request, well inside common server limits.
@@ -55,7 +53,8 @@ pub const MAX_CHUNKS: usize = 1024;
 /// `publishInterval` when the endpoint does not say.
 const DEFAULT_PUBLISH_INTERVAL: u64 = 1000;
 
-/// Starts the actor. `pki_dir` is the connection's own certificate folder.
+/// Starts an OPC UA client connection. `pki_dir` is the connection's own certificate folder;
+/// `link` the broker connection it publishes and subscribes through.
 pub fn start(
     service: &str,
     resource: &str,
@@ -64,32 +63,9 @@ pub fn start(
     pki_dir: PathBuf,
     link: impl Into<Link>,
 ) -> ConnectionHandle {
-    driver::spawn(service, resource, target, link, move |side| {
-        let options = spec
-            .options
-            .clone()
-            .unwrap_or(commissioning::model::OpcuaOptions {
-                security_policy: None,
-                message_security_mode: None,
-                connection_strategy: None,
-            });
-        let actor = Actor {
-            backoff: Backoff::new(options.connection_strategy.as_ref()),
-            policy: options.security_policy.unwrap_or(Policy::None),
-            mode: options.message_security_mode.unwrap_or(Mode::None),
-            url: endpoint_url(&spec),
-            spec,
-            pki_dir,
-            target,
-            commands: side.commands,
-            stop: side.stop,
-            report: side.reporter,
-            endpoints: BTreeMap::new(),
-            handles: HashMap::new(),
-            next_handle: 1,
-        };
-        actor.run()
-    })
+    let label = format!("{service}::{resource}");
+    let driver = OpcuaDriver::new(spec, pki_dir, label);
+    driver::spawn(driver, service, resource, target, link)
 }
 
 fn endpoint_url(spec: &OpcuaConnection) -> String {
@@ -110,19 +86,19 @@ struct Endpoint {
 }
 
 /// A data change from a subscription, tagged with the monitored item's client handle.
-struct Sample {
+pub(crate) struct Sample {
     handle: u32,
     value: DataValue,
 }
 
-/// What the session's event loop tells the actor.
-enum SessionEvent {
+/// What the session's event loop tells the driver.
+pub(crate) enum SessionEvent {
     Connected,
     Lost(String),
 }
 
 /// A live session and the state that dies with it.
-struct Live {
+pub(crate) struct Live {
     session: Arc<Session>,
     events: mpsc::Receiver<SessionEvent>,
     samples: mpsc::Receiver<Sample>,
@@ -139,97 +115,223 @@ struct Live {
     dropped_samples: Arc<std::sync::atomic::AtomicU64>,
 }
 
-struct Actor {
+/// What woke an OPC UA connection.
+pub(crate) enum Wake {
+    /// News from the session's event loop; `None` when the loop has ended.
+    Session(Option<SessionEvent>),
+    Sample(Sample),
+}
+
+pub(crate) struct OpcuaDriver {
     spec: OpcuaConnection,
     url: String,
     policy: Policy,
     mode: Mode,
     pki_dir: PathBuf,
-    target: ConnectionTargetState,
-    backoff: Backoff,
-    commands: mpsc::Receiver<Command>,
-    stop: CancellationToken,
-    report: Reporter,
+    /// `<service>::<resource>`, for logs.
+    label: String,
+    /// Built by `prepare`; one attempt at a time holds it.
+    client: Option<Arc<tokio::sync::Mutex<Client>>>,
     endpoints: BTreeMap<String, Endpoint>,
     /// Endpoint id per client handle, for routing data changes.
     handles: HashMap<u32, String>,
     next_handle: u32,
 }
 
-impl Actor {
-    async fn run(mut self) {
-        if self.target == ConnectionTargetState::Disconnected {
-            self.report
-                .set_state(ConnectionState::Disconnected, None)
-                .await;
-            self.idle_until_stopped().await;
-            self.report.link.disconnect().await;
-            return;
+impl OpcuaDriver {
+    pub fn new(spec: OpcuaConnection, pki_dir: PathBuf, label: String) -> OpcuaDriver {
+        let options = spec.options.as_ref();
+        OpcuaDriver {
+            policy: options
+                .and_then(|o| o.security_policy)
+                .unwrap_or(Policy::None),
+            mode: options
+                .and_then(|o| o.message_security_mode)
+                .unwrap_or(Mode::None),
+            url: endpoint_url(&spec),
+            spec,
+            pki_dir,
+            label,
+            client: None,
+            endpoints: BTreeMap::new(),
+            handles: HashMap::new(),
+            next_handle: 1,
         }
-        let mut client = match self.client().await {
-            Ok(client) => Some(client),
-            Err(error) => {
-                // A configuration problem (bad certificate, unwritable folder): retrying cannot
-                // help, so the connection stays down with the reason until it is reconfigured.
-                self.report
-                    .set_state(ConnectionState::Disconnected, Some(error))
-                    .await;
-                None
-            }
-        };
-        let mut state = ConnectionState::Connecting;
-        while let Some(client) = client.as_mut() {
-            self.report.set_state(state, None).await;
-            let stop = self.stop.clone();
-            let attempt = tokio::select! {
-                _ = stop.cancelled() => break,
-                attempt = self.connect(client) => attempt,
-            };
-            match attempt {
-                Ok(mut live) => {
-                    self.backoff.reset();
-                    info!(connection = %self.report.label, url = %self.url, "OPC UA session established");
-                    self.report
-                        .set_state(ConnectionState::Connected, None)
-                        .await;
-                    let end = self.connected(&mut live).await;
-                    close(live).await;
-                    match end {
-                        End::Stopped => break,
-                        End::Lost(error) => {
-                            warn!(connection = %self.report.label, error = %error, "OPC UA session lost");
-                            self.report
-                                .set_state(ConnectionState::Reconnecting, Some(error))
-                                .await;
-                        }
-                    }
-                }
-                Err(error) => {
-                    debug!(connection = %self.report.label, error = %error, "OPC UA connect failed");
-                    self.report.set_state(state, Some(error)).await;
-                }
-            }
-            state = ConnectionState::Reconnecting;
-            let delay = self.backoff.next_delay(rand::random());
-            if !self.wait_disconnected(Some(delay)).await {
-                break;
-            }
-        }
-        if client.is_none() {
-            self.wait_disconnected(None).await;
-        }
-        self.report
-            .set_state(ConnectionState::Disconnected, None)
-            .await;
-        self.report.link.disconnect().await;
+    }
+}
+
+impl Driver for OpcuaDriver {
+    const PROTOCOL: &'static str = "OPC UA";
+    type Session = Live;
+    type Wake = Wake;
+
+    fn backoff(&self) -> Backoff {
+        let strategy = self
+            .spec
+            .options
+            .as_ref()
+            .and_then(|o| o.connection_strategy.as_ref());
+        Backoff::new(strategy)
     }
 
-    /// The async-opcua client: certificates prepared, retries off (the actor owns them).
+    /// Prepares the certificate folder and the async-opcua client. A problem here (a bad
+    /// certificate, an unwritable folder) cannot be fixed by retrying.
+    async fn prepare(&mut self) -> Result<(), DriverError> {
+        let client = self.client().await.map_err(DriverError::Configuration)?;
+        self.client = Some(Arc::new(tokio::sync::Mutex::new(client)));
+        Ok(())
+    }
+
+    fn connect(&mut self) -> BoxFuture<'static, Result<Live, DriverError>> {
+        let Some(client) = self.client.clone() else {
+            return Box::pin(async {
+                Err(DriverError::Configuration(
+                    "the OPC UA client is not prepared".into(),
+                ))
+            });
+        };
+        let url = self.url.clone();
+        let host = self.spec.host.clone();
+        let (policy, mode) = (self.policy, self.mode);
+        let identity = self.identity();
+        Box::pin(async move {
+            let mut client = client.lock().await;
+            open_session(&mut client, &url, &host, policy, mode, identity)
+                .await
+                .map_err(DriverError::Connection)
+        })
+    }
+
+    async fn on_connected(
+        &mut self,
+        live: &mut Live,
+        report: &Reporter,
+    ) -> Result<(), DriverError> {
+        info!(connection = %self.label, url = %self.url, "OPC UA session established");
+        let ids: Vec<String> = self.endpoints.keys().cloned().collect();
+        self.activate(live, &ids, report).await;
+        Ok(())
+    }
+
+    async fn wake<'a>(&'a mut self, session: Option<&'a mut Live>) -> Wake {
+        let Some(live) = session else {
+            return std::future::pending().await;
+        };
+        tokio::select! {
+            event = live.events.recv() => Wake::Session(event),
+            Some(sample) = live.samples.recv() => Wake::Sample(sample),
+        }
+    }
+
+    async fn work(
+        &mut self,
+        wake: Wake,
+        session: Option<&mut Live>,
+        report: &Reporter,
+    ) -> Result<(), DriverError> {
+        match wake {
+            Wake::Session(Some(SessionEvent::Connected)) => Ok(()),
+            Wake::Session(Some(SessionEvent::Lost(error))) => Err(DriverError::Connection(error)),
+            Wake::Session(None) => Err(DriverError::Connection("the session ended".into())),
+            Wake::Sample(sample) => {
+                if let Some(live) = session {
+                    self.publish_sample(live, sample, report).await;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    async fn add_endpoint(
+        &mut self,
+        spec: EndpointSpec,
+        session: Option<&mut Live>,
+        report: &Reporter,
+    ) -> Result<(), DriverError> {
+        let Address::Opcua(address) = spec.address.clone() else {
+            return Err(DriverError::Endpoint(
+                "an OPC UA connection only runs OPC UA endpoints".into(),
+            ));
+        };
+        if let Some(path) = &address.browse_path {
+            browse_path(path).map_err(DriverError::Endpoint)?;
+        }
+        resolve_locally(&address).map_err(DriverError::Endpoint)?;
+        let id = spec.id.clone();
+        let handle = self.next_handle;
+        self.next_handle = self.next_handle.wrapping_add(1).max(1);
+        self.handles.insert(handle, id.clone());
+        self.endpoints.insert(
+            id.clone(),
+            Endpoint {
+                spec,
+                address,
+                handle,
+            },
+        );
+        if let Some(live) = session {
+            self.activate(live, std::slice::from_ref(&id), report).await;
+        }
+        Ok(())
+    }
+
+    async fn remove_endpoint(&mut self, id: &str, session: Option<&mut Live>) {
+        let Some(endpoint) = self.endpoints.remove(id) else {
+            return;
+        };
+        self.handles.remove(&endpoint.handle);
+        if let Some(live) = session {
+            live.nodes.remove(id);
+            live.write_types.remove(id);
+            if let Some((subscription, item)) = live.monitored.remove(id) {
+                let _ = live
+                    .session
+                    .delete_monitored_items(subscription, &[item])
+                    .await;
+            }
+        }
+    }
+
+    /// Reads the node now (`/req`) or writes `value` converted to the node's data type
+    /// (`/set`). A failed read or write is an answer, never a lost session.
+    async fn request(
+        &mut self,
+        id: &str,
+        value: Json,
+        live: &mut Live,
+        report: &Reporter,
+    ) -> Result<Result<Json, Refusal>, DriverError> {
+        let Some(endpoint) = self.endpoints.get(id) else {
+            return Ok(Err(Refusal::new("the endpoint has been removed")));
+        };
+        let operation = endpoint.spec.operation;
+        let Some(node) = live.nodes.get(id).cloned() else {
+            let reason = report
+                .error_of(id)
+                .unwrap_or_else(|| "the node could not be resolved".into());
+            return Ok(Err(Refusal::new(reason)));
+        };
+        Ok(match operation {
+            Operation::Write => write(live, id, node, &value).await,
+            _ => read_value(&live.session, node)
+                .await
+                .map(|value| value_json(&live.session, &value)),
+        })
+    }
+
+    async fn close(&mut self, live: Live) {
+        close(live).await;
+    }
+}
+
+impl OpcuaDriver {
+    /// The async-opcua client: certificates prepared, retries off (the state machine owns
+    /// them).
     async fn client(&self) -> Result<Client, String> {
         let dir = self.pki_dir.clone();
         let spec = self.spec.clone();
         let secure = self.policy != Policy::None;
-        let label = self.report.label.clone();
+        let label = self.label.clone();
         tokio::task::spawn_blocking(move || {
             let pki: Pki = pki::prepare(&dir, &spec)?;
             if pki.trust_any_server && secure {
@@ -269,81 +371,9 @@ impl Actor {
         }
     }
 
-    /// Opens a session and creates every subscription.
-    async fn connect(&mut self, client: &mut Client) -> Result<Live, String> {
-        let policy = security_policy(self.policy);
-        let endpoint = (
-            self.url.as_str(),
-            policy.to_uri(),
-            security_mode(self.mode),
-            UserTokenPolicy::anonymous(),
-        );
-        let identity = self.identity();
-        let (session, event_loop) = tokio::time::timeout(
-            REQUEST_TIMEOUT,
-            client.connect_to_matching_endpoint(endpoint, identity),
-        )
-        .await
-        .map_err(|_| format!("{} did not answer within {REQUEST_TIMEOUT:?}", self.url))?
-        .map_err(|e| {
-            describe_connect_error(&e, &self.url, &self.spec.host, self.policy, self.mode)
-        })?;
-
-        let (events_tx, mut events) = mpsc::channel(4);
-        let event_loop = tokio::spawn(async move {
-            let stream = event_loop.enter();
-            tokio::pin!(stream);
-            while let Some(event) = stream.next().await {
-                let news = match event {
-                    Ok(SessionPollResult::Reconnected(_)) => SessionEvent::Connected,
-                    Ok(SessionPollResult::ConnectionLost(code)) => {
-                        SessionEvent::Lost(format!("connection lost ({code})"))
-                    }
-                    Ok(_) => continue,
-                    Err(code) => SessionEvent::Lost(code.to_string()),
-                };
-                let lost = matches!(news, SessionEvent::Lost(_));
-                if events_tx.send(news).await.is_err() || lost {
-                    break;
-                }
-            }
-        });
-        let first = tokio::time::timeout(REQUEST_TIMEOUT, events.recv()).await;
-        let (samples_tx, samples) = mpsc::channel(SAMPLE_QUEUE);
-        let mut live = Live {
-            session,
-            events,
-            samples,
-            samples_tx,
-            event_loop,
-            subscriptions: HashMap::new(),
-            nodes: HashMap::new(),
-            monitored: HashMap::new(),
-            write_types: HashMap::new(),
-            dropped_samples: Arc::default(),
-        };
-        match first {
-            Ok(Some(SessionEvent::Connected)) => {}
-            Ok(Some(SessionEvent::Lost(code))) => {
-                close(live).await;
-                return Err(describe_status(&code, &self.url, &self.spec.host));
-            }
-            Ok(None) | Err(_) => {
-                close(live).await;
-                return Err(format!(
-                    "no session with {} within {REQUEST_TIMEOUT:?}",
-                    self.url
-                ));
-            }
-        }
-        let ids: Vec<String> = self.endpoints.keys().cloned().collect();
-        self.activate(&mut live, &ids).await;
-        Ok(live)
-    }
-
     /// Resolves the nodes of `ids` and creates monitored items for the subscribe endpoints
     /// among them, in as few requests as the server allows. Failures are per endpoint.
-    async fn activate(&mut self, live: &mut Live, ids: &[String]) {
+    async fn activate(&mut self, live: &mut Live, ids: &[String], report: &Reporter) {
         let mut browse: Vec<(String, BrowsePath)> = Vec::new();
         for id in ids {
             let Some(endpoint) = self.endpoints.get(id) else {
@@ -357,11 +387,11 @@ impl Actor {
                     if let Some(path) = endpoint.address.browse_path.as_deref() {
                         match browse_path(path) {
                             Ok(path) => browse.push((id.clone(), path)),
-                            Err(e) => self.report.endpoint_failed(id, e),
+                            Err(e) => report.endpoint_failed(id, e),
                         }
                     }
                 }
-                Err(e) => self.report.endpoint_failed(id, e),
+                Err(e) => report.endpoint_failed(id, e),
             }
         }
         if !browse.is_empty() {
@@ -382,7 +412,7 @@ impl Actor {
                             Some(node) if result.status_code.is_good() => {
                                 live.nodes.insert(id.clone(), node);
                             }
-                            _ => self.report.endpoint_failed(
+                            _ => report.endpoint_failed(
                                 id,
                                 format!(
                                     "browsePath not found on the server ({})",
@@ -394,8 +424,7 @@ impl Actor {
                 }
                 Err(e) => {
                     for (id, _) in &browse {
-                        self.report
-                            .endpoint_failed(id, format!("cannot resolve browsePath: {e}"));
+                        report.endpoint_failed(id, format!("cannot resolve browsePath: {e}"));
                     }
                 }
             }
@@ -417,7 +446,7 @@ impl Actor {
                 Ok(subscription) => subscription,
                 Err(error) => {
                     for id in &members {
-                        self.report.endpoint_failed(id, error.clone());
+                        report.endpoint_failed(id, error.clone());
                     }
                     continue;
                 }
@@ -443,7 +472,7 @@ impl Actor {
                                     (subscription, item.result.monitored_item_id),
                                 );
                             } else {
-                                self.report.endpoint_failed(
+                                report.endpoint_failed(
                                     id,
                                     format!(
                                         "the server refused to monitor {} ({})",
@@ -455,7 +484,7 @@ impl Actor {
                     }
                     Err(e) => {
                         for id in chunk {
-                            self.report
+                            report
                                 .endpoint_failed(id, format!("cannot create monitored item: {e}"));
                         }
                     }
@@ -474,7 +503,7 @@ impl Actor {
         let keep_alive = u32::try_from((10_000 / interval.max(1)).max(1)).unwrap_or(u32::MAX);
         let samples = live.samples_tx.clone();
         let dropped = live.dropped_samples.clone();
-        let label = self.report.label.clone();
+        let label = self.label.clone();
         let callback = DataChangeCallback::new(move |value, item| {
             let sample = Sample {
                 handle: item.client_handle(),
@@ -504,29 +533,7 @@ impl Actor {
         Ok(id)
     }
 
-    async fn connected(&mut self, live: &mut Live) -> End {
-        loop {
-            tokio::select! {
-                _ = self.stop.cancelled() => return End::Stopped,
-                command = self.commands.recv() => match command {
-                    Some(command) => self.apply(command, Some(live)).await,
-                    None => return End::Stopped,
-                },
-                event = live.events.recv() => match event {
-                    Some(SessionEvent::Lost(error)) => return End::Lost(error),
-                    Some(SessionEvent::Connected) => {}
-                    None => return End::Lost("the session ended".into()),
-                },
-                Some(sample) = live.samples.recv() => self.publish_sample(live, sample).await,
-                delivery = self.report.link.recv() => {
-                    let Some(delivery) = delivery else { return End::Stopped };
-                    self.handle_request(live, &delivery.message.topic, &delivery.message.payload).await;
-                }
-            }
-        }
-    }
-
-    async fn publish_sample(&self, live: &Live, sample: Sample) {
+    async fn publish_sample(&self, live: &Live, sample: Sample, report: &Reporter) {
         let Some(endpoint) = self
             .handles
             .get(&sample.handle)
@@ -536,189 +543,114 @@ impl Actor {
         };
         let status = sample.value.status();
         if !status.is_good() {
-            self.report
-                .endpoint_failed(&endpoint.spec.id, format!("the server reports {status}"));
+            report.endpoint_failed(&endpoint.spec.id, format!("the server reports {status}"));
             return;
         }
         let at = timestamp_millis(&sample.value);
         let value = value_json(&live.session, &sample.value);
-        self.report.publish_data(&endpoint.spec, value, at).await;
+        report.publish_data(&endpoint.spec, value, at).await;
     }
+}
 
-    /// While not connected: keep accepting endpoint changes and answer requests with an error,
-    /// until the delay is over (true) or the connection is stopped (false). `None` waits for
-    /// the stop.
-    async fn wait_disconnected(&mut self, delay: Option<Duration>) -> bool {
-        let deadline = delay.map(|d| tokio::time::Instant::now() + d);
-        loop {
-            let sleep = async {
-                match deadline {
-                    Some(at) => tokio::time::sleep_until(at).await,
-                    None => std::future::pending().await,
+/// Opens a session and waits until the server has activated it.
+async fn open_session(
+    client: &mut Client,
+    url: &str,
+    host: &str,
+    policy: Policy,
+    mode: Mode,
+    identity: IdentityToken,
+) -> Result<Live, String> {
+    let endpoint = (
+        url,
+        security_policy(policy).to_uri(),
+        security_mode(mode),
+        UserTokenPolicy::anonymous(),
+    );
+    let (session, event_loop) = tokio::time::timeout(
+        REQUEST_TIMEOUT,
+        client.connect_to_matching_endpoint(endpoint, identity),
+    )
+    .await
+    .map_err(|_| format!("{url} did not answer within {REQUEST_TIMEOUT:?}"))?
+    .map_err(|e| describe_connect_error(&e, url, host, policy, mode))?;
+
+    let (events_tx, mut events) = mpsc::channel(4);
+    let event_loop = tokio::spawn(async move {
+        let stream = event_loop.enter();
+        tokio::pin!(stream);
+        while let Some(event) = stream.next().await {
+            let news = match event {
+                Ok(SessionPollResult::Reconnected(_)) => SessionEvent::Connected,
+                Ok(SessionPollResult::ConnectionLost(code)) => {
+                    SessionEvent::Lost(format!("connection lost ({code})"))
                 }
+                Ok(_) => continue,
+                Err(code) => SessionEvent::Lost(code.to_string()),
             };
-            tokio::select! {
-                _ = self.stop.cancelled() => return false,
-                _ = sleep => return true,
-                command = self.commands.recv() => match command {
-                    Some(command) => self.apply(command, None).await,
-                    None => return false,
-                },
-                delivery = self.report.link.recv() => {
-                    let Some(delivery) = delivery else { return false };
-                    if let Some(endpoint) = self.request_target(&delivery.message.topic) {
-                        self.report.refuse_request(&endpoint.spec, &delivery.message.payload).await;
-                    }
-                }
+            let lost = matches!(news, SessionEvent::Lost(_));
+            if events_tx.send(news).await.is_err() || lost {
+                break;
             }
         }
-    }
-
-    async fn idle_until_stopped(&mut self) {
-        loop {
-            tokio::select! {
-                _ = self.stop.cancelled() => return,
-                command = self.commands.recv() => match command {
-                    Some(command) => self.apply(command, None).await,
-                    None => return,
-                },
-            }
+    });
+    let first = tokio::time::timeout(REQUEST_TIMEOUT, events.recv()).await;
+    let (samples_tx, samples) = mpsc::channel(SAMPLE_QUEUE);
+    let live = Live {
+        session,
+        events,
+        samples,
+        samples_tx,
+        event_loop,
+        subscriptions: HashMap::new(),
+        nodes: HashMap::new(),
+        monitored: HashMap::new(),
+        write_types: HashMap::new(),
+        dropped_samples: Arc::default(),
+    };
+    match first {
+        Ok(Some(SessionEvent::Connected)) => Ok(live),
+        Ok(Some(SessionEvent::Lost(code))) => {
+            close(live).await;
+            Err(describe_status(&code, url, host))
+        }
+        Ok(None) | Err(_) => {
+            close(live).await;
+            Err(format!("no session with {url} within {REQUEST_TIMEOUT:?}"))
         }
     }
+}
 
-    async fn apply(&mut self, command: Command, live: Option<&mut Live>) {
-        match command {
-            Command::Add(spec, reply) => {
-                let result = self.add(*spec, live).await;
-                let _ = reply.send(result);
-            }
-            Command::Remove(id, reply) => {
-                if let Some(endpoint) = self.endpoints.remove(&id) {
-                    self.handles.remove(&endpoint.handle);
-                    self.report.forget(&endpoint.spec).await;
-                    if let Some(live) = live {
-                        live.nodes.remove(&id);
-                        live.write_types.remove(&id);
-                        if let Some((subscription, item)) = live.monitored.remove(&id) {
-                            let _ = live
-                                .session
-                                .delete_monitored_items(subscription, &[item])
-                                .await;
-                        }
-                    }
-                }
-                let _ = reply.send(());
-            }
+/// Writes `value` converted to the node's built-in type (learned from its `DataType`, or from
+/// its current value when the type is not a built-in one).
+async fn write(live: &mut Live, id: &str, node: NodeId, value: &Json) -> Result<Json, Refusal> {
+    let target = match live.write_types.get(id) {
+        Some(target) => *target,
+        None => {
+            let target = write_type(&live.session, &node).await?;
+            live.write_types.insert(id.to_string(), target);
+            target
         }
-    }
-
-    async fn add(&mut self, spec: EndpointSpec, live: Option<&mut Live>) -> Result<(), String> {
-        let Address::Opcua(address) = spec.address.clone() else {
-            return Err("an OPC UA connection only runs OPC UA endpoints".into());
-        };
-        if let Some(path) = &address.browse_path {
-            browse_path(path)?;
-        }
-        resolve_locally(&address)?;
-        self.report.listen_for_requests(&spec).await?;
-        let id = spec.id.clone();
-        let handle = self.next_handle;
-        self.next_handle = self.next_handle.wrapping_add(1).max(1);
-        self.handles.insert(handle, id.clone());
-        self.endpoints.insert(
-            id.clone(),
-            Endpoint {
-                spec,
-                address,
-                handle,
-            },
-        );
-        if let Some(live) = live {
-            self.activate(live, std::slice::from_ref(&id)).await;
-        }
-        Ok(())
-    }
-
-    fn request_target(&self, topic: &str) -> Option<&Endpoint> {
-        self.endpoints
-            .values()
-            .find(|e| e.spec.is_request_topic(topic))
-    }
-
-    /// Answers a `/req` (read now) or `/set` (write) on `/res`.
-    async fn handle_request(&mut self, live: &mut Live, topic: &str, payload: &[u8]) {
-        let Some(endpoint) = self.request_target(topic) else {
-            return;
-        };
-        let spec = endpoint.spec.clone();
-        let request = match envelope::parse_request(payload) {
-            Ok(request) => request,
-            Err(error) => {
-                let answer = envelope::error(None, &error, None, envelope::now_millis());
-                self.report.answer(&spec, answer).await;
-                return;
-            }
-        };
-        let outcome = match live.nodes.get(&spec.id).cloned() {
-            None => Err((
-                self.report
-                    .error_of(&spec.id)
-                    .unwrap_or_else(|| "the node could not be resolved".into()),
-                None,
-            )),
-            Some(node) if spec.operation == Operation::Write => {
-                self.write(live, &spec.id, node, &request.value).await
-            }
-            Some(node) => read_value(&live.session, node)
-                .await
-                .map(|value| value_json(&live.session, &value)),
-        };
-        let answer = match outcome {
-            Ok(value) => envelope::result(request.id, value, envelope::now_millis()),
-            Err((message, code)) => {
-                envelope::error(request.id, &message, code, envelope::now_millis())
-            }
-        };
-        self.report.answer(&spec, answer).await;
-    }
-
-    /// Writes `value` converted to the node's built-in type (learned from its `DataType`, or
-    /// from its current value when the type is not a built-in one).
-    async fn write(
-        &self,
-        live: &mut Live,
-        id: &str,
-        node: NodeId,
-        value: &Json,
-    ) -> Result<Json, (String, Option<Json>)> {
-        let target = match live.write_types.get(id) {
-            Some(target) => *target,
-            None => {
-                let target = write_type(&live.session, &node).await?;
-                live.write_types.insert(id.to_string(), target);
-                target
-            }
-        };
-        let variant = convert::from_json(value, target).map_err(|e| (e, None))?;
-        let write = WriteValue {
-            node_id: node,
-            attribute_id: AttributeId::Value as u32,
-            index_range: NumericRange::None,
-            value: DataValue::value_only(variant),
-        };
-        let results = live
-            .session
-            .write(&[write])
-            .await
-            .map_err(|e| (format!("the write failed: {e}"), None))?;
-        match results.first() {
-            Some(status) if status.is_good() => Ok(value.clone()),
-            Some(status) => Err((
-                format!("the server refused the write ({status})"),
-                Some(Json::from(status.bits())),
-            )),
-            None => Err(("the server answered no status".into(), None)),
-        }
+    };
+    let variant = convert::from_json(value, target).map_err(Refusal::new)?;
+    let write = WriteValue {
+        node_id: node,
+        attribute_id: AttributeId::Value as u32,
+        index_range: NumericRange::None,
+        value: DataValue::value_only(variant),
+    };
+    let results = live
+        .session
+        .write(&[write])
+        .await
+        .map_err(|e| Refusal::new(format!("the write failed: {e}")))?;
+    match results.first() {
+        Some(status) if status.is_good() => Ok(value.clone()),
+        Some(status) => Err(Refusal::with_code(
+            format!("the server refused the write ({status})"),
+            status.bits(),
+        )),
+        None => Err(Refusal::new("the server answered no status")),
     }
 }
 
@@ -739,7 +671,7 @@ fn value_json(session: &Session, value: &DataValue) -> Json {
         .map_or(Json::Null, |v| convert::to_json(v, &context.context()))
 }
 
-async fn read_value(session: &Session, node: NodeId) -> Result<DataValue, (String, Option<Json>)> {
+async fn read_value(session: &Session, node: NodeId) -> Result<DataValue, Refusal> {
     let read = ReadValueId {
         node_id: node,
         attribute_id: AttributeId::Value as u32,
@@ -748,26 +680,23 @@ async fn read_value(session: &Session, node: NodeId) -> Result<DataValue, (Strin
     let mut values = session
         .read(&[read], TimestampsToReturn::Both, 0.0)
         .await
-        .map_err(|e| (format!("the read failed: {e}"), None))?;
+        .map_err(|e| Refusal::new(format!("the read failed: {e}")))?;
     let value = values
         .pop()
-        .ok_or(("the server answered no value".to_string(), None))?;
+        .ok_or_else(|| Refusal::new("the server answered no value"))?;
     let status = value.status();
     if status.is_good() {
         Ok(value)
     } else {
-        Err((
+        Err(Refusal::with_code(
             format!("the server refused the read ({status})"),
-            Some(Json::from(status.bits())),
+            status.bits(),
         ))
     }
 }
 
 /// The built-in type a write to `node` must carry.
-async fn write_type(
-    session: &Session,
-    node: &NodeId,
-) -> Result<VariantScalarTypeId, (String, Option<Json>)> {
+async fn write_type(session: &Session, node: &NodeId) -> Result<VariantScalarTypeId, Refusal> {
     let reads = [AttributeId::DataType, AttributeId::Value].map(|attribute| ReadValueId {
         node_id: node.clone(),
         attribute_id: attribute as u32,
@@ -776,7 +705,7 @@ async fn write_type(
     let values = session
         .read(&reads, TimestampsToReturn::Neither, 0.0)
         .await
-        .map_err(|e| (format!("cannot read the node's data type: {e}"), None))?;
+        .map_err(|e| Refusal::new(format!("cannot read the node's data type: {e}")))?;
     let declared = values.first().and_then(|v| match &v.value {
         Some(opcua::types::Variant::NodeId(id)) => convert::scalar_type_of(id),
         _ => None,
@@ -786,10 +715,9 @@ async fn write_type(
         .and_then(|v| v.value.as_ref())
         .and_then(|v| v.scalar_type_id());
     declared.or(current).ok_or_else(|| {
-        (
-            format!("the data type of {node} is not one values can be converted to"),
-            None,
-        )
+        Refusal::new(format!(
+            "the data type of {node} is not one values can be converted to"
+        ))
     })
 }
 
