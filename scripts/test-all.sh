@@ -35,6 +35,9 @@ step "Formatting and lints"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+step "Architecture invariants (which crate and module may use which library)"
+scripts/check-architecture.sh
+
 step "Rust tests (SQLite)"
 cargo test --workspace --locked
 

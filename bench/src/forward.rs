@@ -13,9 +13,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use broker::bus::RemoteBroker;
 use broker::{AnonymousOnly, Broker, BrokerConfig, LocalClient, Message, QoS};
 use commissioning::model::{ConnectionTargetState, MqttConnection};
-use protocol_mapper::mqtt::{Durability, QueueLimits, QueueSettings, RemoteBroker};
+use protocol_mapper::mqtt::{Durability, QueueLimits, QueueSettings};
 use rule_engine::{EntrySpec, PublishSpec, SourceSpec};
 
 use crate::brokers::{free_port, wait_for_port};

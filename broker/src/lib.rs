@@ -6,6 +6,7 @@
 //! saves retained messages and sessions when a persistence directory is configured.
 
 pub mod auth;
+pub mod bus;
 pub mod codec;
 pub mod config;
 mod connection;

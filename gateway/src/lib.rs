@@ -15,9 +15,9 @@ use std::sync::Arc;
 
 use admin_api::{Admin, AdminConfig};
 use anyhow::Context as _;
+use broker::bus::{Connector, ExternalBroker};
 use broker::{Broker, BrokerHandle};
-use protocol_mapper::link::Connector;
-use protocol_mapper::mqtt::link::ExternalBroker;
+use protocol_mapper::mqtt::link::ExternalMqtt;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -52,7 +52,7 @@ impl Gateway {
             broker_config.allow_anonymous = true;
         }
         let external = match &broker_config.external {
-            Some(url) => Some(ExternalBroker::from_url(url).map_err(anyhow::Error::msg)?),
+            Some(url) => Some(ExternalMqtt::from_url(url).map_err(anyhow::Error::msg)?),
             None => None,
         };
         // `Cybus::MqttHost`/`MqttPort` in commissioning files name the broker components use.
@@ -124,9 +124,16 @@ impl Gateway {
         let result = async {
             let tls = match &settings.tls {
                 settings::Tls::Mode(settings::TlsMode::Off) => None,
-                settings::Tls::Mode(settings::TlsMode::SelfSigned) => Some(
-                    broker::transport::tls::self_signed(&settings.data_dir.join("tls"), None)?,
-                ),
+                settings::Tls::Mode(settings::TlsMode::SelfSigned) => {
+                    // The certificate names this machine too, as its environment calls it.
+                    let host_names: Vec<String> = std::env::var("HOSTNAME").into_iter().collect();
+                    let dir = settings.data_dir.join("tls");
+                    Some(broker::transport::tls::self_signed(
+                        &dir,
+                        &host_names,
+                        None,
+                    )?)
+                }
                 settings::Tls::Files {
                     cert_file,
                     key_file,
@@ -229,7 +236,7 @@ impl Gateway {
 /// components then connect there. Returns the broker (if ours) and where components connect.
 fn start_broker(
     config: &broker::BrokerConfig,
-    external: Option<ExternalBroker>,
+    external: Option<ExternalMqtt>,
     admin: &Arc<Admin>,
 ) -> anyhow::Result<(Option<Broker>, Connector)> {
     if let Some(external) = external {

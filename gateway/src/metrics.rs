@@ -18,7 +18,7 @@ use axum::routing::get;
 use broker::BrokerHandle;
 use broker::metrics::Metrics;
 
-use protocol_mapper::mqtt::ForwardingStats;
+use broker::bus::ForwardingStats;
 
 use crate::supervisor::{ResourceMetrics, Supervisor};
 

@@ -15,6 +15,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use admin_api::services::{BoxFuture, ResourceRuntime, ResourceStatus};
+use broker::bus::{Connector, ForwardingStats, Link, RemoteBroker};
 use broker::codec::QoS;
 use broker::message::Message;
 use bytes::Bytes;
@@ -24,8 +25,7 @@ use commissioning::model::{
 use commissioning::{Resource, Service};
 use protocol_mapper::connections::{BuildConnection, ConnectionContext};
 use protocol_mapper::driver::{ConnectionHandle, DriverError, EndpointSpec};
-use protocol_mapper::link::{Connector, Link};
-use protocol_mapper::mqtt::{QueueLimits, RemoteBroker};
+use protocol_mapper::mqtt::QueueLimits;
 use protocol_mapper::status::ConnectionState;
 use rule_engine::{EntrySpec, PublishSpec, RunningChains, SourceSpec};
 use tokio::sync::mpsc;
@@ -288,7 +288,7 @@ pub struct ResourceMetrics {
     /// Connections only.
     pub connected: Option<bool>,
     /// MQTT connections only.
-    pub forwarding: Option<protocol_mapper::mqtt::ForwardingStats>,
+    pub forwarding: Option<ForwardingStats>,
     /// Mappings and endpoints with rules.
     pub mapping: Option<rule_engine::StatsSnapshot>,
 }

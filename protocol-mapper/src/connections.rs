@@ -5,13 +5,13 @@
 
 use std::path::{Path, PathBuf};
 
+use broker::bus::{Link, RemoteBroker};
 use commissioning::model::{
     ConnectionParams, ConnectionTargetState, ModbusConnection, MqttConnection, OpcuaConnection,
 };
 
 use crate::driver::{ConnectionHandle, DriverError};
-use crate::link::Link;
-use crate::mqtt::{QueueLimits, QueueSettings, RemoteBroker};
+use crate::mqtt::{QueueLimits, QueueSettings};
 
 /// What every connection is started with besides its spec.
 pub struct ConnectionContext<'a> {

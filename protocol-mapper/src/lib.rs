@@ -4,7 +4,6 @@ pub mod backoff;
 pub mod connections;
 pub mod driver;
 pub mod envelope;
-pub mod link;
 pub mod modbus;
 pub mod mqtt;
 pub mod opcua;

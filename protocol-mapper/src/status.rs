@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use crate::mqtt::ForwardingStats;
+use broker::bus::ForwardingStats;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]

@@ -2,8 +2,8 @@
 //! of the subscription, then whatever `setContextVars` adds). Publish topics and labels are
 //! rendered from the variables.
 
+use crate::expression::JValue;
 use commissioning::topic_pattern::{Template, variable_text};
-use jsonata_core::value::JValue;
 use serde_json::{Map, Value as Json};
 
 #[derive(Debug, Clone, PartialEq, Default)]

@@ -3,8 +3,8 @@
 //! exceed `deadband`) or relative (exceed `deadband` percent of the last passed value, so any
 //! change away from a last value of 0 passes). Other values pass when their JSON differs.
 
+use crate::expression::JValue;
 use commissioning::model::{CovRule, DeadbandMode};
-use jsonata_core::value::JValue;
 
 #[derive(Debug)]
 pub struct Cov {

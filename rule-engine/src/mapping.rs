@@ -3,12 +3,12 @@
 
 use std::sync::{Arc, Mutex};
 
+use broker::bus::Connector;
+use broker::bus::{DELIVERY_QUEUE, RemoteBroker, RemoteDelivery};
 use broker::{QoS, SubscriptionOptions};
 use bytes::Bytes;
 use commissioning::model::Rule;
 use commissioning::topic_pattern::{NamedFilter, Template};
-use protocol_mapper::link::Connector;
-use protocol_mapper::mqtt::{Delivery, RemoteBroker};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -138,7 +138,7 @@ async fn subscribe(
     specs: &[SourceSpec],
 ) -> Result<(), String> {
     let remote_inbox = specs.iter().any(|s| s.remote.is_some()).then(|| {
-        let (tx, rx) = mpsc::channel::<Delivery>(protocol_mapper::mqtt::DELIVERY_QUEUE);
+        let (tx, rx) = mpsc::channel::<RemoteDelivery>(DELIVERY_QUEUE);
         task.set_remote_inbox(rx);
         tx
     });

@@ -2,11 +2,11 @@
 //! Binary formats need exactly their size in bytes, so a wrong format is an error rather than a
 //! number read from part of the message.
 
+use crate::expression::JValue;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use bytes::Bytes;
 use commissioning::model::ParseFormat;
-use jsonata_core::value::JValue;
 
 use crate::payload::Payload;
 

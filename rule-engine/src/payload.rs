@@ -2,8 +2,8 @@
 //! they parse to, or both. Rules that only read (filter, cov, stash) parse once and keep the
 //! bytes, so a payload no rule changed leaves exactly as it came.
 
+use crate::expression::JValue;
 use bytes::Bytes;
-use jsonata_core::value::JValue;
 
 pub struct Payload {
     bytes: Option<Bytes>,

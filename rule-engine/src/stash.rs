@@ -5,9 +5,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use crate::expression::JValue;
 use bytes::Bytes;
-use jsonata_core::evaluator::EvaluatorError;
-use jsonata_core::value::JValue;
 
 #[derive(Debug, Clone, Default)]
 pub struct Stash(Arc<Stored>);
@@ -27,21 +26,20 @@ impl Stash {
     }
 
     /// `$last(label)` or `$last()`: the stashed payload, undefined before the first one.
-    pub fn last(&self, args: &[JValue]) -> Result<JValue, EvaluatorError> {
+    pub fn last(&self, args: &[JValue]) -> Result<JValue, String> {
         let stored = match args {
             [] => self.0.latest.as_ref(),
             [JValue::String(label)] => self.0.by_label.get(&**label),
             [JValue::Undefined] => None,
             _ => {
-                return Err(EvaluatorError::EvaluationError(
+                return Err(
                     "$last takes one string, the label of a `stash` rule, or nothing".into(),
-                ));
+                );
             }
         };
         match stored {
             None => Ok(JValue::Undefined),
-            Some(text) => serde_json::from_slice(text)
-                .map_err(|e| EvaluatorError::EvaluationError(format!("stashed payload: {e}"))),
+            Some(text) => serde_json::from_slice(text).map_err(|e| format!("stashed payload: {e}")),
         }
     }
 }

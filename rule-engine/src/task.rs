@@ -10,11 +10,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use broker::bus::Link;
+use broker::bus::{RemoteBroker, RemoteDelivery};
 use broker::{Message, QoS};
 use bytes::Bytes;
 use commissioning::topic_pattern::{NamedFilter, Template};
-use protocol_mapper::link::Link;
-use protocol_mapper::mqtt::{Delivery, RemoteBroker};
 use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -155,7 +155,7 @@ pub enum Inbox {
     /// it. Messages of remote sources arrive on `remote`, tagged with their source's index.
     Subscriptions {
         sources: Vec<Source>,
-        remote: Option<mpsc::Receiver<Delivery>>,
+        remote: Option<mpsc::Receiver<RemoteDelivery>>,
     },
     /// Data of an endpoint, handed over by its connection; `topic` is its `$context.topic`.
     Endpoint {
@@ -206,7 +206,9 @@ impl Inbox {
 
 /// The next remote delivery; pending forever when there are no remote sources (or their
 /// connection is gone, which the connection's status reports).
-async fn recv_remote(remote: &mut Option<mpsc::Receiver<Delivery>>) -> Option<Delivery> {
+async fn recv_remote(
+    remote: &mut Option<mpsc::Receiver<RemoteDelivery>>,
+) -> Option<RemoteDelivery> {
     match remote {
         Some(rx) => match rx.recv().await {
             Some(delivery) => Some(delivery),
@@ -238,7 +240,7 @@ impl ChainTask {
         }
     }
 
-    pub fn set_remote_inbox(&mut self, rx: mpsc::Receiver<Delivery>) {
+    pub fn set_remote_inbox(&mut self, rx: mpsc::Receiver<RemoteDelivery>) {
         if let Inbox::Subscriptions { remote, .. } = &mut self.inbox {
             *remote = Some(rx);
         }

@@ -75,8 +75,12 @@ pub fn certificate_name(cert: &CertificateDer<'_>) -> Option<String> {
 }
 
 /// Uses `tls-cert.pem`/`tls-key.pem` in `dir`, creating a self-signed pair for `localhost` and
-/// the host name on first use.
-pub fn self_signed(dir: &Path, client_ca: Option<&Path>) -> Result<Arc<ServerConfig>, TlsError> {
+/// `host_names` on first use.
+pub fn self_signed(
+    dir: &Path,
+    host_names: &[String],
+    client_ca: Option<&Path>,
+) -> Result<Arc<ServerConfig>, TlsError> {
     let cert_path = dir.join("tls-cert.pem");
     let key_path = dir.join("tls-key.pem");
     if !cert_path.exists() || !key_path.exists() {
@@ -85,9 +89,7 @@ pub fn self_signed(dir: &Path, client_ca: Option<&Path>) -> Result<Arc<ServerCon
             reason,
         };
         let mut names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
-        if let Ok(host) = std::env::var("HOSTNAME") {
-            names.push(host);
-        }
+        names.extend(host_names.iter().cloned());
         let generated =
             rcgen::generate_simple_self_signed(names).map_err(|e| fail(e.to_string()))?;
         std::fs::create_dir_all(dir).map_err(|e| fail(e.to_string()))?;

@@ -8,8 +8,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::machine::{self, Command};
 use super::{Driver, DriverError, EndpointSpec, Reporter};
-use crate::link::Link;
 use crate::status::{ConnectionState, ConnectionStatus, connection_status_topic};
+use broker::bus::Link;
 
 /// Commands waiting for a connection; the supervisor is the only sender.
 const COMMAND_QUEUE: usize = 64;

@@ -10,8 +10,8 @@ use tracing::warn;
 
 use super::EndpointSpec;
 use crate::envelope;
-use crate::link::Link;
 use crate::status::{ConnectionState, ConnectionStatus};
+use broker::bus::Link;
 
 /// Publishes what a connection has to say: data, answers, its status and endpoint errors.
 pub struct Reporter {
@@ -68,7 +68,7 @@ impl Reporter {
 
     /// Records (and publishes, retained, when they changed) an MQTT connection's forwarding
     /// counters.
-    pub async fn set_forwarding(&self, stats: crate::mqtt::ForwardingStats) {
+    pub async fn set_forwarding(&self, stats: broker::bus::ForwardingStats) {
         let mut status = self.status.borrow().clone();
         if status.forwarding.as_ref() == Some(&stats) {
             return;

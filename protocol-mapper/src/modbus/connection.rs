@@ -21,7 +21,7 @@ use super::codec;
 use crate::backoff::Backoff;
 use crate::driver::{self, ConnectionHandle, Driver, DriverError, EndpointSpec, Refusal, Reporter};
 use crate::envelope;
-use crate::link::Link;
+use broker::bus::Link;
 
 /// How long a request may take when the connection has no `socketTimeout`.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use broker::bus::{LinkCounters, QueueCounters, RemoteBroker, RemoteDelivery, SubscriptionCommand};
 use broker::{Message, QoS};
 use commissioning::model::{ConnectionStrategy, ConnectionTargetState, MqttConnection};
 use futures_util::future::BoxFuture;
@@ -23,23 +24,18 @@ use tokio::sync::mpsc;
 use tokio::time::{Instant, MissedTickBehavior};
 use tracing::{info, warn};
 
-use super::queue::{Queue, QueueCounters, QueueLimits, Record};
-use super::remote::{Delivery, LinkCounters, OUTBOX, RemoteBroker, SubscriptionCommand};
+use super::queue::{Queue, QueueLimits, Record};
 use super::session::{Session, SessionConfig, SessionEvent, WINDOW};
 use crate::backoff::Backoff;
 use crate::driver::{self, ConnectionHandle, Driver, DriverError, EndpointSpec, Refusal, Reporter};
 use crate::envelope::now_millis;
-use crate::link::Link;
+use broker::bus::Link;
 
 /// How often the status (queue fill, rate) is refreshed and old messages expire.
 const STATUS_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Messages taken from the outbox per disk write.
 const BATCH: usize = 512;
-
-/// Messages from the remote broker waiting for one mapping entry; beyond this they are dropped
-/// and counted (waiting would stall the link for every other mapping).
-pub const DELIVERY_QUEUE: usize = 4096;
 
 /// Where a connection keeps its queue and how big it may grow.
 #[derive(Debug, Clone)]
@@ -61,27 +57,20 @@ pub fn start(
     let default_client_id = format!("ironbridge-{service}-{resource}");
     let config =
         SessionConfig::new(&spec, &default_client_id).map_err(DriverError::Configuration)?;
-    let (outbox, outbox_rx) = mpsc::channel(OUTBOX);
-    let (subscriptions, subscriptions_rx) = mpsc::channel(64);
-    let remote = RemoteBroker {
-        outbox,
-        subscriptions,
-        queue: Arc::new(QueueCounters::default()),
-        link: Arc::new(LinkCounters::default()),
-    };
+    let (remote, end) = RemoteBroker::new();
     let driver = MqttDriver {
         label: format!("{service}::{resource}"),
         config,
         strategy: spec.connection_strategy,
         queue,
         store: None,
-        outbox: outbox_rx,
+        outbox: end.outbox,
         outbox_open: true,
         batch: Vec::with_capacity(BATCH),
-        subscriptions: subscriptions_rx,
+        subscriptions: end.subscriptions,
         registry: Registry::default(),
-        queue_counters: remote.queue.clone(),
-        link: remote.link.clone(),
+        queue_counters: end.queue,
+        link: end.link,
         stats: remote.clone(),
         sending: Sending::default(),
         rate: Rate::default(),
@@ -483,7 +472,7 @@ struct Entry {
     filter: String,
     qos: QoS,
     tag: usize,
-    deliver: mpsc::Sender<Delivery>,
+    deliver: mpsc::Sender<RemoteDelivery>,
 }
 
 impl Registry {

@@ -1,5 +1,6 @@
-//! A gateway component's link to an external MQTT broker (`broker.external`): the same face
-//! as the in-process link ([`crate::link::Link`]), over one rumqttc session per component.
+//! The gateway's [`ExternalBroker`] (`broker.external`): each component's [`ExternalLink`] is
+//! served by one rumqttc session, so components see the same face as the in-process link
+//! ([`broker::bus::Link`]).
 //!
 //! The link keeps trying: while the broker is unreachable, publications wait in a bounded
 //! buffer (the oldest are dropped beyond [`OFFLINE_BUFFER`], counted and logged) and
@@ -15,9 +16,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use broker::{Delivery, Message, QoS, SubscriptionOptions};
+use broker::bus::{ExternalBroker, ExternalLink, ExternalLinkEnd, ExternalRequest};
+use broker::{Delivery, Message, QoS};
 use commissioning::model::{MqttConnection, MqttScheme};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 
 use super::session::{Session, SessionConfig, SessionEvent};
@@ -50,7 +52,7 @@ fn inward(topic: &str) -> Option<String> {
 const MAX_RETRY: Duration = Duration::from_secs(10);
 
 /// The external broker every component connects to, from its URL.
-pub struct ExternalBroker {
+pub struct ExternalMqtt {
     url: String,
     connection: MqttConnection,
     links: Arc<LinkCounts>,
@@ -63,10 +65,10 @@ pub struct LinkCounts {
     pub connected: AtomicU64,
 }
 
-impl ExternalBroker {
+impl ExternalMqtt {
     /// `mqtt://[user[:password]@]host[:port]` or `mqtts://...` (TLS with the system's roots).
     /// MQTT 5 is spoken, so mappings can subscribe without hearing their own messages.
-    pub fn from_url(url: &str) -> Result<ExternalBroker, String> {
+    pub fn from_url(url: &str) -> Result<ExternalMqtt, String> {
         let parsed = url::Url::parse(url)
             .map_err(|e| format!("broker.external {url:?} is not a URL: {e}"))?;
         let scheme = match parsed.scheme() {
@@ -104,7 +106,7 @@ impl ExternalBroker {
         SessionConfig::new(&connection, "ironbridge")?;
         let mut shown = parsed.clone();
         let _ = shown.set_password(None);
-        Ok(ExternalBroker {
+        Ok(ExternalMqtt {
             url: shown.to_string(),
             connection,
             links: Arc::default(),
@@ -124,136 +126,39 @@ impl ExternalBroker {
                 _ => 1883,
             })
     }
+}
 
-    /// Component links open and connected now.
-    pub fn links(&self) -> (u64, u64) {
+impl ExternalBroker for ExternalMqtt {
+    fn display_url(&self) -> &str {
+        &self.url
+    }
+
+    fn links(&self) -> (u64, u64) {
         (
             self.links.open.load(Ordering::Relaxed),
             self.links.connected.load(Ordering::Relaxed),
         )
     }
 
-    /// The URL without its password, for logs.
-    pub fn display_url(&self) -> &str {
-        &self.url
-    }
-
-    /// Starts a link for one component; it connects in the background.
-    pub fn link(&self, client_id: &str) -> Result<RemoteLink, String> {
+    fn link(&self, client_id: &str) -> Result<ExternalLink, String> {
         let mut connection = self.connection.clone();
         connection.client_id = Some(client_id.to_string());
         let config = SessionConfig::new(&connection, client_id)?;
-        let (requests, requests_rx) = mpsc::channel(1024);
-        let (inbox, inbox_rx) = mpsc::channel(INBOX);
-        let (connected_tx, connected) = watch::channel(false);
         self.links.open.fetch_add(1, Ordering::Relaxed);
-        let task = tokio::spawn(
+        let counts = CountGuard(self.links.clone(), false);
+        Ok(ExternalLink::spawn(INBOX, move |end: ExternalLinkEnd| {
             LinkTask {
-                counts: CountGuard(self.links.clone(), false),
+                counts,
                 config,
-                requests: requests_rx,
-                inbox,
-                connected: connected_tx,
+                requests: end.requests,
+                inbox: end.inbox,
+                connected: end.connected,
                 subscriptions: BTreeMap::new(),
                 offline: VecDeque::new(),
                 dropped: 0,
             }
-            .run(),
-        );
-        Ok(RemoteLink {
-            requests,
-            inbox: inbox_rx,
-            connected,
-            task: Some(task),
-        })
-    }
-}
-
-enum Request {
-    Publish(Message),
-    Subscribe {
-        filter: String,
-        options: SubscriptionOptions,
-        done: oneshot::Sender<()>,
-    },
-    Unsubscribe {
-        filter: String,
-        done: oneshot::Sender<()>,
-    },
-    Disconnect(oneshot::Sender<()>),
-}
-
-/// One component's link to the external broker.
-pub struct RemoteLink {
-    requests: mpsc::Sender<Request>,
-    inbox: mpsc::Receiver<Delivery>,
-    connected: watch::Receiver<bool>,
-    task: Option<tokio::task::JoinHandle<()>>,
-}
-
-/// The link's task has ended (the gateway is shutting down).
-#[derive(Debug)]
-pub struct Gone;
-
-impl RemoteLink {
-    pub async fn publish(&self, message: Message) -> Result<(), Gone> {
-        self.requests
-            .send(Request::Publish(message))
-            .await
-            .map_err(|_| Gone)
-    }
-
-    /// Remembered at once and made on the broker as soon as it is connected.
-    pub async fn subscribe(&self, filter: &str, options: SubscriptionOptions) -> Result<(), Gone> {
-        let (done, wait) = oneshot::channel();
-        self.requests
-            .send(Request::Subscribe {
-                filter: filter.to_string(),
-                options,
-                done,
-            })
-            .await
-            .map_err(|_| Gone)?;
-        wait.await.map_err(|_| Gone)
-    }
-
-    pub async fn unsubscribe(&self, filter: &str) -> Result<(), Gone> {
-        let (done, wait) = oneshot::channel();
-        self.requests
-            .send(Request::Unsubscribe {
-                filter: filter.to_string(),
-                done,
-            })
-            .await
-            .map_err(|_| Gone)?;
-        wait.await.map_err(|_| Gone)
-    }
-
-    pub async fn recv(&mut self) -> Option<Delivery> {
-        self.inbox.recv().await
-    }
-
-    pub fn is_connected(&self) -> bool {
-        *self.connected.borrow()
-    }
-
-    /// Sends what is buffered when connected, says goodbye and ends the task.
-    pub async fn disconnect(mut self) {
-        let (done, wait) = oneshot::channel();
-        if self.requests.send(Request::Disconnect(done)).await.is_ok() {
-            let _ = tokio::time::timeout(Duration::from_secs(2), wait).await;
-        }
-        if let Some(task) = self.task.take() {
-            task.abort();
-        }
-    }
-}
-
-impl Drop for RemoteLink {
-    fn drop(&mut self) {
-        if let Some(task) = self.task.take() {
-            task.abort();
-        }
+            .run()
+        }))
     }
 }
 
@@ -282,7 +187,7 @@ impl Drop for CountGuard {
 struct LinkTask {
     counts: CountGuard,
     config: SessionConfig,
-    requests: mpsc::Receiver<Request>,
+    requests: mpsc::Receiver<ExternalRequest>,
     inbox: mpsc::Sender<Delivery>,
     connected: watch::Sender<bool>,
     /// Filter to (QoS, no-local), made again after every connect.
@@ -390,15 +295,19 @@ impl LinkTask {
         }
     }
 
-    fn handle(&mut self, request: Request, session: Option<&Session>) -> Option<SessionEnd> {
+    fn handle(
+        &mut self,
+        request: ExternalRequest,
+        session: Option<&Session>,
+    ) -> Option<SessionEnd> {
         match request {
-            Request::Publish(message) => {
+            ExternalRequest::Publish(message) => {
                 let sent = session.is_some_and(|s| self.offline.is_empty() && send(s, &message));
                 if !sent {
                     self.buffer(message);
                 }
             }
-            Request::Subscribe {
+            ExternalRequest::Subscribe {
                 filter,
                 options,
                 done,
@@ -411,7 +320,7 @@ impl LinkTask {
                     .insert(filter, (options.qos, options.no_local));
                 let _ = done.send(());
             }
-            Request::Unsubscribe { filter, done } => {
+            ExternalRequest::Unsubscribe { filter, done } => {
                 let filter = outward(&filter);
                 if self.subscriptions.remove(&filter).is_some()
                     && let Some(session) = session
@@ -420,7 +329,7 @@ impl LinkTask {
                 }
                 let _ = done.send(());
             }
-            Request::Disconnect(done) => {
+            ExternalRequest::Disconnect(done) => {
                 let _ = done.send(());
                 return Some(SessionEnd::Finished);
             }
@@ -467,8 +376,8 @@ mod tests {
 
     #[test]
     fn urls_name_scheme_host_port_and_credentials() {
-        let broker = ExternalBroker::from_url("mqtt://gw%40plant:s3cr%2Ft@broker.local:1884")
-            .expect("valid");
+        let broker =
+            ExternalMqtt::from_url("mqtt://gw%40plant:s3cr%2Ft@broker.local:1884").expect("valid");
         assert_eq!(broker.connection.host, "broker.local");
         assert_eq!(broker.connection.port, Some(1884));
         assert_eq!(broker.connection.username.as_deref(), Some("gw@plant"));
@@ -478,11 +387,11 @@ mod tests {
             "{}",
             broker.display_url()
         );
-        let plain = ExternalBroker::from_url("mqtt://10.0.0.7").expect("valid");
+        let plain = ExternalMqtt::from_url("mqtt://10.0.0.7").expect("valid");
         assert_eq!(plain.connection.port, None);
         assert!(plain.connection.username.is_none());
         for bad in ["http://x", "mqtt://", "not a url"] {
-            assert!(ExternalBroker::from_url(bad).is_err(), "{bad}");
+            assert!(ExternalMqtt::from_url(bad).is_err(), "{bad}");
         }
     }
 }

@@ -5,10 +5,8 @@
 pub mod connection;
 pub mod link;
 pub mod queue;
-pub mod remote;
 mod session;
 mod tls;
 
-pub use connection::{DELIVERY_QUEUE, QueueSettings};
+pub use connection::QueueSettings;
 pub use queue::{Durability, QueueLimits};
-pub use remote::{Delivery, ForwardingStats, RemoteBroker};

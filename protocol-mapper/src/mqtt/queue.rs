@@ -17,9 +17,10 @@
 use std::collections::VecDeque;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use broker::bus::QueueCounters;
 use bytes::Bytes;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
@@ -85,20 +86,6 @@ impl Record {
 pub struct Stored {
     pub seq: i64,
     pub record: Record,
-}
-
-/// What the connection status and `/metrics` show of a queue. Shared with readers; only the
-/// queue writes.
-#[derive(Debug, Default)]
-pub struct QueueCounters {
-    pub messages: AtomicU64,
-    pub bytes: AtomicU64,
-    /// Dropped because the queue was full (oldest first).
-    pub dropped_full: AtomicU64,
-    /// Dropped because they were older than `max_age`.
-    pub dropped_expired: AtomicU64,
-    /// Acknowledged by the remote broker.
-    pub delivered: AtomicU64,
 }
 
 pub struct Queue {

@@ -38,7 +38,7 @@ use super::pki::{self, Pki};
 use crate::backoff::Backoff;
 use crate::driver::{self, ConnectionHandle, Driver, DriverError, EndpointSpec, Refusal, Reporter};
 use crate::envelope;
-use crate::link::Link;
+use broker::bus::Link;
 
 /// How long connecting and each request may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);

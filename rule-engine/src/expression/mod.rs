@@ -7,7 +7,10 @@
 
 use jsonata_core::ast::AstNode;
 use jsonata_core::evaluator::{Context as Bindings, Evaluator, EvaluatorError, EvaluatorOptions};
-use jsonata_core::value::JValue;
+
+/// JSONata's value, which is also what chains compute with between rules: the rest of the
+/// crate names it through this module, the only one that imports jsonata-core.
+pub use jsonata_core::value::JValue;
 
 use crate::context::Context;
 use crate::stash::Stash;
@@ -81,7 +84,9 @@ impl Expression {
         if self.uses_last {
             let stash = stash.clone();
             evaluator
-                .register_fn("last", move |args: &[JValue]| stash.last(args))
+                .register_fn("last", move |args: &[JValue]| {
+                    stash.last(args).map_err(EvaluatorError::EvaluationError)
+                })
                 .map_err(|e| describe(&e))?;
         }
         match evaluator.evaluate(&self.ast, input) {

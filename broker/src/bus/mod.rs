@@ -1,19 +1,31 @@
-//! How gateway components (connections, mappings, the supervisor) reach the broker: the
-//! in-process link of the gateway's own broker, or, with `broker.external`, an MQTT session
-//! with an existing broker. Components see one face either way.
+//! The bus: how the gateway's components (connections, mappings, the supervisor) reach the
+//! broker. Either the in-process link of the gateway's own broker ([`LocalClient`]: no socket,
+//! no encoding) or, with `broker.external`, one session per component with an existing broker
+//! ([`ExternalLink`], served by an [`ExternalBroker`] implementation). Components see one face
+//! either way: a [`Connector`] to make links, a [`Link`] to publish, subscribe and receive.
+//!
+//! A mapping reaches an MQTT connection to a remote broker (a cloud) through a
+//! [`RemoteBroker`] handle: forwarding with store-and-forward, and remote subscriptions.
+
+mod external;
+mod remote;
 
 use std::sync::Arc;
 
-use broker::{BrokerHandle, Delivery, LinkError, LocalClient, Message, QoS, ReasonCode};
-use broker::{SubscriptionOptions, topic};
+pub use external::{ExternalBroker, ExternalLink, ExternalLinkEnd, ExternalRequest};
+pub use remote::{
+    DELIVERY_QUEUE, ForwardingStats, LinkCounters, OUTBOX, QueueCounters, RemoteBroker,
+    RemoteBrokerEnd, RemoteDelivery, SubscriptionCommand,
+};
 
-use crate::mqtt::link::{ExternalBroker, RemoteLink};
+use crate::{BrokerHandle, Delivery, LinkError, LocalClient, Message, QoS, ReasonCode};
+use crate::{SubscriptionOptions, topic};
 
 /// Where components connect.
 #[derive(Clone)]
 pub enum Connector {
     Local(BrokerHandle),
-    External(Arc<ExternalBroker>),
+    External(Arc<dyn ExternalBroker>),
 }
 
 impl From<BrokerHandle> for Connector {
@@ -41,7 +53,7 @@ impl Connector {
             Connector::Local(handle) => Ok(Link::Local(handle.connect_local(client_id).await?)),
             Connector::External(broker) => broker
                 .link(client_id)
-                .map(Link::Remote)
+                .map(Link::External)
                 .map_err(|_| LinkError::Refused(ReasonCode::UNSPECIFIED_ERROR)),
         }
     }
@@ -50,7 +62,7 @@ impl Connector {
 /// A component's link to the broker.
 pub enum Link {
     Local(LocalClient),
-    Remote(RemoteLink),
+    External(ExternalLink),
 }
 
 impl From<LocalClient> for Link {
@@ -63,13 +75,11 @@ impl Link {
     pub async fn publish(&self, message: Message) -> Result<(), LinkError> {
         match self {
             Link::Local(client) => client.publish(message).await,
-            Link::Remote(link) => {
+            Link::External(link) => {
                 if !topic::is_valid_topic_name(&message.topic) {
                     return Err(LinkError::InvalidTopic(message.topic.to_string()));
                 }
-                link.publish(message)
-                    .await
-                    .map_err(|_| LinkError::BrokerGone)
+                link.publish(message).await
             }
         }
     }
@@ -90,13 +100,11 @@ impl Link {
     ) -> Result<ReasonCode, LinkError> {
         match self {
             Link::Local(client) => client.subscribe_with(filter, options).await,
-            Link::Remote(link) => {
+            Link::External(link) => {
                 if !topic::is_valid_topic_filter(filter) {
                     return Err(LinkError::InvalidFilter(filter.to_string()));
                 }
-                link.subscribe(filter, options)
-                    .await
-                    .map_err(|_| LinkError::BrokerGone)?;
+                link.subscribe(filter, options).await?;
                 Ok(ReasonCode(options.qos as u8))
             }
         }
@@ -105,10 +113,8 @@ impl Link {
     pub async fn unsubscribe(&mut self, filter: &str) -> Result<ReasonCode, LinkError> {
         match self {
             Link::Local(client) => client.unsubscribe(filter).await,
-            Link::Remote(link) => {
-                link.unsubscribe(filter)
-                    .await
-                    .map_err(|_| LinkError::BrokerGone)?;
+            Link::External(link) => {
+                link.unsubscribe(filter).await?;
                 Ok(ReasonCode::SUCCESS)
             }
         }
@@ -117,14 +123,14 @@ impl Link {
     pub async fn recv(&mut self) -> Option<Delivery> {
         match self {
             Link::Local(client) => client.recv().await,
-            Link::Remote(link) => link.recv().await,
+            Link::External(link) => link.recv().await,
         }
     }
 
     pub async fn disconnect(self) {
         match self {
             Link::Local(client) => client.disconnect().await,
-            Link::Remote(link) => link.disconnect().await,
+            Link::External(link) => link.disconnect().await,
         }
     }
 }

@@ -1,36 +1,58 @@
-//! What mappings hold of an MQTT connection: a way to forward messages to the remote broker and
-//! to subscribe to it. The connection's driver owns the other ends.
+//! What a mapping holds of an MQTT connection to a remote broker (a cloud, another plant): a
+//! way to forward messages to it and to subscribe to it. The connection (in the protocol
+//! mapper) owns the other ends, [`RemoteBrokerEnd`], and keeps the counters.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use broker::{Message, QoS};
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 
-use super::queue::QueueCounters;
+use crate::{Message, QoS};
 
-/// Messages from mappings waiting for the driver to store or send them. A full outbox makes
-/// mappings wait: the driver is writing to disk, nothing is dropped.
+/// Messages from mappings waiting for the connection to store or send them. A full outbox makes
+/// mappings wait: the connection is writing to disk, nothing is dropped.
 pub const OUTBOX: usize = 4096;
 
-/// A remote subscription's deliveries: the tag the subscriber gave, and the message.
-pub type Delivery = (usize, Message);
+/// Messages from the remote broker waiting for one mapping entry; beyond this they are dropped
+/// and counted (waiting would stall the link for every other mapping).
+pub const DELIVERY_QUEUE: usize = 4096;
 
-pub(crate) enum SubscriptionCommand {
+/// Subscription commands waiting for the connection.
+const SUBSCRIPTION_COMMANDS: usize = 64;
+
+/// A remote subscription's deliveries: the tag the subscriber gave, and the message.
+pub type RemoteDelivery = (usize, Message);
+
+/// A mapping's subscription change, for the connection.
+pub enum SubscriptionCommand {
     Add {
         filter: String,
         qos: QoS,
         tag: usize,
-        deliver: mpsc::Sender<Delivery>,
+        deliver: mpsc::Sender<RemoteDelivery>,
         done: oneshot::Sender<u64>,
     },
     Remove(u64),
 }
 
+/// What the connection status and `/metrics` show of a store-and-forward queue. Shared with
+/// readers; only the queue writes.
+#[derive(Debug, Default)]
+pub struct QueueCounters {
+    pub messages: AtomicU64,
+    pub bytes: AtomicU64,
+    /// Dropped because the queue was full (oldest first).
+    pub dropped_full: AtomicU64,
+    /// Dropped because they were older than `max_age`.
+    pub dropped_expired: AtomicU64,
+    /// Acknowledged by the remote broker.
+    pub delivered: AtomicU64,
+}
+
 /// Counters of the connection apart from the queue's.
 #[derive(Debug, Default)]
-pub(crate) struct LinkCounters {
+pub struct LinkCounters {
     /// QoS 0 messages sent while the link was up.
     pub sent_qos0: AtomicU64,
     /// QoS 0 messages dropped because the link was down (QoS 0 is never stored).
@@ -67,10 +89,19 @@ pub struct ForwardingStats {
 /// A mapping's handle on an MQTT connection.
 #[derive(Clone)]
 pub struct RemoteBroker {
-    pub(crate) outbox: mpsc::Sender<Message>,
-    pub(crate) subscriptions: mpsc::Sender<SubscriptionCommand>,
-    pub(crate) queue: Arc<QueueCounters>,
-    pub(crate) link: Arc<LinkCounters>,
+    outbox: mpsc::Sender<Message>,
+    subscriptions: mpsc::Sender<SubscriptionCommand>,
+    queue: Arc<QueueCounters>,
+    link: Arc<LinkCounters>,
+}
+
+/// The connection's ends of a [`RemoteBroker`].
+pub struct RemoteBrokerEnd {
+    /// What mappings forward.
+    pub outbox: mpsc::Receiver<Message>,
+    pub subscriptions: mpsc::Receiver<SubscriptionCommand>,
+    pub queue: Arc<QueueCounters>,
+    pub link: Arc<LinkCounters>,
 }
 
 impl std::fmt::Debug for RemoteBroker {
@@ -82,6 +113,27 @@ impl std::fmt::Debug for RemoteBroker {
 }
 
 impl RemoteBroker {
+    /// A handle and the ends the connection serves.
+    pub fn new() -> (RemoteBroker, RemoteBrokerEnd) {
+        let (outbox, outbox_rx) = mpsc::channel(OUTBOX);
+        let (subscriptions, subscriptions_rx) = mpsc::channel(SUBSCRIPTION_COMMANDS);
+        let queue = Arc::new(QueueCounters::default());
+        let link = Arc::new(LinkCounters::default());
+        let end = RemoteBrokerEnd {
+            outbox: outbox_rx,
+            subscriptions: subscriptions_rx,
+            queue: queue.clone(),
+            link: link.clone(),
+        };
+        let handle = RemoteBroker {
+            outbox,
+            subscriptions,
+            queue,
+            link,
+        };
+        (handle, end)
+    }
+
     /// Hands a message to the connection: QoS 1/2 are stored and delivered in order whenever
     /// the link allows; QoS 0 is sent if the link is up and dropped (counted) otherwise.
     pub async fn forward(&self, message: Message) -> Result<(), String> {
@@ -98,7 +150,7 @@ impl RemoteBroker {
         filter: &str,
         qos: QoS,
         tag: usize,
-        deliver: mpsc::Sender<Delivery>,
+        deliver: mpsc::Sender<RemoteDelivery>,
     ) -> Result<u64, String> {
         let (done, id) = oneshot::channel();
         let command = SubscriptionCommand::Add {
