@@ -38,7 +38,9 @@ not_in_tree() {
 not_word='(^|[^A-Za-z0-9_:])'
 only_in "${not_word}tokio_modbus::" 'protocol-mapper/src/modbus/' \
     'only protocol-mapper/src/modbus/ imports tokio-modbus'
-only_in "${not_word}opcua::" 'protocol-mapper/src/opcua/' \
+# async-opcua is `opcua` in code, like the protocol modules named after it: look for its parts.
+only_in "${not_word}opcua::(types|client|server|crypto|core|nodes)::|use opcua(::|;)" \
+    'protocol-mapper/src/opcua/' \
     'only protocol-mapper/src/opcua/ imports async-opcua'
 only_in "${not_word}rumqttc::" 'protocol-mapper/src/mqtt/' \
     'only protocol-mapper/src/mqtt/ imports rumqttc'

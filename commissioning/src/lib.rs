@@ -8,6 +8,7 @@ pub mod diagnostic;
 pub mod model;
 pub mod opcua_address;
 pub mod params;
+mod protocols;
 pub mod resolve;
 mod rules;
 pub mod secrets;

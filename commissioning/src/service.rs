@@ -8,12 +8,11 @@ use serde_json::{Map, Value as Json};
 
 use crate::diagnostic::{Diagnostic, Pos, index, join};
 use crate::model::{
-    Address, Connection, ConnectionParams, ConnectionShape, Endpoint, EndpointShape, Mapping,
-    ModbusAddress, MqttConnection, MqttScheme, Operation, Protocol, Qos, RESOURCE_TYPES,
+    Connection, ConnectionShape, Endpoint, EndpointShape, Mapping, Operation, Qos, RESOURCE_TYPES,
     ResourceKind, ResourceRef, Role, User,
 };
-use crate::opcua_address::{check_node_id, parse_browse_path};
 use crate::params::{self, ParameterSpec};
+use crate::protocols;
 use crate::resolve::{OtherServices, Resolved, Scope, position_of};
 use crate::rules::check_rules;
 use crate::topic_pattern::{NamedFilter, Template};
@@ -489,40 +488,13 @@ fn load_resource(
             let shape: ConnectionShape =
                 typed(properties.clone(), &props_path, positions, diagnostics)?;
             let conn_path = join(&props_path, "connection");
-            let params = match shape.protocol {
-                Protocol::Modbus => ConnectionParams::Modbus(typed(
-                    shape.connection,
-                    &conn_path,
-                    positions,
-                    diagnostics,
-                )?),
-                Protocol::Opcua => ConnectionParams::Opcua(typed(
-                    shape.connection,
-                    &conn_path,
-                    positions,
-                    diagnostics,
-                )?),
-                Protocol::Mqtt => ConnectionParams::Mqtt(typed(
-                    shape.connection,
-                    &conn_path,
-                    positions,
-                    diagnostics,
-                )?),
-            };
-            if let ConnectionParams::Modbus(m) = &params
-                && let Some(size) = m.max_batch_size
-                && !(1..=2000).contains(&size)
-            {
-                let p = join(&conn_path, "maxBatchSize");
-                diagnostics.push(Diagnostic::new(
-                    &p,
-                    position_of(positions, &p),
-                    format!("expected 1-2000 (at most 125 are used for registers), got {size}"),
-                ));
-            }
-            if let ConnectionParams::Mqtt(m) = &params {
-                check_mqtt_connection(m, &conn_path, positions, diagnostics);
-            }
+            let params = protocols::connection(
+                shape.protocol,
+                shape.connection,
+                &conn_path,
+                positions,
+                diagnostics,
+            )?;
             ResourceKind::Connection(Connection {
                 protocol: shape.protocol,
                 params,
@@ -559,47 +531,14 @@ fn load_resource(
                 None
             })?;
             let address_path = join(&props_path, name);
-            let address = match shape.protocol {
-                Protocol::Modbus => {
-                    let a: ModbusAddress = typed(address, &address_path, positions, diagnostics)?;
-                    check_modbus_address(&a, operation, &address_path, positions, diagnostics);
-                    Address::Modbus(a)
-                }
-                Protocol::Opcua => {
-                    let a: crate::model::OpcuaAddress =
-                        typed(address, &address_path, positions, diagnostics)?;
-                    if a.node_id.is_some() == a.browse_path.is_some() {
-                        diagnostics.push(Diagnostic::new(
-                            &address_path,
-                            position_of(positions, &address_path),
-                            "give exactly one of `nodeId` or `browsePath`",
-                        ));
-                    }
-                    let checks = [
-                        ("nodeId", a.node_id.as_deref().map(check_node_id)),
-                        (
-                            "browsePath",
-                            a.browse_path
-                                .as_deref()
-                                .map(|p| parse_browse_path(p).map(|_| ())),
-                        ),
-                    ];
-                    for (key, outcome) in checks {
-                        if let Some(Err(message)) = outcome {
-                            let path = join(&address_path, key);
-                            diagnostics.push(Diagnostic::new(
-                                &path,
-                                position_of(positions, &path),
-                                message,
-                            ));
-                        }
-                    }
-                    Address::Opcua(a)
-                }
-                Protocol::Mqtt => {
-                    Address::Mqtt(typed(address, &address_path, positions, diagnostics)?)
-                }
-            };
+            let address = protocols::address(
+                shape.protocol,
+                operation,
+                address,
+                &address_path,
+                positions,
+                diagnostics,
+            )?;
             check_rules(
                 &shape.rules,
                 &join(&props_path, "rules"),
@@ -668,60 +607,6 @@ fn load_resource(
         properties,
         depends_on: out.local_refs.clone(),
     })
-}
-
-/// TLS material of an MQTT connection: certificates need a TLS scheme, a client certificate
-/// needs its key (and the other way round), `mutualAuthentication` needs both, and each is PEM.
-fn check_mqtt_connection(
-    m: &MqttConnection,
-    conn_path: &str,
-    positions: &BTreeMap<String, Pos>,
-    diagnostics: &mut Vec<Diagnostic>,
-) {
-    let mut problem = |field: &str, message: String| {
-        let p = join(conn_path, field);
-        diagnostics.push(Diagnostic::new(&p, position_of(positions, &p), message));
-    };
-    let tls = matches!(m.scheme, MqttScheme::Mqtts | MqttScheme::Wss);
-    for (field, value, marker) in [
-        ("caCert", &m.ca_cert, "CERTIFICATE"),
-        ("clientCert", &m.client_cert, "CERTIFICATE"),
-        ("clientPrivateKey", &m.client_private_key, "PRIVATE KEY"),
-    ] {
-        let Some(value) = value else { continue };
-        if !tls {
-            problem(
-                field,
-                "is only used with scheme mqtts or wss; the connection is not encrypted".into(),
-            );
-        } else if !value.contains("-----BEGIN") || !value.contains(marker) {
-            problem(
-                field,
-                format!("expected a PEM block (-----BEGIN ...{marker}-----)"),
-            );
-        }
-    }
-    match (&m.client_cert, &m.client_private_key) {
-        (Some(_), None) => problem(
-            "clientPrivateKey",
-            "clientCert is given, so the matching clientPrivateKey is needed".into(),
-        ),
-        (None, Some(_)) => problem(
-            "clientCert",
-            "clientPrivateKey is given, so the matching clientCert is needed".into(),
-        ),
-        (None, None) if m.mutual_authentication => problem(
-            "mutualAuthentication",
-            "mutual TLS needs clientCert and clientPrivateKey (PEM)".into(),
-        ),
-        _ => {}
-    }
-    if m.mutual_authentication && !tls {
-        problem(
-            "mutualAuthentication",
-            "mutual TLS needs scheme mqtts or wss".into(),
-        );
-    }
 }
 
 /// `${Cybus::MqttRoot}` in a mapping topic is expanded even without `!sub` (SPEC section 2).
@@ -793,50 +678,6 @@ fn check_ref(
             position_of(positions, path),
             format!("`{reference}` is a {actual}; expected a {expected}"),
         ));
-    }
-}
-
-fn check_modbus_address(
-    a: &ModbusAddress,
-    operation: Operation,
-    path: &str,
-    positions: &BTreeMap<String, Pos>,
-    diagnostics: &mut Vec<Diagnostic>,
-) {
-    let fc_path = join(path, "fc");
-    let allowed: &[u8] = match operation {
-        Operation::Subscribe | Operation::Read => &[1, 2, 3, 4],
-        Operation::Write => &[5, 6, 15, 16],
-    };
-    if !allowed.contains(&a.fc) {
-        let list: Vec<String> = allowed.iter().map(u8::to_string).collect();
-        diagnostics.push(Diagnostic::new(
-            &fc_path,
-            position_of(positions, &fc_path),
-            format!(
-                "function code {} cannot be used here; expected one of {}",
-                a.fc,
-                list.join(", ")
-            ),
-        ));
-    }
-    if let Some(expression) = &a.cron_expression
-        && let Err(e) = crate::model::parse_cron(expression)
-    {
-        let p = join(path, "cronExpression");
-        diagnostics.push(Diagnostic::new(&p, position_of(positions, &p), e));
-    }
-    if a.interval.is_some() && a.cron_expression.is_some() {
-        diagnostics.push(Diagnostic::new(
-            path,
-            position_of(positions, path),
-            "give `interval` or `cronExpression`, not both",
-        ));
-    }
-    if a.length == 0 || (a.fc <= 2 && a.length > 2000) || (matches!(a.fc, 3 | 4) && a.length > 125)
-    {
-        let p = join(path, "length");
-        diagnostics.push(Diagnostic::new(&p, position_of(positions, &p), format!("length {} is outside what one Modbus request can carry (1-125 registers, 1-2000 coils)", a.length)));
     }
 }
 

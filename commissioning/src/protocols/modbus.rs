@@ -1,0 +1,86 @@
+//! `protocol: Modbus`: the connection's properties and an endpoint's register address.
+
+use std::collections::BTreeMap;
+
+use serde_json::Value as Json;
+
+use crate::diagnostic::{Diagnostic, Pos, join};
+use crate::model::{ModbusAddress, ModbusConnection, Operation};
+use crate::resolve::position_of;
+use crate::typed::typed;
+
+pub(super) fn connection(
+    properties: Json,
+    path: &str,
+    positions: &BTreeMap<String, Pos>,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Option<ModbusConnection> {
+    let connection: ModbusConnection = typed(properties, path, positions, diagnostics)?;
+    if let Some(size) = connection.max_batch_size
+        && !(1..=2000).contains(&size)
+    {
+        let p = join(path, "maxBatchSize");
+        diagnostics.push(Diagnostic::new(
+            &p,
+            position_of(positions, &p),
+            format!("expected 1-2000 (at most 125 are used for registers), got {size}"),
+        ));
+    }
+    Some(connection)
+}
+
+pub(super) fn address(
+    properties: Json,
+    operation: Operation,
+    path: &str,
+    positions: &BTreeMap<String, Pos>,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Option<ModbusAddress> {
+    let address: ModbusAddress = typed(properties, path, positions, diagnostics)?;
+    check_address(&address, operation, path, positions, diagnostics);
+    Some(address)
+}
+
+fn check_address(
+    a: &ModbusAddress,
+    operation: Operation,
+    path: &str,
+    positions: &BTreeMap<String, Pos>,
+    diagnostics: &mut Vec<Diagnostic>,
+) {
+    let fc_path = join(path, "fc");
+    let allowed: &[u8] = match operation {
+        Operation::Subscribe | Operation::Read => &[1, 2, 3, 4],
+        Operation::Write => &[5, 6, 15, 16],
+    };
+    if !allowed.contains(&a.fc) {
+        let list: Vec<String> = allowed.iter().map(u8::to_string).collect();
+        diagnostics.push(Diagnostic::new(
+            &fc_path,
+            position_of(positions, &fc_path),
+            format!(
+                "function code {} cannot be used here; expected one of {}",
+                a.fc,
+                list.join(", ")
+            ),
+        ));
+    }
+    if let Some(expression) = &a.cron_expression
+        && let Err(e) = crate::model::parse_cron(expression)
+    {
+        let p = join(path, "cronExpression");
+        diagnostics.push(Diagnostic::new(&p, position_of(positions, &p), e));
+    }
+    if a.interval.is_some() && a.cron_expression.is_some() {
+        diagnostics.push(Diagnostic::new(
+            path,
+            position_of(positions, path),
+            "give `interval` or `cronExpression`, not both",
+        ));
+    }
+    if a.length == 0 || (a.fc <= 2 && a.length > 2000) || (matches!(a.fc, 3 | 4) && a.length > 125)
+    {
+        let p = join(path, "length");
+        diagnostics.push(Diagnostic::new(&p, position_of(positions, &p), format!("length {} is outside what one Modbus request can carry (1-125 registers, 1-2000 coils)", a.length)));
+    }
+}
