@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-sources=(broker/src protocol-mapper/src rule-engine/src admin-api/src commissioning/src gateway/src)
+sources=(broker/src protocol-mapper/src rule-engine/src admin/src admin-api/src commissioning/src gateway/src)
 failed=0
 
 # only_in PATTERN ALLOWED WHAT: code lines (not comments) matching PATTERN only in files whose
@@ -46,13 +46,17 @@ only_in "${not_word}rumqttc::" 'protocol-mapper/src/mqtt/' \
     'only protocol-mapper/src/mqtt/ imports rumqttc'
 only_in "${not_word}jsonata_core::" 'rule-engine/src/expression/|commissioning/src/rules.rs' \
     'only rule-engine/src/expression/ imports jsonata-core (commissioning/src/rules.rs its parser)'
-only_in "${not_word}sqlx::" 'admin-api/src/store/|protocol-mapper/src/mqtt/queue.rs' \
-    'only admin-api/src/store/ and the store-and-forward queue run SQL'
+only_in "${not_word}sqlx::" 'admin/src/store/|protocol-mapper/src/mqtt/queue.rs' \
+    'only admin/src/store/ and the store-and-forward queue run SQL'
 only_in "${not_word}(std::)?env::var" 'gateway/src/' \
     'only the gateway crate reads environment variables'
 only_in "${not_word}(ConnectionParams|Address|Protocol)::(Modbus|Opcua|Mqtt)" \
     'commissioning/src/|protocol-mapper/src/' \
     'only commissioning and the protocol mapper know which protocols exist'
+
+# The administration (service lifecycle, accounts, store) knows nothing of HTTP; admin-api calls it.
+only_in "${not_word}(axum|utoipa|hyper)::" 'admin-api/src/|gateway/src/|broker/src/' \
+    'only admin-api, the gateway and the broker (MQTT over WebSocket) speak HTTP'
 
 not_in_tree rule-engine tokio-modbus async-opcua rumqttc sqlx
 not_in_tree broker tokio-modbus async-opcua rumqttc sqlx

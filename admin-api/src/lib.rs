@@ -1,238 +1,202 @@
-//! The admin side of Ironbridge: services from commissioning files, users, roles and
-//! permissions, the REST API over them (`http`), and the broker's authentication hook backed by
-//! the same users (`broker_auth`). State lives in SQLite or PostgreSQL (`store`).
+//! The REST API (SPEC section 8): one router per resource merged here, token checks and the
+//! permission check for every protected route in one middleware.
 
-pub mod access;
-pub mod accounts;
-pub mod auth;
-pub mod broker_auth;
+mod accounts;
+pub mod dto;
 pub mod error;
-pub mod http;
-pub mod services;
-pub mod store;
+mod openapi;
+mod services;
+mod system;
 
-use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, RwLock};
+use std::net::SocketAddr;
+use std::sync::Arc;
 
-use arc_swap::ArcSwap;
-use tracing::{info, warn};
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request, State};
+use axum::http::request::Parts;
+use axum::http::{Method, header};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::{Json, Router};
+use commissioning::model::{AccessContext, AccessOperation};
+use serde::de::DeserializeOwned;
 
-use crate::access::Directory;
-use crate::auth::credential_cache::CredentialCache;
-use crate::auth::password;
-use crate::auth::throttle::Throttle;
-use crate::auth::token::Signer;
-pub use crate::error::{AdminError, AdminResult};
-use crate::services::{Installed, ResourceRuntime, ServiceState};
-use crate::store::Store;
+use admin::Admin;
+use admin::access::allows;
+use admin::accounts::Caller;
+use error::{ApiError, ApiResult};
 
-/// The administrator created on first start.
-pub const ADMIN_USER: &str = "admin";
-/// Where the generated first admin password is written when none was given.
-pub const INITIAL_PASSWORD_FILE: &str = "initial-admin-password";
+/// Health of parts the admin API does not own (the broker, connections), supplied by the
+/// gateway.
+pub type HealthProbe = Arc<dyn Fn() -> Vec<HealthPart> + Send + Sync>;
 
-#[derive(Debug, Clone)]
-pub struct AdminConfig {
-    pub data_dir: PathBuf,
-    /// `sqlite://...` or `postgres://...`; `None` is `<data_dir>/ironbridge.db`.
-    pub database_url: Option<String>,
-    /// The first admin's password; generated (and written to the data folder) when absent.
-    pub admin_password: Option<String>,
-    /// What services see as `Cybus::MqttHost` and `Cybus::MqttPort`.
-    pub mqtt_host: String,
-    pub mqtt_port: u16,
-    /// Largest request body the API accepts (413 above).
-    pub max_body_bytes: usize,
+/// One part in `/api/system/health`.
+pub struct HealthPart {
+    pub name: String,
+    /// `Some(false)` makes the gateway unhealthy (503); `None` is information only (a machine
+    /// being offline is not the gateway's ill health).
+    pub ok: Option<bool>,
+    /// Extra fields shown with the part's `status`.
+    pub detail: serde_json::Map<String, serde_json::Value>,
+    /// Fields that name things (connections, a broker's address and user): shown only to
+    /// callers with a valid token, since the health route is open to anyone.
+    pub names: serde_json::Map<String, serde_json::Value>,
 }
 
-/// Shared by every request handler and the broker hook.
-pub struct Admin {
-    pub config: AdminConfig,
-    store: Store,
-    directory: ArcSwap<Directory>,
-    /// Signalled after every change of the directory; the broker's connections then check that
-    /// their user still exists unchanged.
-    directory_changes: tokio::sync::watch::Sender<()>,
-    signer: Signer,
-    throttle: Throttle,
-    credentials: CredentialCache,
-    /// Revoked token ids and their expiry, mirrored from the store.
-    revoked: Mutex<HashMap<String, i64>>,
-    services: tokio::sync::Mutex<BTreeMap<String, Installed>>,
-    service_states: RwLock<HashMap<String, ServiceState>>,
-    runtime: Arc<dyn ResourceRuntime>,
-    started: std::time::Instant,
-    /// Verified against when a login names an unknown user, so timing does not tell.
-    dummy_hash: String,
-}
-
-impl std::fmt::Debug for Admin {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Admin")
-            .field("config", &self.config)
-            .finish_non_exhaustive()
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    #[error(transparent)]
-    Store(#[from] store::StoreError),
-    #[error("cannot prepare {path}: {error}")]
-    File { path: String, error: std::io::Error },
-    #[error("{0}")]
-    Admin(#[from] AdminError),
-}
-
-impl Admin {
-    /// Opens the database (running migrations), creates the first admin if there is none and
-    /// loads users. Services come back with [`Admin::restore_services`], called once whatever
-    /// runs their resources (the broker, the supervisor) is up.
-    pub async fn start(
-        config: AdminConfig,
-        runtime: Arc<dyn ResourceRuntime>,
-    ) -> Result<Arc<Admin>, StartError> {
-        std::fs::create_dir_all(&config.data_dir).map_err(|error| StartError::File {
-            path: config.data_dir.display().to_string(),
-            error,
-        })?;
-        let url = config.database_url.clone().unwrap_or_else(|| {
-            format!(
-                "sqlite://{}?mode=rwc",
-                config.data_dir.join("ironbridge.db").display()
-            )
-        });
-        let store = Store::connect(&url).await?;
-        store.assign_missing_user_ids(password::new_user_id).await?;
-        let key_path = config.data_dir.join("api-token-key");
-        let signer = Signer::load_or_create(&key_path).map_err(|error| StartError::File {
-            path: key_path.display().to_string(),
-            error,
-        })?;
-        let revoked = store
-            .revoked_tokens(now_secs())
-            .await?
-            .into_iter()
-            .collect();
-        let admin = Arc::new(Admin {
-            config,
-            store,
-            directory: ArcSwap::from_pointee(Directory::default()),
-            directory_changes: tokio::sync::watch::Sender::new(()),
-            signer,
-            throttle: Throttle::default(),
-            credentials: CredentialCache::default(),
-            revoked: Mutex::new(revoked),
-            services: tokio::sync::Mutex::new(BTreeMap::new()),
-            service_states: RwLock::new(HashMap::new()),
-            runtime,
-            started: std::time::Instant::now(),
-            dummy_hash: password::hash(password::generate())
-                .await
-                .map_err(AdminError::Internal)?,
-        });
-        admin.reload().await?;
-        admin.ensure_first_admin().await?;
-        Ok(admin)
-    }
-
-    /// Reloads users and roles into the in-memory directory the API and broker read.
-    pub(crate) async fn reload(&self) -> AdminResult<()> {
-        let users = self.store.users().await?;
-        let roles = self.store.roles().await?;
-        self.directory
-            .store(Arc::new(Directory::build(users, roles)));
-        self.directory_changes.send_replace(());
-        Ok(())
-    }
-
-    async fn ensure_first_admin(&self) -> Result<(), StartError> {
-        if !self.store.users().await?.is_empty() {
-            return Ok(());
+impl HealthPart {
+    pub fn up(name: &str, ok: bool) -> HealthPart {
+        HealthPart {
+            name: name.into(),
+            ok: Some(ok),
+            detail: serde_json::Map::new(),
+            names: serde_json::Map::new(),
         }
-        let (password, generated) = match &self.config.admin_password {
-            Some(password) => (password.clone(), false),
-            None => (password::generate(), true),
-        };
-        let hash = password::hash(password.clone())
-            .await
-            .map_err(AdminError::Internal)?;
-        let record = store::UserRecord {
-            name: ADMIN_USER.into(),
-            uid: password::new_user_id(),
-            password_hash: hash,
-            roles: vec![access::ADMIN_ROLE.into()],
-            permissions: Vec::new(),
-            service_id: None,
-            token_generation: 0,
-            created_at: now_secs(),
-        };
-        self.store.insert_user(&record).await?;
-        self.reload().await?;
-        if generated {
-            let path = self.config.data_dir.join(INITIAL_PASSWORD_FILE);
-            write_private_file(&path, format!("{password}\n").as_bytes()).map_err(|error| {
-                StartError::File {
-                    path: path.display().to_string(),
-                    error,
-                }
-            })?;
-            // Printed once, on first start only, so the operator can log in.
-            eprintln!(
-                "ironbridge: created user `admin` with password {password} (also in {})",
-                path.display()
-            );
-            info!(file = %path.display(), "Created the first administrator `admin` with a generated password");
-        } else {
-            info!(
-                "Created the first administrator `admin` with the password from IRONBRIDGE_ADMIN_PASSWORD"
-            );
-        }
-        Ok(())
-    }
-
-    pub async fn database_ok(&self) -> bool {
-        self.store.ping().await.is_ok()
-    }
-
-    /// Signalled after every change of users, roles or permissions.
-    pub fn directory_changes(&self) -> tokio::sync::watch::Receiver<()> {
-        self.directory_changes.subscribe()
-    }
-
-    pub fn uptime_secs(&self) -> u64 {
-        self.started.elapsed().as_secs()
-    }
-
-    /// Stops the resources of every service and closes the database.
-    pub async fn shutdown(&self) {
-        self.stop_all_services().await;
-        self.store.close().await;
     }
 }
 
-pub(crate) fn now_secs() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
+#[derive(Clone)]
+pub struct ApiState {
+    pub admin: Arc<Admin>,
+    pub health: HealthProbe,
 }
 
-/// Writes a secret readable by the owner only (0600 on Unix), replacing any previous file.
-pub(crate) fn write_private_file(path: &Path, contents: &[u8]) -> std::io::Result<()> {
-    use std::io::Write as _;
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options.open(path)?;
-    file.write_all(contents)?;
-    file.sync_all()?;
-    if let Err(e) =
-        std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+/// The API under `/api` plus `/api/openapi.json`. Unknown `/api/...` paths get a JSON 404.
+pub fn router(admin: Arc<Admin>, health: HealthProbe) -> Router {
+    let max_body = admin.config.max_body_bytes;
+    let state = ApiState { admin, health };
+    let protected = Router::new()
+        .merge(accounts::protected_routes())
+        .merge(services::routes())
+        .merge(system::protected_routes())
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            require_permission,
+        ));
+    let self_service = accounts::self_service_routes()
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
+    Router::new()
+        .merge(protected)
+        .merge(self_service)
+        .merge(accounts::public_routes())
+        .merge(system::public_routes())
+        .fallback(|| async { ApiError::not_found() })
+        .layer(axum::extract::DefaultBodyLimit::max(max_body))
+        .with_state(state)
+}
+
+/// The bearer token from `Authorization: Bearer ...` or `?apiToken=...`.
+fn token(parts: &Parts) -> Option<String> {
+    if let Some(value) = parts
+        .headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
     {
-        warn!(file = %path.display(), error = %e, "Cannot restrict permissions");
+        // The scheme is case-insensitive (RFC 7235 section 2.1): `bearer` and `BEARER` work too.
+        let (scheme, credentials) = value.trim_start().split_once(' ')?;
+        return scheme
+            .eq_ignore_ascii_case("bearer")
+            .then(|| credentials.trim().to_string());
     }
-    Ok(())
+    parts.uri.query()?.split('&').find_map(|pair| {
+        let (key, value) = pair.split_once('=')?;
+        (key == "apiToken").then(|| value.to_string())
+    })
+}
+
+/// Whether the request carries a valid token; for open routes that show more to logged-in users.
+fn is_logged_in(state: &ApiState, parts: &Parts) -> bool {
+    authenticate(state, parts).is_ok()
+}
+
+fn authenticate(state: &ApiState, parts: &Parts) -> ApiResult<Caller> {
+    let token = token(parts).ok_or_else(|| {
+        ApiError::from(admin::AdminError::Unauthenticated("send a token as `Authorization: Bearer <token>` or `?apiToken=`; get one from POST /api/login".into()))
+    })?;
+    Ok(state.admin.caller(&token)?)
+}
+
+/// Token only: for what every logged-in user may do to themselves.
+async fn require_token(State(state): State<ApiState>, request: Request, next: Next) -> Response {
+    let (mut parts, body) = request.into_parts();
+    match authenticate(&state, &parts) {
+        Ok(caller) => {
+            parts.extensions.insert(caller);
+            next.run(Request::from_parts(parts, body)).await
+        }
+        Err(e) => axum::response::IntoResponse::into_response(e),
+    }
+}
+
+/// Token and an http-context permission covering the path: GET needs `read`, anything else
+/// `write`.
+async fn require_permission(
+    State(state): State<ApiState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let (mut parts, body) = request.into_parts();
+    let caller = match authenticate(&state, &parts) {
+        Ok(caller) => caller,
+        Err(e) => return axum::response::IntoResponse::into_response(e),
+    };
+    let operation = match parts.method {
+        Method::GET | Method::HEAD => AccessOperation::Read,
+        _ => AccessOperation::Write,
+    };
+    let path = parts.uri.path().trim_end_matches('/');
+    if !allows(&caller.permissions, AccessContext::Http, operation, path) {
+        let verb = if operation == AccessOperation::Read {
+            "read"
+        } else {
+            "write"
+        };
+        return axum::response::IntoResponse::into_response(ApiError::from(
+            admin::AdminError::Forbidden(format!(
+                "user {:?} has no http {verb} permission on {path}",
+                caller.name
+            )),
+        ));
+    }
+    parts.extensions.insert(caller);
+    next.run(Request::from_parts(parts, body)).await
+}
+
+/// The caller a middleware authenticated.
+pub struct Authenticated(pub Caller);
+
+impl<S: Send + Sync> FromRequestParts<S> for Authenticated {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        parts
+            .extensions
+            .get::<Caller>()
+            .cloned()
+            .map(Authenticated)
+            .ok_or_else(|| ApiError::from(admin::AdminError::Unauthenticated("no token".into())))
+    }
+}
+
+/// The client's address when the server recorded it (for login throttling).
+pub struct ClientAddress(pub Option<std::net::IpAddr>);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientAddress {
+    type Rejection = std::convert::Infallible;
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        Ok(ClientAddress(
+            parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|c| c.0.ip()),
+        ))
+    }
+}
+
+/// JSON body whose problems answer in our error format (400, 413, 415).
+pub struct ApiJson<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let Json(value) = Json::<T>::from_request(request, state).await?;
+        Ok(ApiJson(value))
+    }
 }

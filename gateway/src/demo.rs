@@ -12,8 +12,8 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use admin_api::services::{Authority, Operation, ServiceInput};
-use admin_api::{Admin, AdminError};
+use admin::services::{Authority, Operation, ServiceInput};
+use admin::{Admin, AdminError};
 use anyhow::Context as _;
 use protocol_mapper::modbus::simulator::{Bank, Simulator};
 use protocol_mapper::opcua::simulator::{

@@ -13,7 +13,7 @@ pub mod supervisor;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use admin_api::{Admin, AdminConfig};
+use admin::{Admin, AdminConfig};
 use anyhow::Context as _;
 use broker::bus::{Connector, ExternalBroker};
 use broker::{Broker, BrokerHandle};
@@ -166,7 +166,7 @@ impl Gateway {
             let handle = broker.as_ref().map(Broker::handle);
             let probe = health_probe(handle.clone(), connector.clone(), supervisor.clone());
             let api_metrics = Arc::new(metrics::ApiMetrics::default());
-            let api = admin_api::http::router(admin.clone(), probe).route_layer(
+            let api = admin_api::router(admin.clone(), probe).route_layer(
                 axum::middleware::from_fn_with_state(api_metrics.clone(), metrics::track),
             );
             let websocket = match &broker {
@@ -243,7 +243,7 @@ fn start_broker(
         info!(broker = %external.display_url(), "Using the external broker; the built-in broker is off");
         return Ok((None, Connector::External(Arc::new(external))));
     }
-    let auth = Arc::new(admin_api::broker_auth::UserAuth {
+    let auth = Arc::new(admin::broker_auth::UserAuth {
         admin: admin.clone(),
         allow_anonymous: config.allow_anonymous,
     });
@@ -286,8 +286,8 @@ fn health_probe(
     broker: Option<BrokerHandle>,
     connector: Connector,
     supervisor: Arc<supervisor::Supervisor>,
-) -> admin_api::http::HealthProbe {
-    use admin_api::http::HealthPart;
+) -> admin_api::HealthProbe {
+    use admin_api::HealthPart;
     use serde_json::json;
     Arc::new(move || {
         let broker_part = match (&broker, &connector) {

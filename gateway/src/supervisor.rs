@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 
-use admin_api::services::{BoxFuture, ResourceRuntime, ResourceStatus};
+use admin::services::{BoxFuture, ResourceRuntime, ResourceStatus};
 use broker::bus::{Connector, ForwardingStats, Link, RemoteBroker};
 use broker::codec::QoS;
 use broker::message::Message;

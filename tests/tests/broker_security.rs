@@ -9,7 +9,7 @@ mod common;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use admin_api::accounts::UserChange;
+use admin::accounts::UserChange;
 use broker::{LocalClient, Message, QoS};
 use commissioning::model::{AccessContext, AccessOperation, Permission};
 use gateway::Gateway;

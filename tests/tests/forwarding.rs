@@ -8,7 +8,7 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use admin_api::services::{Authority, ServiceInput, StatusReport};
+use admin::services::{Authority, ServiceInput, StatusReport};
 use broker::{LocalClient, Message, QoS};
 use bytes::Bytes;
 use gateway::Gateway;
@@ -123,7 +123,7 @@ impl Cloud {
 }
 
 /// The resource's status entry in the service status.
-fn resource<'a>(report: &'a StatusReport, id: &str) -> &'a admin_api::services::ResourceReport {
+fn resource<'a>(report: &'a StatusReport, id: &str) -> &'a admin::services::ResourceReport {
     report.resources.iter().find(|r| r.id == id).unwrap()
 }
 

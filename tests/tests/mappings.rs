@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use admin_api::services::{Authority, ServiceInput, ServiceState};
+use admin::services::{Authority, ServiceInput, ServiceState};
 use broker::{LocalClient, Message, QoS};
 use gateway::Gateway;
 use protocol_mapper::modbus::simulator::Simulator;

@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use admin_api::services::{Authority, Operation, ServiceInput, ServiceState};
+use admin::services::{Authority, Operation, ServiceInput, ServiceState};
 use broker::{Message, QoS};
 use gateway::Gateway;
 use protocol_mapper::modbus::simulator::Simulator;

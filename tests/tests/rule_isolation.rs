@@ -6,7 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use admin_api::services::{Authority, ServiceInput, ServiceState};
+use admin::services::{Authority, ServiceInput, ServiceState};
 use broker::{Message, QoS};
 use gateway::Gateway;
 use serde_json::Map;

@@ -5,8 +5,8 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use admin_api::services::{BoxFuture, ResourceRuntime, ResourceStatus};
-use admin_api::{Admin, AdminConfig};
+use admin::services::{BoxFuture, ResourceRuntime, ResourceStatus};
+use admin::{Admin, AdminConfig};
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
@@ -133,9 +133,9 @@ impl TestApi {
         let runtime = Arc::new(RecordingRuntime::default());
         let admin = Admin::start(config.clone(), runtime.clone()).await.unwrap();
         admin.restore_services().await.unwrap();
-        let router = admin_api::http::router(
+        let router = admin_api::router(
             admin.clone(),
-            Arc::new(|| vec![admin_api::http::HealthPart::up("broker", true)]),
+            Arc::new(|| vec![admin_api::HealthPart::up("broker", true)]),
         );
         TestApi {
             admin,

@@ -9,10 +9,10 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{Map, Value as Json_};
 
-use super::dto::*;
-use super::error::{ApiError, ApiResult, ErrorBody, too_large};
-use super::{ApiJson, ApiState, Authenticated};
-use crate::services::{Authority, Installed, Operation, ServiceInput, ServiceState, StatusReport};
+use crate::dto::*;
+use crate::error::{ApiError, ApiResult, ErrorBody, too_large};
+use crate::{ApiJson, ApiState, Authenticated};
+use admin::services::{Authority, Installed, Operation, ServiceInput, ServiceState, StatusReport};
 
 pub fn routes() -> Router<ApiState> {
     Router::new()

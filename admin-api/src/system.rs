@@ -7,16 +7,16 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{Map, Value as Json_};
 
-use super::ApiState;
-use super::dto::{HealthResponse, InfoResponse};
-use crate::services::ServiceState;
+use crate::ApiState;
+use crate::dto::{HealthResponse, InfoResponse};
+use admin::services::ServiceState;
 
 pub fn public_routes() -> Router<ApiState> {
     Router::new()
         .route("/api/system/health", get(health))
         .route(
             "/api/openapi.json",
-            get(|| async { Json(super::openapi::document()) }),
+            get(|| async { Json(crate::openapi::document()) }),
         )
 }
 
@@ -42,7 +42,7 @@ pub async fn health(
     State(state): State<ApiState>,
     request: Parts,
 ) -> (StatusCode, Json<HealthResponse>) {
-    let logged_in = super::is_logged_in(&state, &request);
+    let logged_in = crate::is_logged_in(&state, &request);
     let mut parts = Map::new();
     let mut healthy = true;
     for mut part in (state.health)() {

@@ -5,9 +5,9 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, Ref, RefOr, Response, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
-use super::dto::*;
-use super::error::{ErrorBody, ErrorDetail};
-use super::{accounts, services, system};
+use crate::dto::*;
+use crate::error::{ErrorBody, ErrorDetail};
+use crate::{accounts, services, system};
 
 #[derive(OpenApi)]
 #[openapi(
