@@ -12,7 +12,7 @@ use serde_json::{Map, Value as Json_};
 use crate::dto::*;
 use crate::error::{ApiError, ApiResult, ErrorBody, too_large};
 use crate::{ApiJson, ApiState, Authenticated};
-use admin::services::{Authority, Installed, Operation, ServiceInput, ServiceState, StatusReport};
+use admin::services::{Authority, Installed, Operation, ServiceInput, StatusReport, TargetState};
 
 pub fn routes() -> Router<ApiState> {
     Router::new()
@@ -34,7 +34,7 @@ fn summary(installed: &Installed, report: &StatusReport) -> ServiceSummary {
         version: installed.service.metadata.version.clone(),
         state: installed.state.as_str().into(),
         deviated: report.deviated,
-        target_state: installed.record.target_state.clone(),
+        target_state: installed.record.target_state.as_str().into(),
     }
 }
 
@@ -45,7 +45,7 @@ fn resources(report: &StatusReport) -> Vec<ResourceDto> {
         .map(|r| ResourceDto {
             id: r.id.clone(),
             kind: r.kind.into(),
-            state: r.state.clone(),
+            state: r.state.as_str().into(),
             message: r.message.clone(),
             metrics: r.metrics.clone(),
         })
@@ -87,15 +87,16 @@ pub async fn list(State(state): State<ApiState>) -> Json<Vec<ServiceSummary>> {
     )
 }
 
-fn target_state(value: Option<&str>) -> ApiResult<Option<ServiceState>> {
-    match value {
-        None => Ok(None),
-        Some("enabled") => Ok(Some(ServiceState::Enabled)),
-        Some("disabled") => Ok(Some(ServiceState::Disabled)),
-        Some(other) => Err(ApiError::bad_request(format!(
-            "targetState must be `enabled` or `disabled`, got {other:?}"
-        ))),
-    }
+fn target_state(value: Option<&str>) -> ApiResult<Option<TargetState>> {
+    value
+        .map(|text| {
+            TargetState::parse(text).ok_or_else(|| {
+                ApiError::bad_request(format!(
+                    "targetState must be `enabled` or `disabled`, got {text:?}"
+                ))
+            })
+        })
+        .transpose()
 }
 
 /// An install or validate request: JSON (`{commissioningFile, parameters, ...}`) or the raw YAML

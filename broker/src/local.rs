@@ -17,7 +17,7 @@ use crate::router::{
 };
 use crate::topic;
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum LinkError {
     #[error("the broker is shutting down")]
     BrokerGone,

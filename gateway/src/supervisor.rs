@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 
-use admin::services::{BoxFuture, ResourceRuntime, ResourceStatus};
+use admin::services::{BoxFuture, ResourceRuntime, ResourceState, ResourceStatus, ServiceState};
 use broker::bus::{Connector, ForwardingStats, Link, RemoteBroker};
 use broker::codec::QoS;
 use broker::message::Message;
@@ -180,7 +180,8 @@ impl Supervisor {
                             rx,
                             broker,
                         )
-                        .await?;
+                        .await
+                        .map_err(|e| e.to_string())?;
                         (Some(chains), Some(tx))
                     }
                 };
@@ -275,7 +276,9 @@ impl Supervisor {
             });
         }
         let name = format!("{}::{}", service.id, resource.id);
-        let chains = rule_engine::start_mapping(&name, entries, broker).await?;
+        let chains = rule_engine::start_mapping(&name, entries, broker)
+            .await
+            .map_err(|e| e.to_string())?;
         Ok(Running::Mapping(Some(chains)))
     }
 }
@@ -428,16 +431,16 @@ impl ResourceRuntime for Supervisor {
 
     fn status(&self, service_id: &str, resource_id: &str) -> ResourceStatus {
         let running = self.running();
-        let status = |state: &str, in_target_state: bool, message: Option<String>| ResourceStatus {
-            state: state.into(),
+        let status = |state, in_target_state, message| ResourceStatus {
+            state,
             in_target_state,
             message,
             metrics: None,
         };
         match running.get(&(service_id.to_string(), resource_id.to_string())) {
-            None => status("stopped", false, None),
+            None => status(ResourceState::Stopped, false, None),
             Some(Running::Unavailable(reason)) => {
-                status("unavailable", false, Some(reason.clone()))
+                status(ResourceState::Unavailable, false, Some(reason.clone()))
             }
             Some(Running::Connection { handle, remote }) => {
                 let current = handle.status();
@@ -450,13 +453,13 @@ impl ResourceRuntime for Supervisor {
                         .as_ref()
                         .and_then(|r| serde_json::to_value(r.stats()).ok()),
                     ..status(
-                        current.state.as_str(),
+                        resource_state(current.state),
                         current.state == wanted,
                         current.last_error,
                     )
                 }
             }
-            Some(Running::Mapping(None)) => status("disabled", true, None),
+            Some(Running::Mapping(None)) => status(ResourceState::Disabled, true, None),
             Some(Running::Mapping(Some(chains))) => {
                 let stats = chains.stats();
                 let metrics = serde_json::to_value(&stats).ok();
@@ -467,8 +470,12 @@ impl ResourceRuntime for Supervisor {
                     )
                 });
                 let current = match chains.is_running() {
-                    true => status("running", true, message),
-                    false => status("stopped", false, Some("the broker link ended".into())),
+                    true => status(ResourceState::Running, true, message),
+                    false => status(
+                        ResourceState::Stopped,
+                        false,
+                        Some("the broker link ended".into()),
+                    ),
                 };
                 ResourceStatus { metrics, ..current }
             }
@@ -490,19 +497,23 @@ impl ResourceRuntime for Supervisor {
                 });
                 if current.state != ConnectionState::Connected {
                     let wanted = connection.target == ConnectionTargetState::Disconnected;
-                    status("waiting for its connection", wanted, current.last_error)
+                    status(
+                        ResourceState::WaitingForConnection,
+                        wanted,
+                        current.last_error,
+                    )
                 } else if let Some(error) = connection.endpoint_error(id) {
-                    status("error", false, Some(error))
+                    status(ResourceState::Error, false, Some(error))
                 } else {
-                    status("running", true, rules_error)
+                    status(ResourceState::Running, true, rules_error)
                 }
             }
         }
     }
 
-    fn service_state(&self, service_id: &str, state: &str, last_error: Option<&str>) {
+    fn service_state(&self, service_id: &str, state: ServiceState, last_error: Option<&str>) {
         let payload = serde_json::json!({
-            "state": state,
+            "state": state.as_str(),
             "since": now_millis(),
             "lastError": last_error,
         });
@@ -540,6 +551,16 @@ impl ResourceRuntime for Supervisor {
                 Bytes::new(),
             );
         }
+    }
+}
+
+/// A connection's state as its service's status shows it.
+fn resource_state(state: ConnectionState) -> ResourceState {
+    match state {
+        ConnectionState::Connecting => ResourceState::Connecting,
+        ConnectionState::Connected => ResourceState::Connected,
+        ConnectionState::Reconnecting => ResourceState::Reconnecting,
+        ConnectionState::Disconnected => ResourceState::Disconnected,
     }
 }
 

@@ -20,6 +20,7 @@ mod workers;
 
 pub use chain::{Chain, Input, Output, RuleError};
 pub use mapping::{
-    EntrySpec, PublishSpec, RunningChains, SourceSpec, start_endpoint_chain, start_mapping,
+    EntrySpec, MappingError, MappingFailure, PublishSpec, RunningChains, SourceSpec,
+    start_endpoint_chain, start_mapping,
 };
 pub use task::{LOG_INTERVAL, StatsSnapshot};

@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 
 use broker::bus::Connector;
 use broker::bus::{DELIVERY_QUEUE, RemoteBroker, RemoteDelivery};
-use broker::{QoS, SubscriptionOptions};
+use broker::{LinkError, QoS, SubscriptionOptions};
 use bytes::Bytes;
 use commissioning::model::Rule;
 use commissioning::topic_pattern::{NamedFilter, Template};
@@ -72,38 +72,76 @@ impl RunningChains {
     }
 }
 
+/// Why a mapping or an endpoint chain could not start; nothing of it runs then.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}{reason}", entry.map(|i| format!("mappings[{i}]: ")).unwrap_or_default())]
+pub struct MappingError {
+    /// The entry of `mappings` it concerns; `None` for an endpoint's chain or the whole mapping.
+    pub entry: Option<usize>,
+    pub reason: MappingFailure,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MappingFailure {
+    /// A rule, topic or template the engine cannot compile.
+    #[error("{0}")]
+    Invalid(String),
+    /// The broker refused a link for the chain's task.
+    #[error("cannot reach the broker: {0}")]
+    Unreachable(LinkError),
+    /// The broker refused a subscription.
+    #[error("cannot subscribe: {0}")]
+    Subscribe(LinkError),
+    /// The MQTT connection a source goes through has stopped.
+    #[error("{0}")]
+    RemoteStopped(String),
+}
+
+impl MappingError {
+    fn whole(reason: MappingFailure) -> MappingError {
+        MappingError {
+            entry: None,
+            reason,
+        }
+    }
+}
+
 /// Compiles every entry, then subscribes and starts one task per entry. Nothing runs unless
 /// everything compiles and subscribes.
 pub async fn start_mapping(
     name: &str,
     entries: Vec<EntrySpec>,
     broker: impl Into<Connector>,
-) -> Result<RunningChains, String> {
+) -> Result<RunningChains, MappingError> {
     let broker = broker.into();
     let stats = Arc::new(Stats::default());
     let mut prepared: Vec<ChainTask> = Vec::with_capacity(entries.len());
     for (i, entry) in entries.into_iter().enumerate() {
-        let at = |e: String| format!("mappings[{i}]: {e}");
-        let chain = Chain::new(&entry.rules).map_err(at)?;
-        let sink = sink(&entry.publish).map_err(at)?;
+        let at = |reason: MappingFailure| MappingError {
+            entry: Some(i),
+            reason,
+        };
+        let invalid = |e: String| at(MappingFailure::Invalid(e));
+        let chain = Chain::new(&entry.rules).map_err(invalid)?;
+        let sink = sink(&entry.publish).map_err(invalid)?;
         let mut sources = Vec::with_capacity(entry.sources.len());
         for source in &entry.sources {
             sources.push(Source {
-                filter: NamedFilter::parse(&source.topic).map_err(at)?,
+                filter: NamedFilter::parse(&source.topic).map_err(invalid)?,
                 qos: source.qos,
                 label: source
                     .label
                     .as_deref()
                     .map(Template::parse)
                     .transpose()
-                    .map_err(at)?,
+                    .map_err(invalid)?,
                 remote: source.remote.is_some(),
             });
         }
         let link = broker
             .connect(&format!("ironbridge/mapping/{name}/{i}"))
             .await
-            .map_err(|e| format!("cannot reach the broker: {e}"))?;
+            .map_err(|e| MappingError::whole(MappingFailure::Unreachable(e)))?;
         let mut task = ChainTask {
             name: name.to_string(),
             link,
@@ -136,7 +174,7 @@ async fn subscribe(
     task: &mut ChainTask,
     sources: Vec<Source>,
     specs: &[SourceSpec],
-) -> Result<(), String> {
+) -> Result<(), MappingFailure> {
     let remote_inbox = specs.iter().any(|s| s.remote.is_some()).then(|| {
         let (tx, rx) = mpsc::channel::<RemoteDelivery>(DELIVERY_QUEUE);
         task.set_remote_inbox(rx);
@@ -147,7 +185,8 @@ async fn subscribe(
             (Some(remote), Some(deliver)) => {
                 let id = remote
                     .subscribe(source.filter.filter(), source.qos, index, deliver.clone())
-                    .await?;
+                    .await
+                    .map_err(MappingFailure::RemoteStopped)?;
                 task.remote_subscriptions.push((remote.clone(), id));
             }
             _ => {
@@ -159,7 +198,7 @@ async fn subscribe(
                 task.link
                     .subscribe_with(source.filter.filter(), options)
                     .await
-                    .map_err(|e| format!("cannot subscribe: {e}"))?;
+                    .map_err(MappingFailure::Subscribe)?;
             }
         }
     }
@@ -175,14 +214,16 @@ pub async fn start_endpoint_chain(
     publish: PublishSpec,
     data: mpsc::Receiver<Bytes>,
     broker: impl Into<Connector>,
-) -> Result<RunningChains, String> {
+) -> Result<RunningChains, MappingError> {
     let broker = broker.into();
     let stats = Arc::new(Stats::default());
-    let chain = Chain::new(rules)?;
+    let invalid = |e: String| MappingError::whole(MappingFailure::Invalid(e));
+    let chain = Chain::new(rules).map_err(invalid)?;
+    let sink = sink(&publish).map_err(invalid)?;
     let link = broker
         .connect(&format!("ironbridge/endpoint-rules/{name}"))
         .await
-        .map_err(|e| format!("cannot reach the broker: {e}"))?;
+        .map_err(|e| MappingError::whole(MappingFailure::Unreachable(e)))?;
     let task = ChainTask {
         name: name.to_string(),
         link,
@@ -191,7 +232,7 @@ pub async fn start_endpoint_chain(
             data,
         },
         chain,
-        sink: sink(&publish)?,
+        sink,
         stats: stats.clone(),
         remote_subscriptions: Vec::new(),
     };

@@ -8,7 +8,7 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use admin::services::{Authority, ServiceInput, StatusReport};
+use admin::services::{Authority, ResourceState, ServiceInput, StatusReport};
 use broker::{LocalClient, Message, QoS};
 use bytes::Bytes;
 use gateway::Gateway;
@@ -215,7 +215,7 @@ async fn the_cloud_forwarder_example_logs_in_forwards_and_brings_commands_back()
     })
     .await;
     let cloud_status = resource(&report, "cloud");
-    assert_eq!(cloud_status.state, "connected");
+    assert_eq!(cloud_status.state, ResourceState::Connected);
     let metrics = cloud_status.metrics.as_ref().unwrap();
     assert_eq!(metrics["droppedQueueFull"], json!(0), "{metrics}");
     // The same counters for Prometheus. Read until the queue shows empty there too: the
@@ -535,7 +535,7 @@ async fn a_30_second_outage_loses_nothing_and_keeps_the_order() {
         order.iter().copied().eq(0..sent),
         "in order (duplicates aside): {order:?}"
     );
-    assert_ne!(during.state, "connected", "{during:?}");
+    assert_ne!(during.state, ResourceState::Connected, "{during:?}");
     let queued = during.metrics.as_ref().unwrap()["queuedMessages"]
         .as_u64()
         .unwrap();

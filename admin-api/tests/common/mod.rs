@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use admin::services::{BoxFuture, ResourceRuntime, ResourceStatus};
+use admin::services::{BoxFuture, ResourceRuntime, ResourceState, ResourceStatus, ServiceState};
 use admin::{Admin, AdminConfig};
 use axum::Router;
 use axum::body::Body;
@@ -69,13 +69,17 @@ impl ResourceRuntime for RecordingRuntime {
             .unwrap()
             .contains_key(&(service_id.to_string(), resource_id.to_string()));
         ResourceStatus {
-            state: if running { "running" } else { "stopped" }.into(),
+            state: if running {
+                ResourceState::Running
+            } else {
+                ResourceState::Stopped
+            },
             in_target_state: running,
             message: None,
             metrics: None,
         }
     }
-    fn service_state(&self, _: &str, _: &str, _: Option<&str>) {}
+    fn service_state(&self, _: &str, _: ServiceState, _: Option<&str>) {}
     fn service_removed(&self, _: &str) {}
 }
 

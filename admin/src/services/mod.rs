@@ -20,9 +20,9 @@ use tracing::{info, warn};
 
 mod grants;
 
-pub use runtime::{ResourceRuntime, ResourceStatus};
+pub use runtime::{ResourceRuntime, ResourceState, ResourceStatus};
 use state::transition;
-pub use state::{Operation, ServiceState, Transition};
+pub use state::{Operation, ServiceState, TargetState, Transition};
 
 use crate::auth::password;
 use crate::error::{AdminError, AdminResult};
@@ -60,7 +60,7 @@ impl Installed {
 pub struct ResourceReport {
     pub id: String,
     pub kind: &'static str,
-    pub state: String,
+    pub state: ResourceState,
     pub in_target_state: bool,
     pub message: Option<String>,
     pub metrics: Option<serde_json::Value>,
@@ -92,7 +92,7 @@ pub struct ServiceInput {
     pub id: Option<String>,
     pub commissioning_file: String,
     pub parameters: Map<String, Json>,
-    pub target_state: Option<ServiceState>,
+    pub target_state: Option<TargetState>,
 }
 
 /// The installed services as `!ref other::resource` sees them.
@@ -174,18 +174,13 @@ impl Admin {
             .map_err(AdminError::InvalidFile)?;
         self.check_service_grants(&service, &services, authority)?;
         self.check_account_names(&service).await?;
-        let target = input.target_state.unwrap_or(ServiceState::Enabled);
+        let target = input.target_state.unwrap_or(TargetState::Enabled);
         let now = now_secs();
         let record = ServiceRecord {
             id: id.clone(),
             commissioning_file: input.commissioning_file,
             parameters: input.parameters,
-            target_state: if target == ServiceState::Enabled {
-                "enabled"
-            } else {
-                "disabled"
-            }
-            .into(),
+            target_state: target,
             mqtt_password,
             installed_at: now,
             updated_at: now,
@@ -198,7 +193,7 @@ impl Admin {
             last_error: None,
         };
         info!(service = %id, "Service installed");
-        if target == ServiceState::Enabled {
+        if target == TargetState::Enabled {
             self.enable(&mut installed, &services).await;
         }
         self.publish_state(&installed);
@@ -243,12 +238,12 @@ impl Admin {
         }
         match operation {
             Operation::Enable => {
-                installed.record.target_state = "enabled".into();
+                installed.record.target_state = TargetState::Enabled;
                 self.store.save_service(&installed.record).await?;
                 self.enable(&mut installed, &services).await;
             }
             Operation::Disable => {
-                installed.record.target_state = "disabled".into();
+                installed.record.target_state = TargetState::Disabled;
                 self.store.save_service(&installed.record).await?;
                 self.disable(&mut installed).await;
             }
@@ -397,9 +392,9 @@ impl Admin {
                 let kind = resource.kind.type_name();
                 let (state, in_target_state, message, metrics) = match (&resource.kind, enabled) {
                     (ResourceKind::User(_) | ResourceKind::Role(_), true) => {
-                        ("created".to_string(), true, None, None)
+                        (ResourceState::Created, true, None, None)
                     }
-                    (_, false) => ("stopped".to_string(), true, None, None),
+                    (_, false) => (ResourceState::Stopped, true, None, None),
                     (_, true) => {
                         let status = self.runtime.status(&installed.service.id, &resource.id);
                         (
@@ -461,7 +456,7 @@ impl Admin {
                             state: ServiceState::Disabled,
                             last_error: None,
                         };
-                        if installed.record.target_state == "enabled" {
+                        if installed.record.target_state == TargetState::Enabled {
                             self.enable(&mut installed, &services).await;
                         }
                         self.publish_state(&installed);
@@ -737,7 +732,7 @@ impl Admin {
             .insert(installed.service.id.clone(), installed.state);
         self.runtime.service_state(
             &installed.service.id,
-            installed.state.as_str(),
+            installed.state,
             installed.last_error.as_deref(),
         );
     }

@@ -3,13 +3,55 @@
 
 use commissioning::{Resource, Service};
 
-use super::BoxFuture;
+use super::{BoxFuture, ServiceState};
+
+/// Where a resource is, as a service's status shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResourceState {
+    /// Not running: its service is not enabled, or it has not been started.
+    Stopped,
+    /// A user or role of an enabled service: it is in the directory.
+    Created,
+    /// Recorded, but nothing in this build runs it; the message says what is missing.
+    Unavailable,
+    /// A connection, as its driver reports it.
+    Connecting,
+    Connected,
+    Reconnecting,
+    Disconnected,
+    /// An endpoint whose connection is not connected.
+    WaitingForConnection,
+    /// An endpoint whose last read, subscription or request failed.
+    Error,
+    /// A mapping, or an endpoint, doing its work.
+    Running,
+    /// A mapping whose `targetState` is `disabled`.
+    Disabled,
+}
+
+impl ResourceState {
+    /// As the API and the status topics show it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ResourceState::Stopped => "stopped",
+            ResourceState::Created => "created",
+            ResourceState::Unavailable => "unavailable",
+            ResourceState::Connecting => "connecting",
+            ResourceState::Connected => "connected",
+            ResourceState::Reconnecting => "reconnecting",
+            ResourceState::Disconnected => "disconnected",
+            ResourceState::WaitingForConnection => "waiting for its connection",
+            ResourceState::Error => "error",
+            ResourceState::Running => "running",
+            ResourceState::Disabled => "disabled",
+        }
+    }
+}
 
 /// The current state of a running connection, endpoint or mapping.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResourceStatus {
-    /// `connected`, `reconnecting`, `running`, `unavailable`, ...
-    pub state: String,
+    pub state: ResourceState,
     /// False makes the service `deviated`.
     pub in_target_state: bool,
     pub message: Option<String>,
@@ -32,7 +74,7 @@ pub trait ResourceRuntime: Send + Sync + 'static {
     fn status(&self, service_id: &str, resource_id: &str) -> ResourceStatus;
 
     /// A service changed state (published as retained status by the gateway).
-    fn service_state(&self, service_id: &str, state: &str, last_error: Option<&str>);
+    fn service_state(&self, service_id: &str, state: ServiceState, last_error: Option<&str>);
 
     /// A service was deleted: forget anything kept about it.
     fn service_removed(&self, service_id: &str);

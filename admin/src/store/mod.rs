@@ -4,6 +4,7 @@
 //! Placeholders are `$1, $2, ...`, which both databases accept, and the schema uses only TEXT and
 //! BIGINT (see the migration), so one set of queries and migrations serves both.
 
+use crate::services::TargetState;
 use std::path::Path;
 use std::time::Duration;
 
@@ -23,6 +24,8 @@ pub enum StoreError {
         what: String,
         error: serde_json::Error,
     },
+    #[error("stored {what} is {value:?}, which this version does not know")]
+    Unknown { what: String, value: String },
     #[error("cannot create the database folder {path}: {error}")]
     Folder { path: String, error: std::io::Error },
 }
@@ -57,7 +60,7 @@ pub struct ServiceRecord {
     pub commissioning_file: String,
     pub parameters: Map<String, Json>,
     /// `enabled` or `disabled`: what the administrator asked for, restored after a restart.
-    pub target_state: String,
+    pub target_state: TargetState,
     pub mqtt_password: String,
     pub installed_at: i64,
     pub updated_at: i64,
@@ -294,7 +297,7 @@ impl Store {
         .bind(&service.id)
         .bind(&service.commissioning_file)
         .bind(Json::Object(service.parameters.clone()).to_string())
-        .bind(&service.target_state)
+        .bind(service.target_state.as_str())
         .bind(&service.mqtt_password)
         .bind(service.installed_at)
         .bind(service.updated_at)
@@ -398,7 +401,13 @@ fn service_from_row(row: &AnyRow) -> Result<ServiceRecord, StoreError> {
             &format!("parameters of service {id}"),
             &row.try_get::<String, _>("parameters")?,
         )?,
-        target_state: row.try_get("target_state")?,
+        target_state: {
+            let stored: String = row.try_get("target_state")?;
+            TargetState::parse(&stored).ok_or_else(|| StoreError::Unknown {
+                what: format!("target state of service {id}"),
+                value: stored,
+            })?
+        },
         mqtt_password: row.try_get("mqtt_password")?,
         installed_at: row.try_get("installed_at")?,
         updated_at: row.try_get("updated_at")?,
