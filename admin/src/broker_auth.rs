@@ -9,6 +9,7 @@ use commissioning::model::{AccessContext, AccessOperation};
 use tokio::sync::watch;
 
 use crate::access::allows;
+use crate::agents::{self, Reach};
 use crate::{Admin, AdminError};
 
 #[derive(Debug)]
@@ -89,24 +90,36 @@ impl UserAuth {
     }
 
     fn allowed(&self, principal: &Principal, operation: AccessOperation, topic: &str) -> bool {
+        let reach = agents::reach(topic);
         match principal {
             Principal::Internal => true,
             // Anonymous clients exist only when the operator switched anonymous access on.
-            Principal::Anonymous => self.allow_anonymous,
+            Principal::Anonymous => self.allow_anonymous && reach == Reach::None,
             // Looked up on every packet, so deleting a user or changing a role takes effect on
             // open connections at once.
-            // The same account, not merely the same name: a user recreated under an old name
-            // does not act for connections of the old one.
-            Principal::User(principal) => self
-                .admin
-                .directory
-                .load()
-                .users
-                .get(&principal.name)
-                .is_some_and(|user| {
-                    user.uid == principal.id
-                        && allows(&user.permissions, AccessContext::Mqtt, operation, topic)
-                }),
+            Principal::User(principal) => {
+                let directory = self.admin.directory.load();
+                // The same account, not merely the same name: a user recreated under an old
+                // name does not act for connections of the old one.
+                let Some(user) = directory
+                    .users
+                    .get(&principal.name)
+                    .filter(|user| user.uid == principal.id)
+                else {
+                    return false;
+                };
+                match reach {
+                    Reach::None => {}
+                    // An agent's work holds device passwords: its own, nobody else's.
+                    Reach::One(agent) => return agent == principal.name,
+                    Reach::Every => return false,
+                }
+                allows(&user.permissions, AccessContext::Mqtt, operation, topic)
+                    || self
+                        .admin
+                        .placements
+                        .allows(&directory, &principal.name, operation, topic)
+            }
         }
     }
 }

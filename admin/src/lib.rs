@@ -6,6 +6,7 @@
 
 pub mod access;
 pub mod accounts;
+pub mod agents;
 pub mod auth;
 pub mod broker_auth;
 pub mod error;
@@ -63,6 +64,9 @@ pub struct Admin {
     services: tokio::sync::Mutex<BTreeMap<String, Installed>>,
     service_states: RwLock<HashMap<String, ServiceState>>,
     runtime: Arc<dyn ResourceRuntime>,
+    /// Which agents run part of which enabled service; the broker asks it on every packet of
+    /// an agent.
+    placements: agents::Placements,
     started: std::time::Instant,
     /// Verified against when a login names an unknown user, so timing does not tell.
     dummy_hash: String,
@@ -128,6 +132,7 @@ impl Admin {
             services: tokio::sync::Mutex::new(BTreeMap::new()),
             service_states: RwLock::new(HashMap::new()),
             runtime,
+            placements: agents::Placements::default(),
             started: std::time::Instant::now(),
             dummy_hash: password::hash(password::generate())
                 .await

@@ -590,6 +590,10 @@ pub struct Mapping {
     pub mappings: Vec<MappingEntry>,
     #[serde(default)]
     pub target_state: MappingTargetState,
+    /// The protocol-mapper agent this mapping runs on (Connectware: `Cybus::Mapping`
+    /// `agentName`, https://docs.cybus.io/ "Agents"); the gateway when absent.
+    #[serde(default)]
+    pub agent_name: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]

@@ -83,6 +83,64 @@ pub struct Resource {
     pub depends_on: BTreeSet<String>,
 }
 
+impl Service {
+    /// The protocol-mapper agent a resource runs on: a connection's `agentName`; an endpoint's
+    /// connection's, when that connection is in this service (endpoints follow their
+    /// connection); a mapping's `agentName`. `None` is the gateway itself.
+    pub fn agent_of<'a>(&'a self, resource: &'a Resource) -> Option<&'a str> {
+        fn connection_agent(resource: &Resource) -> Option<&str> {
+            match &resource.kind {
+                ResourceKind::Connection(connection) => connection.agent_name.as_deref(),
+                _ => None,
+            }
+        }
+        match &resource.kind {
+            ResourceKind::Connection(_) => connection_agent(resource),
+            ResourceKind::Endpoint(endpoint) if endpoint.connection.service == self.id => self
+                .resources
+                .get(&endpoint.connection.resource)
+                .and_then(connection_agent),
+            ResourceKind::Mapping(mapping) => mapping.agent_name.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// Every agent that runs some resource of this service.
+    pub fn agents(&self) -> BTreeSet<String> {
+        self.resources
+            .values()
+            .filter_map(|resource| self.agent_of(resource))
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+/// An agent's name is its broker user's name and a topic level of its work
+/// (`$SYS/ironbridge/agents/<name>/...`): 1-64 letters, digits, `-`, `_` or `.`.
+pub fn is_valid_agent_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+fn check_agent_name(
+    name: &str,
+    path: &str,
+    positions: &BTreeMap<String, Pos>,
+    diagnostics: &mut Vec<Diagnostic>,
+) {
+    if !is_valid_agent_name(name) {
+        diagnostics.push(Diagnostic::new(
+            path,
+            position_of(positions, path),
+            format!(
+                "agent name {name:?}: use 1-64 letters, digits, `-`, `_` or `.`; it is the agent's broker user and a topic level"
+            ),
+        ));
+    }
+}
+
 /// The service id from `metadata.name`: lower-cased, everything outside `[a-z0-9]` removed.
 pub fn derive_service_id(name: &str) -> String {
     name.to_lowercase()
@@ -495,6 +553,14 @@ fn load_resource(
                 positions,
                 diagnostics,
             )?;
+            if let Some(agent) = &shape.agent_name {
+                check_agent_name(
+                    agent,
+                    &join(&props_path, "agentName"),
+                    positions,
+                    diagnostics,
+                );
+            }
             ResourceKind::Connection(Connection {
                 protocol: shape.protocol,
                 params,
@@ -568,6 +634,14 @@ fn load_resource(
         "Cybus::Mapping" => {
             let mapping: Mapping = typed(properties.clone(), &props_path, positions, diagnostics)?;
             check_mapping(scope, &mapping, types, &props_path, positions, diagnostics);
+            if let Some(agent) = &mapping.agent_name {
+                check_agent_name(
+                    agent,
+                    &join(&props_path, "agentName"),
+                    positions,
+                    diagnostics,
+                );
+            }
             ResourceKind::Mapping(mapping)
         }
         "Cybus::User" => {

@@ -96,6 +96,16 @@ fn examples_resolve_references_and_the_service_root() {
 }
 
 #[test]
+fn endpoints_follow_their_connection_onto_an_agent_and_mappings_stay_unless_placed() {
+    let service = validate(&examples_dir().join("press-agent.yml")).expect("valid");
+    let placed = |id: &str| service.agent_of(&service.resources[id]).map(str::to_string);
+    assert_eq!(placed("pressPlc").as_deref(), Some("press"));
+    assert_eq!(placed("strokes").as_deref(), Some("press"));
+    assert_eq!(placed("shiftCounter"), None);
+    assert_eq!(service.agents(), ["press".to_string()].into());
+}
+
+#[test]
 fn cron_expressions_are_checked_at_validation() {
     let file = "metadata: {name: Cron}\nresources:\n  plc:\n    type: Cybus::Connection\n    properties: {protocol: Modbus, connection: {host: h}}\n  ep:\n    type: Cybus::Endpoint\n    properties:\n      protocol: Modbus\n      connection: !ref plc\n      subscribe: {fc: 3, address: 0, cronExpression: 'every monday'}\n";
     let problems =
@@ -144,5 +154,43 @@ fn mqtt_tls_material_is_checked_at_validation() {
     assert!(
         found[2].contains("4 (MQTT 3.1.1) or 5 (MQTT 5.0)"),
         "{found:#?}"
+    );
+}
+
+#[test]
+fn an_agent_name_must_be_usable_as_a_user_and_a_topic_level() {
+    let file = r#"
+metadata: {name: Cell}
+resources:
+  plc:
+    type: Cybus::Connection
+    properties:
+      protocol: Modbus
+      agentName: "press/7"
+      connection: {host: 10.0.0.1, port: 502}
+  counter:
+    type: Cybus::Mapping
+    properties:
+      agentName: "press+"
+      mappings:
+        - subscribe: {topic: a}
+          publish: {topic: b}
+"#;
+    let problems: Vec<String> = commissioning::load(
+        file,
+        "cell",
+        &Map::new(),
+        &commissioning::Environment::offline(),
+    )
+    .expect_err("invalid agent names")
+    .iter()
+    .map(ToString::to_string)
+    .collect();
+    assert_eq!(problems.len(), 2, "{problems:?}");
+    assert!(
+        problems[0].starts_with("resources.plc.properties.agentName: agent name \"press/7\"")
+            && problems[1].starts_with("resources.counter.properties.agentName")
+            && problems.iter().all(|p| p.contains("letters, digits")),
+        "{problems:?}"
     );
 }

@@ -1,6 +1,8 @@
 //! The Ironbridge gateway: reads settings, starts the broker and its listeners, serves HTTP, and
 //! shuts everything down gracefully. Logic lives in the library crates; this crate wires them.
 
+pub mod agent;
+pub mod agent_board;
 pub mod cli;
 pub mod data_dir;
 pub mod demo;
@@ -66,8 +68,11 @@ impl Gateway {
             true => Some(demo::Demo::start(&settings.demo, &settings.data_dir).await?),
             false => None,
         };
-        let (supervisor, statuses) =
-            supervisor::Supervisor::new(&settings.data_dir, settings.forwarding.limits());
+        let (supervisor, statuses) = supervisor::Supervisor::new(
+            &settings.data_dir,
+            settings.forwarding.limits(),
+            supervisor::Place::Gateway,
+        );
         let supervisor = Arc::new(supervisor);
         let admin = match Admin::start(
             AdminConfig {
@@ -100,6 +105,11 @@ impl Gateway {
         tokio::spawn(supervisor::publish_statuses(
             connector.clone(),
             statuses,
+            background.clone(),
+        ));
+        tokio::spawn(agent_board::watch(
+            supervisor.agents.clone(),
+            connector.clone(),
             background.clone(),
         ));
         supervisor.attach(connector.clone());

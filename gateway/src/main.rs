@@ -55,6 +55,24 @@ enum Command {
         #[arg(long = "param", short = 'p', value_name = "NAME=VALUE")]
         params: Vec<String>,
     },
+    /// Run a protocol-mapper agent: the connections, endpoints and mappings that services place
+    /// on NAME (`agentName`), next to the machines, talking to the gateway over outbound MQTT
+    /// only. It logs in as user NAME (create it on the gateway first) with the password from
+    /// the URL or IRONBRIDGE_AGENT_PASSWORD.
+    Agent {
+        /// The agent's name, as the services' `agentName` gives it.
+        #[arg(long)]
+        name: String,
+        /// The gateway's MQTT broker: mqtt://[user[:password]@]host[:port] or mqtts://...
+        #[arg(long)]
+        broker: String,
+        /// Where the agent keeps its work and its queue files.
+        #[arg(long, default_value = "ironbridge-agent-data")]
+        data_dir: PathBuf,
+        /// Log format.
+        #[arg(long, value_enum)]
+        log_format: Option<LogFormat>,
+    },
     /// Manage the services and users of a running gateway through its REST API.
     #[command(flatten)]
     Remote(Remote),
@@ -75,6 +93,12 @@ fn main() -> ExitCode {
             demo,
         } => run(config, log_format, demo),
         Command::Validate { files, params } => validate(&files, &params),
+        Command::Agent {
+            name,
+            broker,
+            data_dir,
+            log_format,
+        } => agent(name, broker, data_dir, log_format),
         Command::Remote(command) => cli::run(command),
         Command::Health { target } => cli::health(&target),
     }
@@ -157,6 +181,55 @@ fn run(config: Option<PathBuf>, log_format: Option<LogFormat>, demo: bool) -> Ex
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = format!("{e:#}"), "Ironbridge stopped with an error");
+            eprintln!("ironbridge: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn agent(
+    name: String,
+    broker: String,
+    data_dir: PathBuf,
+    log_format: Option<LogFormat>,
+) -> ExitCode {
+    // The agent shares the gateway's environment overrides for logging and queue bounds.
+    let mut settings = match Settings::load(None, std::env::vars()) {
+        Ok(settings) => settings,
+        Err(e) => {
+            eprintln!("ironbridge: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Some(format) = log_format {
+        settings.log.format = format;
+    }
+    init_logging(&settings);
+    gateway::data_dir::create_files_private();
+    let options = gateway::agent::AgentOptions {
+        name,
+        broker,
+        password: std::env::var("IRONBRIDGE_AGENT_PASSWORD").ok(),
+        data_dir,
+        allow_insecure_data_dir: settings.allow_insecure_data_dir,
+        queue_limits: settings.forwarding.limits(),
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("ironbridge: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        let stop = CancellationToken::new();
+        tokio::spawn(stop_on_signal(stop.clone()));
+        gateway::agent::run(options, stop).await
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "The agent stopped with an error");
             eprintln!("ironbridge: {e:#}");
             ExitCode::FAILURE
         }

@@ -10,11 +10,13 @@
 //! `unavailable` with the driver's reason, which makes its service `deviated`. Nothing
 //! pretends to read a device.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 
-use admin::services::{BoxFuture, ResourceRuntime, ResourceState, ResourceStatus, ServiceState};
+use admin::services::{
+    AgentWork, BoxFuture, ResourceRuntime, ResourceState, ResourceStatus, ServiceState,
+};
 use broker::bus::{Connector, ForwardingStats, Link, RemoteBroker};
 use broker::codec::QoS;
 use broker::message::Message;
@@ -31,6 +33,8 @@ use rule_engine::{EntrySpec, PublishSpec, RunningChains, SourceSpec};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
+
+use crate::agent_board::{AgentBoard, work_topic};
 
 /// Endpoint values waiting for the endpoint's rule chain; beyond this the chain is behind and
 /// values are dropped (the endpoint reports it).
@@ -60,9 +64,25 @@ enum Running {
     Mapping(Option<RunningChains>),
     /// Recorded but without a driver in this build; the reason says which part is missing.
     Unavailable(String),
+    /// Run by another process: the agent named (`None`: the gateway, seen from an agent).
+    /// Endpoints keep their topic, so mappings here can name them.
+    Elsewhere {
+        agent: Option<String>,
+        endpoint: Option<(String, Operation)>,
+    },
+}
+
+/// Where a supervisor runs resources.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Place {
+    /// The gateway: every resource not placed on an agent (`agentName`).
+    Gateway,
+    /// Protocol-mapper agent NAME: the resources placed on it, and nothing else.
+    Agent(String),
 }
 
 pub struct Supervisor {
+    place: Place,
     broker: OnceLock<Connector>,
     /// Drivers keep what must outlive a restart (certificates, queues) below this.
     data_dir: PathBuf,
@@ -71,6 +91,10 @@ pub struct Supervisor {
     /// Connections that have published a retained status, cleared when their service is deleted.
     with_status: Mutex<std::collections::HashSet<Key>>,
     status: mpsc::Sender<(String, Bytes)>,
+    /// What the agents report (gateway only).
+    pub agents: Arc<AgentBoard>,
+    /// Service to the agents that have its work now.
+    assigned: Mutex<HashMap<String, BTreeSet<String>>>,
 }
 
 impl Supervisor {
@@ -79,9 +103,13 @@ impl Supervisor {
     pub fn new(
         data_dir: &std::path::Path,
         queue_limits: QueueLimits,
+        place: Place,
     ) -> (Supervisor, mpsc::Receiver<(String, Bytes)>) {
         let (status, rx) = mpsc::channel(STATUS_QUEUE);
         let supervisor = Supervisor {
+            place,
+            agents: Arc::default(),
+            assigned: Mutex::new(HashMap::new()),
             broker: OnceLock::new(),
             data_dir: data_dir.to_path_buf(),
             queue_limits,
@@ -130,6 +158,33 @@ impl Supervisor {
         service: &Service,
         resource: &Resource,
     ) -> Result<Running, String> {
+        let agent = service.agent_of(resource);
+        let here = match &self.place {
+            Place::Gateway => agent.is_none(),
+            Place::Agent(me) => agent == Some(me.as_str()),
+        };
+        if !here {
+            // The agent publishes its connections' statuses here; they are cleared with the
+            // service like the gateway's own.
+            if self.place == Place::Gateway && matches!(resource.kind, ResourceKind::Connection(_))
+            {
+                self.with_status
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert((service.id.clone(), resource.id.clone()));
+            }
+            let endpoint = match &resource.kind {
+                ResourceKind::Endpoint(endpoint) => Some((
+                    format!("{}/{}", service.mqtt_root, endpoint.topic),
+                    endpoint.operation,
+                )),
+                _ => None,
+            };
+            return Ok(Running::Elsewhere {
+                agent: agent.map(str::to_string),
+                endpoint,
+            });
+        }
         let broker = self.broker.get().ok_or("the broker is not running yet")?;
         match &resource.kind {
             ResourceKind::Connection(connection) => {
@@ -342,6 +397,13 @@ impl Supervisor {
             Some(Running::Connection { remote: None, .. }) => {
                 Err(format!("connection {connection} is not an MQTT connection"))
             }
+            Some(Running::Elsewhere { agent, .. }) => Err(format!(
+                "connection {connection} runs {}; a mapping that uses it must run there too (agentName)",
+                match agent {
+                    Some(agent) => format!("on agent {agent}"),
+                    None => "on the gateway".to_string(),
+                }
+            )),
             _ => Err(format!("its connection {connection} is not running")),
         }
     }
@@ -372,9 +434,15 @@ impl Supervisor {
     fn endpoint_topic(&self, endpoint: &ResourceRef) -> Result<(String, Operation), String> {
         let key = (endpoint.service.clone(), endpoint.resource.clone());
         match self.running().get(&key) {
-            Some(Running::Endpoint {
-                topic, operation, ..
-            }) => Ok((topic.clone(), *operation)),
+            Some(
+                Running::Endpoint {
+                    topic, operation, ..
+                }
+                | Running::Elsewhere {
+                    endpoint: Some((topic, operation)),
+                    ..
+                },
+            ) => Ok((topic.clone(), *operation)),
             _ => Err(format!("its endpoint {endpoint} is not running")),
         }
     }
@@ -424,7 +492,10 @@ impl ResourceRuntime for Supervisor {
                     }
                 }
                 Some(Running::Mapping(Some(chains))) => chains.stop().await,
-                Some(Running::Mapping(None) | Running::Unavailable(_)) | None => {}
+                Some(
+                    Running::Mapping(None) | Running::Unavailable(_) | Running::Elsewhere { .. },
+                )
+                | None => {}
             }
         })
     }
@@ -442,6 +513,14 @@ impl ResourceRuntime for Supervisor {
             Some(Running::Unavailable(reason)) => {
                 status(ResourceState::Unavailable, false, Some(reason.clone()))
             }
+            Some(Running::Elsewhere {
+                agent: Some(agent), ..
+            }) => self.agents.status(agent, service_id, resource_id),
+            Some(Running::Elsewhere { agent: None, .. }) => status(
+                ResourceState::Stopped,
+                true,
+                Some("runs on the gateway".into()),
+            ),
             Some(Running::Connection { handle, remote }) => {
                 let current = handle.status();
                 let wanted = match handle.target {
@@ -518,6 +597,25 @@ impl ResourceRuntime for Supervisor {
             "lastError": last_error,
         });
         self.publish(status_topic(service_id), Bytes::from(payload.to_string()));
+    }
+
+    fn assign_agents(&self, service_id: &str, agents: &BTreeSet<String>, work: &AgentWork) {
+        let previous = {
+            let mut assigned = self.assigned.lock().unwrap_or_else(|e| e.into_inner());
+            let previous = assigned.remove(service_id).unwrap_or_default();
+            if !agents.is_empty() {
+                assigned.insert(service_id.to_string(), agents.clone());
+            }
+            previous
+        };
+        let payload = Bytes::from(serde_json::to_vec(work).unwrap_or_default());
+        for agent in agents {
+            self.publish(work_topic(agent, service_id), payload.clone());
+        }
+        // An empty retained message takes the work back.
+        for agent in previous.difference(agents) {
+            self.publish(work_topic(agent, service_id), Bytes::new());
+        }
     }
 
     fn service_removed(&self, service_id: &str) {

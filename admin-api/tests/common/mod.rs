@@ -80,6 +80,14 @@ impl ResourceRuntime for RecordingRuntime {
         }
     }
     fn service_state(&self, _: &str, _: ServiceState, _: Option<&str>) {}
+
+    fn assign_agents(
+        &self,
+        _: &str,
+        _: &std::collections::BTreeSet<String>,
+        _: &admin::services::AgentWork,
+    ) {
+    }
     fn service_removed(&self, _: &str) {}
 }
 

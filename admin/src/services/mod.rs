@@ -20,7 +20,7 @@ use tracing::{info, warn};
 
 mod grants;
 
-pub use runtime::{ResourceRuntime, ResourceState, ResourceStatus};
+pub use runtime::{AgentWork, ResourceRuntime, ResourceState, ResourceStatus};
 use state::transition;
 pub use state::{Operation, ServiceState, TargetState, Transition};
 
@@ -735,6 +735,26 @@ impl Admin {
             installed.state,
             installed.last_error.as_deref(),
         );
+        self.place_on_agents(installed);
+    }
+
+    /// Hands the agents of an enabled service their work, and takes it back from the others.
+    fn place_on_agents(&self, installed: &Installed) {
+        let agents = match installed.state {
+            ServiceState::Enabled => installed.service.agents(),
+            _ => BTreeSet::new(),
+        };
+        self.placements.place(&installed.service.id, &agents);
+        let work = AgentWork {
+            service: installed.service.id.clone(),
+            commissioning_file: installed.record.commissioning_file.clone(),
+            parameters: installed.record.parameters.clone(),
+            mqtt_host: self.config.mqtt_host.clone(),
+            mqtt_port: self.config.mqtt_port,
+            mqtt_password: installed.record.mqtt_password.clone(),
+        };
+        self.runtime
+            .assign_agents(&installed.service.id, &agents, &work);
     }
 
     /// Shuts every running resource down (gateway shutdown); the desired states stay stored.

@@ -9,7 +9,7 @@
 //! message still queued, so a message in flight when the link dropped is sent again (QoS 1
 //! allows the duplicate) and nothing overtakes it.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -24,11 +24,11 @@ use tokio::sync::mpsc;
 use tokio::time::{Instant, MissedTickBehavior};
 use tracing::{info, warn};
 
-use super::queue::{Queue, QueueLimits, Record};
+use super::queue::QueueLimits;
 use super::session::{Session, SessionConfig, SessionEvent, WINDOW};
+use super::spool::{Sent, Spool};
 use crate::backoff::Backoff;
 use crate::driver::{self, ConnectionHandle, Driver, DriverError, EndpointSpec, Refusal, Reporter};
-use crate::envelope::now_millis;
 use broker::bus::Link;
 
 /// How often the status (queue fill, rate) is refreshed and old messages expire.
@@ -63,7 +63,7 @@ pub fn start(
         config,
         strategy: spec.connection_strategy,
         queue,
-        store: None,
+        spool: None,
         outbox: end.outbox,
         outbox_open: true,
         batch: Vec::with_capacity(BATCH),
@@ -72,7 +72,6 @@ pub fn start(
         queue_counters: end.queue,
         link: end.link,
         stats: remote.clone(),
-        sending: Sending::default(),
         rate: Rate::default(),
         ticker: ticker(),
     };
@@ -86,8 +85,8 @@ pub(crate) struct MqttDriver {
     config: SessionConfig,
     strategy: Option<ConnectionStrategy>,
     queue: QueueSettings,
-    /// Opened by `prepare`.
-    store: Option<Queue>,
+    /// The store-and-forward queue and the send window; opened by `prepare`.
+    spool: Option<Spool>,
     outbox: mpsc::Receiver<Message>,
     /// False once every sender is gone (never while the driver keeps `stats`).
     outbox_open: bool,
@@ -99,7 +98,6 @@ pub(crate) struct MqttDriver {
     link: Arc<LinkCounters>,
     /// For the status snapshot.
     stats: RemoteBroker,
-    sending: Sending,
     rate: Rate,
     /// Refreshes the status (queue fill, rate) and expires old messages.
     ticker: tokio::time::Interval,
@@ -122,26 +120,6 @@ pub(crate) enum Wake {
     Tick,
 }
 
-/// The send window of the current session.
-#[derive(Default)]
-struct Sending {
-    /// Publishes handed to rumqttc, waiting for their packet id: the stored sequence number,
-    /// or `None` for a QoS 0 message.
-    awaiting_pkid: VecDeque<Option<i64>>,
-    /// Packet id to sequence number, waiting for PUBACK/PUBCOMP.
-    in_flight: HashMap<u16, i64>,
-    /// The highest sequence number sent in this session.
-    sent_through: i64,
-    /// Acknowledged sequence numbers not yet deleted from the queue.
-    acked: Vec<i64>,
-}
-
-impl Sending {
-    fn unacknowledged(&self) -> usize {
-        self.in_flight.len() + self.awaiting_pkid.iter().filter(|s| s.is_some()).count()
-    }
-}
-
 #[derive(Default)]
 struct Rate {
     at: Option<Instant>,
@@ -159,17 +137,17 @@ impl Driver for MqttDriver {
 
     /// Opens the store-and-forward queue; a queue file that cannot be opened is final.
     async fn prepare(&mut self) -> Result<(), DriverError> {
-        let store = Queue::open(
+        let spool = Spool::open(
             &self.queue.path,
             self.queue.limits,
             self.queue_counters.clone(),
         )
         .await
         .map_err(DriverError::Configuration)?;
-        if !store.is_empty() {
-            info!(connection = %self.label, messages = store.len(), "Store-and-forward queue holds messages from an earlier run");
+        if spool.len() > 0 {
+            info!(connection = %self.label, messages = spool.len(), "Store-and-forward queue holds messages from an earlier run");
         }
-        self.store = Some(store);
+        self.spool = Some(spool);
         Ok(())
     }
 
@@ -203,7 +181,7 @@ impl Driver for MqttDriver {
                 None => std::future::pending().await,
             }
         };
-        let forwarding = self.outbox_open && self.store.is_some();
+        let forwarding = self.outbox_open && self.spool.is_some();
         tokio::select! {
             event = events => Wake::Session(event),
             Some(command) = self.subscriptions.recv() => Wake::Subscription(command),
@@ -270,13 +248,15 @@ impl Driver for MqttDriver {
     async fn close(&mut self, live: Live) {
         live.session.close(live.events).await;
         self.flush_acks().await;
-        self.sending = Sending::default();
+        if let Some(spool) = self.spool.as_mut() {
+            spool.session_ended();
+        }
     }
 
     async fn shutdown(&mut self, report: &Reporter) {
         self.refresh_status(report).await;
-        if let Some(store) = self.store.take() {
-            store.close().await;
+        if let Some(spool) = self.spool.take() {
+            spool.close().await;
         }
     }
 }
@@ -300,26 +280,24 @@ impl MqttDriver {
     }
 
     fn on_event(&mut self, event: SessionEvent) {
+        let Some(spool) = self.spool.as_mut() else {
+            return;
+        };
         match event {
-            SessionEvent::Sent(pkid) => match self.sending.awaiting_pkid.pop_front() {
-                Some(Some(seq)) => {
-                    self.sending.in_flight.insert(pkid, seq);
-                }
-                Some(None) => {
+            SessionEvent::Sent(pkid) => {
+                if let Sent::Direct = spool.sent(pkid) {
                     self.link.sent_qos0.fetch_add(1, Ordering::Relaxed);
                 }
-                None => {}
-            },
+            }
             SessionEvent::Acked { pkid, refused } => {
-                if let Some(seq) = self.sending.in_flight.remove(&pkid) {
-                    self.sending.acked.push(seq);
-                    if let Some(reason) = refused {
-                        // The broker will not take it however often it is sent (not
-                        // authorised, quota); keeping it would block everything behind it.
-                        let total = self.link.refused.fetch_add(1, Ordering::Relaxed) + 1;
-                        if total == 1 || total.is_power_of_two() {
-                            warn!(connection = %self.label, reason = %reason, refused_total = total, "The remote broker refused a forwarded message");
-                        }
+                if spool.acknowledged(pkid)
+                    && let Some(reason) = refused
+                {
+                    // The broker will not take it however often it is sent (not authorised,
+                    // quota); keeping it would block everything behind it.
+                    let total = self.link.refused.fetch_add(1, Ordering::Relaxed) + 1;
+                    if total == 1 || total.is_power_of_two() {
+                        warn!(connection = %self.label, reason = %reason, refused_total = total, "The remote broker refused a forwarded message");
                     }
                 }
             }
@@ -336,103 +314,52 @@ impl MqttDriver {
     /// Stores the forwarded QoS 1/2 messages of the batch; sends QoS 0 ones straight away when
     /// connected and drops them (counted) otherwise.
     async fn store(&mut self, session: Option<&Session>) {
-        let mut records = Vec::with_capacity(self.batch.len());
-        for message in self.batch.drain(..) {
-            if message.qos == QoS::AtMostOnce {
-                let sent = session.is_some_and(|s| {
-                    s.try_publish(
-                        &message.topic,
-                        QoS::AtMostOnce,
-                        message.retain,
-                        message.payload.clone(),
-                    )
-                    .is_ok()
-                });
-                match sent {
-                    true => self.sending.awaiting_pkid.push_back(None),
-                    false => {
-                        self.link.dropped_qos0.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-                continue;
-            }
-            records.push(Record {
-                topic: message.topic.to_string(),
-                payload: message.payload.clone(),
-                qos: message.qos as u8,
-                retain: message.retain,
-            });
-        }
-        let Some(store) = self.store.as_mut() else {
+        let Some(spool) = self.spool.as_mut() else {
             return;
         };
-        match store.push(&records, now_millis()).await {
+        for message in self.batch.iter().filter(|m| m.qos == QoS::AtMostOnce) {
+            let sent = session.is_some_and(|s| spool.send_direct(s, &message.topic, message));
+            if !sent {
+                self.link.dropped_qos0.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        match spool.store(&self.batch).await {
             Ok(0) => {}
             Ok(dropped) => {
                 warn!(connection = %self.label, dropped, "Store-and-forward queue full; the oldest messages were dropped")
             }
             Err(e) => {
                 // Nothing else can hold them; say so loudly.
-                warn!(connection = %self.label, error = %e, lost = records.len(), "Cannot store forwarded messages");
+                warn!(connection = %self.label, error = %e, lost = self.batch.len(), "Cannot store forwarded messages");
             }
         }
+        self.batch.clear();
     }
 
     /// Sends queued messages until the window is full.
     async fn fill_window(&mut self, session: &Session) -> Result<(), DriverError> {
-        let Some(store) = self.store.as_mut() else {
-            return Ok(());
-        };
-        loop {
-            let room = WINDOW.saturating_sub(self.sending.unacknowledged());
-            if room == 0 {
-                return Ok(());
-            }
-            let next = store
-                .peek(self.sending.sent_through, room)
+        match self.spool.as_mut() {
+            Some(spool) => spool
+                .fill_window(session, str::to_string)
                 .await
-                .map_err(DriverError::Connection)?;
-            if next.is_empty() {
-                return Ok(());
-            }
-            for stored in next {
-                let record = stored.record;
-                let qos = if record.qos == 2 {
-                    QoS::ExactlyOnce
-                } else {
-                    QoS::AtLeastOnce
-                };
-                if session
-                    .try_publish(&record.topic, qos, record.retain, record.payload)
-                    .is_err()
-                {
-                    // rumqttc's request channel is full; the next event frees it.
-                    return Ok(());
-                }
-                self.sending.awaiting_pkid.push_back(Some(stored.seq));
-                self.sending.sent_through = stored.seq;
-            }
+                .map_err(DriverError::Connection),
+            None => Ok(()),
         }
     }
 
     async fn flush_acks(&mut self) {
-        let Some(store) = self.store.as_mut() else {
-            return;
-        };
-        if self.sending.acked.is_empty() {
-            return;
-        }
-        let acked = std::mem::take(&mut self.sending.acked);
-        if let Err(e) = store.acknowledge(&acked).await {
+        if let Some(spool) = self.spool.as_mut()
+            && let Err(e) = spool.flush_acknowledged().await
+        {
             warn!(connection = %self.label, error = %e, "Cannot remove delivered messages from the queue; they may be sent again");
         }
     }
 
     async fn refresh_status(&mut self, report: &Reporter) {
-        let Some(store) = self.store.as_mut() else {
+        let Some(spool) = self.spool.as_mut() else {
             return;
         };
-        if let Err(e) = store.expire(now_millis()).await {
+        if let Err(e) = spool.expire().await {
             warn!(connection = %self.label, error = %e, "Cannot expire old messages");
         }
         let now = Instant::now();

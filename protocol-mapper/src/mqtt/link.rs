@@ -12,6 +12,7 @@
 //! external broker, both ways.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -22,7 +23,9 @@ use commissioning::model::{MqttConnection, MqttScheme};
 use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 
+use super::queue::QueueLimits;
 use super::session::{Session, SessionConfig, SessionEvent};
+use super::spool::Spool;
 
 /// Publications kept while the external broker is unreachable.
 pub const OFFLINE_BUFFER: usize = 10_000;
@@ -33,19 +36,32 @@ const INBOX: usize = 4096;
 const SYS_PREFIX: &str = "$SYS/ironbridge/";
 const EXTERNAL_SYS_PREFIX: &str = "ironbridge/sys/";
 
-/// A topic or filter as the external broker sees it.
-fn outward(topic: &str) -> String {
-    match topic.strip_prefix(SYS_PREFIX) {
-        Some(rest) => format!("{EXTERNAL_SYS_PREFIX}{rest}"),
-        None => topic.to_string(),
-    }
+/// How `$SYS/ironbridge/` topics travel: as `ironbridge/sys/` on other brokers, which keep
+/// `$SYS` to themselves; unchanged on an Ironbridge gateway (an agent's broker).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SysTopics {
+    Translated,
+    AsTheyAre,
 }
 
-/// A received topic as the components know it.
-fn inward(topic: &str) -> Option<String> {
-    topic
-        .strip_prefix(EXTERNAL_SYS_PREFIX)
-        .map(|rest| format!("{SYS_PREFIX}{rest}"))
+impl SysTopics {
+    /// A topic or filter as the external broker sees it.
+    fn outward(self, topic: &str) -> String {
+        match (self, topic.strip_prefix(SYS_PREFIX)) {
+            (SysTopics::Translated, Some(rest)) => format!("{EXTERNAL_SYS_PREFIX}{rest}"),
+            _ => topic.to_string(),
+        }
+    }
+
+    /// A received topic as the components know it, when it differs.
+    fn inward(self, topic: &str) -> Option<String> {
+        match self {
+            SysTopics::Translated => topic
+                .strip_prefix(EXTERNAL_SYS_PREFIX)
+                .map(|rest| format!("{SYS_PREFIX}{rest}")),
+            SysTopics::AsTheyAre => None,
+        }
+    }
 }
 
 /// Waits between connection attempts grow to this.
@@ -56,6 +72,13 @@ pub struct ExternalMqtt {
     url: String,
     connection: MqttConnection,
     links: Arc<LinkCounts>,
+    sys_topics: SysTopics,
+    /// Put before every component's client id (an agent's), so its sessions never take over
+    /// another process's.
+    client_prefix: String,
+    /// Where each link keeps a store-and-forward queue of its QoS 1/2 publications (agents);
+    /// without, publications wait in memory while the broker is away.
+    spool: Option<(PathBuf, QueueLimits)>,
 }
 
 /// How many component links exist and how many are connected now (for the health check).
@@ -110,6 +133,84 @@ impl ExternalMqtt {
             url: shown.to_string(),
             connection,
             links: Arc::default(),
+            sys_topics: SysTopics::Translated,
+            client_prefix: String::new(),
+            spool: None,
+        })
+    }
+
+    /// For a protocol-mapper agent and its gateway: `$SYS/ironbridge/` topics stay as they are,
+    /// client ids start with `agent/<name>/`, the agent logs in as `username` unless the URL
+    /// names a user, and every link queues its QoS 1/2 publications on disk below `spool_dir`
+    /// (one SQLite file per link) until the gateway acknowledges them.
+    pub fn for_agent(
+        mut self,
+        name: &str,
+        username: &str,
+        password: Option<String>,
+        spool_dir: PathBuf,
+        limits: QueueLimits,
+    ) -> ExternalMqtt {
+        self.sys_topics = SysTopics::AsTheyAre;
+        self.client_prefix = format!("agent/{name}/");
+        if self.connection.username.is_none() {
+            self.connection.username = Some(username.to_string());
+        }
+        if self.connection.password.is_none() {
+            self.connection.password = password;
+        }
+        self.spool = Some((spool_dir, limits));
+        self
+    }
+
+    /// A link that announces itself: the broker publishes `will` when the link is lost without
+    /// saying goodbye, and the link publishes `birth` on every connect. Its keep-alive is
+    /// `keepalive` (at least 5 s), so a vanished process is noticed within 1.5 times that. It
+    /// queues nothing on disk: what it says is current state, superseded by the next birth.
+    pub fn announcing_link(
+        &self,
+        client_id: &str,
+        birth: Message,
+        will: Message,
+        keepalive: Duration,
+    ) -> Result<ExternalLink, String> {
+        let mut config = self.session_config(client_id)?;
+        config.keepalive = keepalive.max(Duration::from_secs(5));
+        config.will = Some(will);
+        Ok(self.spawn_link(config, Some(birth), None))
+    }
+
+    fn session_config(&self, client_id: &str) -> Result<SessionConfig, String> {
+        let client_id = format!("{}{client_id}", self.client_prefix);
+        let mut connection = self.connection.clone();
+        connection.client_id = Some(client_id.clone());
+        SessionConfig::new(&connection, &client_id)
+    }
+
+    fn spawn_link(
+        &self,
+        config: SessionConfig,
+        birth: Option<Message>,
+        spool: Option<(PathBuf, QueueLimits)>,
+    ) -> ExternalLink {
+        self.links.open.fetch_add(1, Ordering::Relaxed);
+        let counts = CountGuard(self.links.clone(), false);
+        let sys_topics = self.sys_topics;
+        ExternalLink::spawn(INBOX, move |end: ExternalLinkEnd| {
+            LinkTask {
+                counts,
+                config,
+                sys_topics,
+                birth,
+                spool: None,
+                requests: end.requests,
+                inbox: end.inbox,
+                connected: end.connected,
+                subscriptions: BTreeMap::new(),
+                offline: VecDeque::new(),
+                dropped: 0,
+            }
+            .run(spool)
         })
     }
 
@@ -141,24 +242,19 @@ impl ExternalBroker for ExternalMqtt {
     }
 
     fn link(&self, client_id: &str) -> Result<ExternalLink, String> {
-        let mut connection = self.connection.clone();
-        connection.client_id = Some(client_id.to_string());
-        let config = SessionConfig::new(&connection, client_id)?;
-        self.links.open.fetch_add(1, Ordering::Relaxed);
-        let counts = CountGuard(self.links.clone(), false);
-        Ok(ExternalLink::spawn(INBOX, move |end: ExternalLinkEnd| {
-            LinkTask {
-                counts,
-                config,
-                requests: end.requests,
-                inbox: end.inbox,
-                connected: end.connected,
-                subscriptions: BTreeMap::new(),
-                offline: VecDeque::new(),
-                dropped: 0,
-            }
-            .run()
-        }))
+        let config = self.session_config(client_id)?;
+        let spool = self.spool.as_ref().map(|(dir, limits)| {
+            let file: String = config
+                .client_id
+                .chars()
+                .map(|c| match c {
+                    'a'..='z' | 'A'..='Z' | '0'..='9' | '-' | '_' | '.' => c,
+                    _ => '_',
+                })
+                .collect();
+            (dir.join(format!("{file}.sqlite")), *limits)
+        });
+        Ok(self.spawn_link(config, None, spool))
     }
 }
 
@@ -187,11 +283,18 @@ impl Drop for CountGuard {
 struct LinkTask {
     counts: CountGuard,
     config: SessionConfig,
+    sys_topics: SysTopics,
+    /// Published on every connect (see [`ExternalMqtt::announcing_link`]).
+    birth: Option<Message>,
+    /// QoS 1/2 publications on disk until acknowledged (agents); opened when the task starts.
+    spool: Option<Spool>,
     requests: mpsc::Receiver<ExternalRequest>,
     inbox: mpsc::Sender<Delivery>,
     connected: watch::Sender<bool>,
     /// Filter to (QoS, no-local), made again after every connect.
     subscriptions: BTreeMap<String, (QoS, bool)>,
+    /// Publications waiting for the broker in memory: all of them without a spool, QoS 0 ones
+    /// with one.
     offline: VecDeque<Message>,
     dropped: u64,
 }
@@ -203,7 +306,21 @@ enum SessionEnd {
 }
 
 impl LinkTask {
-    async fn run(mut self) {
+    async fn run(mut self, spool: Option<(PathBuf, QueueLimits)>) {
+        if let Some((path, limits)) = spool {
+            match Spool::open(&path, limits, Arc::default()).await {
+                Ok(spool) => {
+                    if spool.len() > 0 {
+                        info!(client_id = %self.config.client_id, messages = spool.len(), "Messages queued for the broker in an earlier run are sent first");
+                    }
+                    self.spool = Some(spool);
+                }
+                // Publications then wait in memory, as without a spool.
+                Err(e) => {
+                    warn!(client_id = %self.config.client_id, error = %e, "Cannot open the link's queue file; publications wait in memory")
+                }
+            }
+        }
         let mut retry = Duration::from_millis(250);
         loop {
             let (session, mut events) = Session::open(&self.config);
@@ -211,16 +328,20 @@ impl LinkTask {
             let _ = self.connected.send(false);
             self.counts.set_connected(false);
             session.close(events).await;
+            self.session_ended().await;
             match end {
-                SessionEnd::Finished => return,
+                SessionEnd::Finished => break,
                 SessionEnd::Lost(reason) => {
                     warn!(client_id = %self.config.client_id, error = %reason, "External broker unreachable; retrying");
                     if self.wait_offline(retry).await {
-                        return;
+                        break;
                     }
                     retry = (retry * 2).min(MAX_RETRY);
                 }
             }
+        }
+        if let Some(spool) = self.spool.take() {
+            spool.close().await;
         }
     }
 
@@ -243,15 +364,18 @@ impl LinkTask {
                         for (filter, (qos, no_local)) in &self.subscriptions {
                             let _ = session.try_subscribe_with(filter, *qos, *no_local);
                         }
+                        if let Some(birth) = self.birth.clone() {
+                            let _ = self.send(session, &birth);
+                        }
                         while let Some(message) = self.offline.pop_front() {
-                            if !send(session, &message) {
+                            if !self.send(session, &message) {
                                 self.offline.push_front(message);
                                 break;
                             }
                         }
                     }
                     Some(SessionEvent::Received(mut message)) => {
-                        if let Some(topic) = inward(&message.topic) {
+                        if let Some(topic) = self.sys_topics.inward(&message.topic) {
                             message.topic = topic.into();
                         }
                         let delivery = Delivery {
@@ -263,18 +387,33 @@ impl LinkTask {
                         // A component that stopped reading must not stall the others' link.
                         let _ = self.inbox.try_send(delivery);
                     }
+                    Some(SessionEvent::Sent(pkid)) => {
+                        if let Some(spool) = self.spool.as_mut() {
+                            spool.sent(pkid);
+                        }
+                    }
+                    Some(SessionEvent::Acked { pkid, .. }) => {
+                        if let Some(spool) = self.spool.as_mut()
+                            && spool.acknowledged(pkid)
+                            && let Err(e) = spool.flush_acknowledged().await
+                        {
+                            warn!(client_id = %self.config.client_id, error = %e, "Cannot remove delivered messages from the link's queue; they may be sent again");
+                        }
+                    }
                     Some(SessionEvent::Lost(reason)) => return SessionEnd::Lost(reason),
                     None => return SessionEnd::Lost("the session ended".into()),
-                    Some(_) => {}
                 },
                 request = self.requests.recv() => {
                     let Some(request) = request else {
                         return SessionEnd::Finished;
                     };
-                    if let Some(end) = self.handle(request, connected.then_some(session)) {
+                    if let Some(end) = self.handle(request, connected.then_some(session)).await {
                         return end;
                     }
                 }
+            }
+            if connected && let Err(e) = self.fill_window(session).await {
+                return SessionEnd::Lost(e);
             }
         }
     }
@@ -287,7 +426,7 @@ impl LinkTask {
                 _ = tokio::time::sleep_until(until) => return false,
                 request = self.requests.recv() => {
                     let Some(request) = request else { return true };
-                    if self.handle(request, None).is_some() {
+                    if self.handle(request, None).await.is_some() {
                         return true;
                     }
                 }
@@ -295,14 +434,25 @@ impl LinkTask {
         }
     }
 
-    fn handle(
+    async fn handle(
         &mut self,
         request: ExternalRequest,
         session: Option<&Session>,
     ) -> Option<SessionEnd> {
         match request {
             ExternalRequest::Publish(message) => {
-                let sent = session.is_some_and(|s| self.offline.is_empty() && send(s, &message));
+                if message.qos != QoS::AtMostOnce
+                    && let Some(spool) = self.spool.as_mut()
+                {
+                    // On disk before anything else happens to it; sent by `fill_window`.
+                    if let Err(e) = spool.store(std::slice::from_ref(&message)).await {
+                        warn!(client_id = %self.config.client_id, error = %e, "Cannot queue a publication on disk; it waits in memory");
+                        self.buffer(message);
+                    }
+                    return None;
+                }
+                let sent =
+                    session.is_some_and(|s| self.offline.is_empty() && self.send(s, &message));
                 if !sent {
                     self.buffer(message);
                 }
@@ -312,7 +462,7 @@ impl LinkTask {
                 options,
                 done,
             } => {
-                let filter = outward(&filter);
+                let filter = self.sys_topics.outward(&filter);
                 if let Some(session) = session {
                     let _ = session.try_subscribe_with(&filter, options.qos, options.no_local);
                 }
@@ -321,7 +471,7 @@ impl LinkTask {
                 let _ = done.send(());
             }
             ExternalRequest::Unsubscribe { filter, done } => {
-                let filter = outward(&filter);
+                let filter = self.sys_topics.outward(&filter);
                 if self.subscriptions.remove(&filter).is_some()
                     && let Some(session) = session
                 {
@@ -337,6 +487,37 @@ impl LinkTask {
         None
     }
 
+    /// Sends one publication now; false when the session cannot take it.
+    fn send(&mut self, session: &Session, message: &Message) -> bool {
+        let topic = self.sys_topics.outward(&message.topic);
+        match self.spool.as_mut() {
+            // The spool counts what the session reports sent, so it must see every publish.
+            Some(spool) => spool.send_direct(session, &topic, message),
+            None => session
+                .try_publish(&topic, message.qos, message.retain, message.payload.clone())
+                .is_ok(),
+        }
+    }
+
+    /// Sends what the spool holds, oldest first, as far as the window allows.
+    async fn fill_window(&mut self, session: &Session) -> Result<(), String> {
+        let sys_topics = self.sys_topics;
+        match self.spool.as_mut() {
+            Some(spool) => spool.fill_window(session, |t| sys_topics.outward(t)).await,
+            None => Ok(()),
+        }
+    }
+
+    /// What was in flight is sent again by the next session.
+    async fn session_ended(&mut self) {
+        if let Some(spool) = self.spool.as_mut() {
+            if let Err(e) = spool.flush_acknowledged().await {
+                warn!(client_id = %self.config.client_id, error = %e, "Cannot remove delivered messages from the link's queue; they may be sent again");
+            }
+            spool.session_ended();
+        }
+    }
+
     fn buffer(&mut self, message: Message) {
         if self.offline.len() >= OFFLINE_BUFFER {
             self.offline.pop_front();
@@ -349,29 +530,27 @@ impl LinkTask {
     }
 }
 
-fn send(session: &Session, message: &Message) -> bool {
-    session
-        .try_publish(
-            &outward(&message.topic),
-            message.qos,
-            message.retain,
-            message.payload.clone(),
-        )
-        .is_ok()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn status_topics_leave_sys_on_external_brokers() {
+        let sys = SysTopics::Translated;
         let topic = "$SYS/ironbridge/services/plc/status";
-        assert_eq!(outward(topic), "ironbridge/sys/services/plc/status");
-        assert_eq!(inward(&outward(topic)).as_deref(), Some(topic));
-        assert_eq!(outward("services/plc/temp"), "services/plc/temp");
-        assert_eq!(inward("services/plc/temp"), None);
-        assert_eq!(outward("$SYS/broker/uptime"), "$SYS/broker/uptime");
+        assert_eq!(sys.outward(topic), "ironbridge/sys/services/plc/status");
+        assert_eq!(sys.inward(&sys.outward(topic)).as_deref(), Some(topic));
+        assert_eq!(sys.outward("services/plc/temp"), "services/plc/temp");
+        assert_eq!(sys.inward("services/plc/temp"), None);
+        assert_eq!(sys.outward("$SYS/broker/uptime"), "$SYS/broker/uptime");
+    }
+
+    #[test]
+    fn an_agent_keeps_sys_topics_for_its_gateway() {
+        let sys = SysTopics::AsTheyAre;
+        let topic = "$SYS/ironbridge/agents/press/status";
+        assert_eq!(sys.outward(topic), topic);
+        assert_eq!(sys.inward(topic), None);
     }
 
     #[test]

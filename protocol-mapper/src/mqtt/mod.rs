@@ -6,6 +6,7 @@ pub mod connection;
 pub mod link;
 pub mod queue;
 mod session;
+mod spool;
 mod tls;
 
 pub use connection::QueueSettings;

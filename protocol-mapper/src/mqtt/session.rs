@@ -52,9 +52,11 @@ pub struct SessionConfig {
     version: MqttVersion,
     username: Option<String>,
     password: Option<String>,
-    keepalive: Duration,
+    pub keepalive: Duration,
     clean: bool,
     tls: Option<TlsConfiguration>,
+    /// Published by the broker when the session ends without a DISCONNECT.
+    pub will: Option<Message>,
 }
 
 impl SessionConfig {
@@ -89,6 +91,7 @@ impl SessionConfig {
             keepalive: Duration::from_secs(u64::from(connection.keepalive.unwrap_or(60).max(5))),
             clean: connection.clean.unwrap_or(true),
             tls,
+            will: None,
         })
     }
 
@@ -145,6 +148,14 @@ impl Session {
                 if let Some(user) = &config.username {
                     options.set_credentials(user, config.password.clone().unwrap_or_default());
                 }
+                if let Some(will) = &config.will {
+                    options.set_last_will(rumqttc::LastWill::new(
+                        &*will.topic,
+                        will.payload.to_vec(),
+                        v4_qos(will.qos),
+                        will.retain,
+                    ));
+                }
                 let (client, eventloop) = rumqttc::AsyncClient::new(options, capacity);
                 (Client::V4(client), tokio::spawn(poll_v4(eventloop, tx)))
             }
@@ -165,6 +176,15 @@ impl Session {
                 }
                 if let Some(user) = &config.username {
                     options.set_credentials(user, config.password.clone().unwrap_or_default());
+                }
+                if let Some(will) = &config.will {
+                    options.set_last_will(rumqttc::v5::mqttbytes::v5::LastWill::new(
+                        &*will.topic,
+                        will.payload.to_vec(),
+                        v5_qos(will.qos),
+                        will.retain,
+                        None,
+                    ));
                 }
                 let (client, eventloop) = rumqttc::v5::AsyncClient::new(options, capacity);
                 (Client::V5(client), tokio::spawn(poll_v5(eventloop, tx)))
