@@ -248,12 +248,12 @@ impl Agent {
     }
 
     /// The gateway took the service back (disabled, deleted, or no longer placed here).
+    /// Queue files and certificates stay: the agent cannot tell a disable, after which the
+    /// gateway keeps them, from a delete, and what is still queued must not be lost.
     async fn remove(&mut self, id: &str) {
         let running = self.applied.contains_key(id);
         self.stop_service(id).await;
         let _ = std::fs::remove_file(self.work_file(id));
-        // Its queues, certificates and retained connection statuses go with it.
-        self.supervisor.service_removed(id);
         if running {
             info!(service = %id, "The gateway took the service's work back");
         }

@@ -20,6 +20,9 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
+/// Resource reports kept at most, over all agents.
+const MAX_REPORTS: usize = 100_000;
+
 pub fn work_topic(agent: &str, service: &str) -> String {
     format!("{}/services/{service}", admin::agents::agent_root(agent))
 }
@@ -38,16 +41,25 @@ pub fn resource_topic(agent: &str, service: &str, resource: &str) -> String {
 /// An agent's `status` message.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Presence {
-    /// `online` or `offline`.
-    pub state: String,
+    pub state: PresenceState,
     /// Unix milliseconds.
     pub since: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PresenceState {
+    Online,
+    Offline,
 }
 
 impl Presence {
     pub fn new(online: bool) -> Presence {
         Presence {
-            state: if online { "online" } else { "offline" }.into(),
+            state: match online {
+                true => PresenceState::Online,
+                false => PresenceState::Offline,
+            },
             since: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis() as i64),
@@ -103,7 +115,7 @@ impl AgentBoard {
         };
         let online = lock(&self.presence)
             .get(agent)
-            .is_some_and(|p| p.state == "online");
+            .is_some_and(|p| p.state == PresenceState::Online);
         if !online {
             return waiting(format!("agent {agent} is not connected"));
         }
@@ -132,7 +144,10 @@ impl AgentBoard {
         match levels.as_slice() {
             [agent, "status"] => match serde_json::from_slice::<Presence>(payload) {
                 Ok(presence) => {
-                    lock(&self.presence).insert(agent.to_string(), presence);
+                    let mut known = lock(&self.presence);
+                    if known.len() < MAX_REPORTS || known.contains_key(*agent) {
+                        known.insert(agent.to_string(), presence);
+                    }
                 }
                 Err(_) => {
                     lock(&self.presence).remove(*agent);
@@ -142,7 +157,12 @@ impl AgentBoard {
                 let key = (agent.to_string(), service.to_string(), resource.to_string());
                 match serde_json::from_slice::<Report>(payload) {
                     Ok(report) => {
-                        lock(&self.reports).insert(key, report);
+                        let mut reports = lock(&self.reports);
+                        // An agent may publish below its own subtree at will; what it can
+                        // make the gateway keep is bounded.
+                        if reports.len() < MAX_REPORTS || reports.contains_key(&key) {
+                            reports.insert(key, report);
+                        }
                     }
                     // Empty: the agent no longer runs it.
                     Err(_) => {

@@ -151,40 +151,15 @@ fn validate(files: &[PathBuf], params: &[String]) -> ExitCode {
 }
 
 fn run(config: Option<PathBuf>, log_format: Option<LogFormat>, demo: bool) -> ExitCode {
-    let mut settings = match Settings::load(config.as_deref(), std::env::vars()) {
+    let mut settings = match load_settings(config.as_deref(), log_format) {
         Ok(settings) => settings,
-        Err(e) => {
-            eprintln!("ironbridge: {e}");
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
-    if let Some(format) = log_format {
-        settings.log.format = format;
-    }
     settings.demo.enabled |= demo;
     init_logging(&settings);
     gateway::data_dir::create_files_private();
     raise_open_files_limit();
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("ironbridge: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let result = runtime.block_on(async {
-        let stop = CancellationToken::new();
-        tokio::spawn(stop_on_signal(stop.clone()));
-        gateway::run(settings, stop).await
-    });
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!(error = format!("{e:#}"), "Ironbridge stopped with an error");
-            eprintln!("ironbridge: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    until_signalled("Ironbridge", |stop| gateway::run(settings, stop))
 }
 
 fn agent(
@@ -194,16 +169,10 @@ fn agent(
     log_format: Option<LogFormat>,
 ) -> ExitCode {
     // The agent shares the gateway's environment overrides for logging and queue bounds.
-    let mut settings = match Settings::load(None, std::env::vars()) {
+    let settings = match load_settings(None, log_format) {
         Ok(settings) => settings,
-        Err(e) => {
-            eprintln!("ironbridge: {e}");
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
-    if let Some(format) = log_format {
-        settings.log.format = format;
-    }
     init_logging(&settings);
     gateway::data_dir::create_files_private();
     let options = gateway::agent::AgentOptions {
@@ -214,6 +183,30 @@ fn agent(
         allow_insecure_data_dir: settings.allow_insecure_data_dir,
         queue_limits: settings.forwarding.limits(),
     };
+    until_signalled("The agent", |stop| gateway::agent::run(options, stop))
+}
+
+/// Settings from the file (if any) and IRONBRIDGE_* variables; exit code 2 when they are wrong.
+fn load_settings(
+    config: Option<&std::path::Path>,
+    log_format: Option<LogFormat>,
+) -> Result<Settings, ExitCode> {
+    let mut settings = Settings::load(config, std::env::vars()).map_err(|e| {
+        eprintln!("ironbridge: {e}");
+        ExitCode::from(2)
+    })?;
+    if let Some(format) = log_format {
+        settings.log.format = format;
+    }
+    Ok(settings)
+}
+
+/// Runs `main` on a multi-threaded runtime until it ends; SIGTERM or SIGINT asks it to stop.
+fn until_signalled<F, Fut>(what: &str, main: F) -> ExitCode
+where
+    F: FnOnce(CancellationToken) -> Fut,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -224,12 +217,12 @@ fn agent(
     let result = runtime.block_on(async {
         let stop = CancellationToken::new();
         tokio::spawn(stop_on_signal(stop.clone()));
-        gateway::agent::run(options, stop).await
+        main(stop).await
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!(error = format!("{e:#}"), "The agent stopped with an error");
+            tracing::error!(error = format!("{e:#}"), "{what} stopped with an error");
             eprintln!("ironbridge: {e:#}");
             ExitCode::FAILURE
         }

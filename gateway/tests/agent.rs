@@ -173,6 +173,42 @@ fn cli(ports: &Ports, args: &[&str], env: &[(&str, &str)]) -> Output {
     command.output().unwrap()
 }
 
+/// Users for agents, with the agents' password and no roles.
+fn create_users(ports: &Ports, names: &[&str]) {
+    for name in names {
+        let created = cli(
+            ports,
+            &["user", "create", name],
+            &[("IRONBRIDGE_USER_PASSWORD", AGENT_PASSWORD)],
+        );
+        assert!(created.status.success(), "{created:?}");
+    }
+}
+
+/// Installs (and enables) the press line with the PLCs on these ports.
+fn install_press_line(ports: &Ports, dir: &Path, press_port: u16, oven_port: u16) {
+    let file = dir.join("press-line.yml");
+    std::fs::write(&file, SERVICE).unwrap();
+    let installed = cli(
+        ports,
+        &[
+            "service",
+            "install",
+            file.to_str().unwrap(),
+            "-p",
+            &format!("pressPort={press_port}"),
+            "-p",
+            &format!("ovenPort={oven_port}"),
+        ],
+        &[],
+    );
+    // 4: installed and enabled, but deviated while the agent is away.
+    assert!(
+        matches!(installed.status.code(), Some(0 | 4)),
+        "{installed:?}"
+    );
+}
+
 /// Waits until `ironbridge service status pressline` exits with `code`; its output.
 async fn wait_for_status(ports: &Ports, code: i32, within: Duration, logs: &Path) -> String {
     let deadline = Instant::now() + within;
@@ -302,31 +338,8 @@ async fn an_agent_runs_its_part_survives_restarts_and_loses_nothing_while_the_ga
     });
 
     let gateway = start_gateway(&gateway_data, &logs, &ports);
-    let created = cli(
-        &ports,
-        &["user", "create", "press"],
-        &[("IRONBRIDGE_USER_PASSWORD", AGENT_PASSWORD)],
-    );
-    assert!(created.status.success(), "{created:?}");
-    let file = dir.path().join("press-line.yml");
-    std::fs::write(&file, SERVICE).unwrap();
-    let installed = cli(
-        &ports,
-        &[
-            "service",
-            "install",
-            file.to_str().unwrap(),
-            "-p",
-            &format!("pressPort={}", press.addr.port()),
-            "-p",
-            &format!("ovenPort={}", oven.addr.port()),
-        ],
-        &[],
-    );
-    assert!(
-        matches!(installed.status.code(), Some(0 | 4)),
-        "{installed:?}"
-    );
+    create_users(&ports, &["press"]);
+    install_press_line(&ports, dir.path(), press.addr.port(), oven.addr.port());
 
     // Without its agent the service runs, deviated: the press's resources wait for it.
     let status = wait_for_status(&ports, 4, Duration::from_secs(10), &logs).await;
@@ -481,33 +494,8 @@ async fn an_agents_work_is_its_own_and_its_reach_ends_at_its_services() {
         http: free_port(),
     };
     let _gateway = start_gateway(&dir.path().join("gateway"), &logs, &ports);
-    for user in ["press", "oven"] {
-        let created = cli(
-            &ports,
-            &["user", "create", user],
-            &[("IRONBRIDGE_USER_PASSWORD", AGENT_PASSWORD)],
-        );
-        assert!(created.status.success(), "{created:?}");
-    }
-    let file = dir.path().join("press-line.yml");
-    std::fs::write(&file, SERVICE).unwrap();
-    let installed = cli(
-        &ports,
-        &[
-            "service",
-            "install",
-            file.to_str().unwrap(),
-            "-p",
-            "pressPort=1",
-            "-p",
-            "ovenPort=1",
-        ],
-        &[],
-    );
-    assert!(
-        matches!(installed.status.code(), Some(0 | 4)),
-        "{installed:?}"
-    );
+    create_users(&ports, &["press", "oven"]);
+    install_press_line(&ports, dir.path(), 1, 1);
 
     let work = "$SYS/ironbridge/agents/press/services/+";
     assert!(may_subscribe(&ports, "press", AGENT_PASSWORD, work).await);

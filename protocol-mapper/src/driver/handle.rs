@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use broker::bus::Link;
 use commissioning::model::ConnectionTargetState;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
@@ -9,7 +10,6 @@ use tokio_util::sync::CancellationToken;
 use super::machine::{self, Command};
 use super::{Driver, DriverError, EndpointSpec, Reporter};
 use crate::status::{ConnectionState, ConnectionStatus, connection_status_topic};
-use broker::bus::Link;
 
 /// Commands waiting for a connection; the supervisor is the only sender.
 const COMMAND_QUEUE: usize = 64;

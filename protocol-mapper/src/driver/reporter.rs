@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use broker::bus::Link;
 use broker::{Message, QoS};
 use bytes::Bytes;
 use tokio::sync::watch;
@@ -11,7 +12,6 @@ use tracing::warn;
 use super::EndpointSpec;
 use crate::envelope;
 use crate::status::{ConnectionState, ConnectionStatus};
-use broker::bus::Link;
 
 /// Publishes what a connection has to say: data, answers, its status and endpoint errors.
 pub struct Reporter {

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use broker::bus::Link;
 use commissioning::model::{
     Address, ConnectionTargetState, ModbusAddress, ModbusConnection, ModbusDataType, Operation,
 };
@@ -21,7 +22,6 @@ use super::codec;
 use crate::backoff::Backoff;
 use crate::driver::{self, ConnectionHandle, Driver, DriverError, EndpointSpec, Refusal, Reporter};
 use crate::envelope;
-use broker::bus::Link;
 
 /// How long a request may take when the connection has no `socketTimeout`.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);

@@ -15,7 +15,9 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use broker::bus::{LinkCounters, QueueCounters, RemoteBroker, RemoteDelivery, SubscriptionCommand};
+use broker::bus::{
+    Link, LinkCounters, QueueCounters, RemoteBroker, RemoteDelivery, SubscriptionCommand,
+};
 use broker::{Message, QoS};
 use commissioning::model::{ConnectionStrategy, ConnectionTargetState, MqttConnection};
 use futures_util::future::BoxFuture;
@@ -29,7 +31,6 @@ use super::session::{Session, SessionConfig, SessionEvent, WINDOW};
 use super::spool::{Sent, Spool};
 use crate::backoff::Backoff;
 use crate::driver::{self, ConnectionHandle, Driver, DriverError, EndpointSpec, Refusal, Reporter};
-use broker::bus::Link;
 
 /// How often the status (queue fill, rate) is refreshed and old messages expire.
 const STATUS_INTERVAL: Duration = Duration::from_secs(1);

@@ -13,6 +13,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use broker::bus::Link;
 use commissioning::model::{
     Address, ConnectionTargetState, MessageSecurityMode as Mode, OpcuaAddress, OpcuaConnection,
     Operation, SecurityPolicy as Policy,
@@ -38,7 +39,6 @@ use super::pki::{self, Pki};
 use crate::backoff::Backoff;
 use crate::driver::{self, ConnectionHandle, Driver, DriverError, EndpointSpec, Refusal, Reporter};
 use crate::envelope;
-use broker::bus::Link;
 
 /// How long connecting and each request may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
