@@ -30,6 +30,23 @@ impl<'de> Deserialize<'de> for ResourceRef {
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
                 f.write_str("a !ref to a resource")
             }
+            /// `service::resource`, as `!sub '${resource}'` gives it and Connectware's
+            /// documentation types these properties (a string). A bare name of this service's
+            /// resource is turned into a reference before typing, so one arriving here is
+            /// unknown.
+            fn visit_str<E: de::Error>(self, text: &str) -> Result<ResourceRef, E> {
+                match text.split_once("::") {
+                    Some((service, resource)) if !service.is_empty() && !resource.is_empty() => {
+                        Ok(ResourceRef {
+                            service: service.to_string(),
+                            resource: resource.to_string(),
+                        })
+                    }
+                    _ => Err(E::custom(format!(
+                        "`{text}` is not a resource of this service; refer to one with `!ref <resource>` (or `<service>::<resource>` for another service's)"
+                    ))),
+                }
+            }
             fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<ResourceRef, A::Error> {
                 let mut target: Option<String> = None;
                 while let Some(key) = map.next_key::<String>()? {
@@ -49,7 +66,7 @@ impl<'de> Deserialize<'de> for ResourceRef {
                 })
             }
         }
-        deserializer.deserialize_map(Visitor)
+        deserializer.deserialize_any(Visitor)
     }
 }
 
@@ -605,11 +622,34 @@ pub struct MappingEntry {
     pub rules: Vec<Rule>,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+/// One item or a list of them (a mapping's `subscribe`). Deserialized by hand rather than as an
+/// untagged enum, so a problem inside an item is reported at its path with its own message, and
+/// anything else gets one that names the expected shape.
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(untagged)]
 pub enum OneOrMany<T> {
     One(T),
     Many(Vec<T>),
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for OneOrMany<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> de::Visitor<'de> for Visitor<T> {
+            type Value = OneOrMany<T>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a mapping (`endpoint: !ref ...` or `topic: ...`) or a list of them")
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+                T::deserialize(de::value::MapAccessDeserializer::new(map)).map(OneOrMany::One)
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+                Vec::<T>::deserialize(de::value::SeqAccessDeserializer::new(seq))
+                    .map(OneOrMany::Many)
+            }
+        }
+        deserializer.deserialize_any(Visitor(std::marker::PhantomData))
+    }
 }
 
 impl<T> OneOrMany<T> {

@@ -285,7 +285,7 @@ fn json_size(value: &Json) -> usize {
     }
 }
 
-fn reference(service: &str, resource: &str) -> Json {
+pub(crate) fn reference(service: &str, resource: &str) -> Json {
     let mut map = Map::new();
     map.insert(
         REF_KEY.into(),

@@ -478,15 +478,16 @@ fn load_resource(
     diagnostics: &mut Vec<Diagnostic>,
 ) -> Option<Resource> {
     let before = diagnostics.len();
+    // Dots appear in real files (`1.1_DataNodes`); `::` separates service and resource.
     if !id
         .chars()
-        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
         || id.is_empty()
     {
         diagnostics.push(Diagnostic::new(
             path,
             Some(node.pos),
-            "resource ids may contain only letters, digits, `_` and `-`",
+            "resource ids may contain only letters, digits, `_`, `-` and `.`",
         ));
     }
     let Value::Map(fields) = &node.value else {
@@ -539,6 +540,7 @@ fn load_resource(
     };
     if type_name == "Cybus::Mapping" {
         expand_mqtt_root(&mut properties, mqtt_root);
+        references_from_strings(&mut properties, scope, types, out);
     }
     let positions = &out.positions;
     let kind = match type_name.as_str() {
@@ -708,6 +710,53 @@ fn concrete_topic_root(root: &str) -> Result<&str, String> {
         ));
     }
     Ok(root)
+}
+
+/// Connectware types a mapping's `endpoint` and `connection` as strings: a `!ref` is the usual
+/// way to write them, but the bare name of a resource of this service, or `service::resource`,
+/// means the same. Both become references here, counted as dependencies like a `!ref`.
+fn references_from_strings(
+    properties: &mut Json,
+    scope: &Scope<'_>,
+    types: &BTreeMap<String, String>,
+    out: &mut Resolved,
+) {
+    let Some(Json::Array(entries)) = properties.get_mut("mappings") else {
+        return;
+    };
+    for entry in entries {
+        for side in ["subscribe", "publish"] {
+            let places: Vec<&mut Json> = match entry.get_mut(side) {
+                Some(Json::Array(items)) => items.iter_mut().collect(),
+                Some(item) => vec![item],
+                None => Vec::new(),
+            };
+            for place in places {
+                for key in ["endpoint", "connection"] {
+                    let Some(value) = place.get_mut(key) else {
+                        continue;
+                    };
+                    let Json::String(text) = value else {
+                        continue;
+                    };
+                    let (service, resource) = match text.split_once("::") {
+                        Some((service, resource)) => (service.to_string(), resource.to_string()),
+                        None if types.contains_key(text.as_str()) => {
+                            (scope.service_id.to_string(), text.clone())
+                        }
+                        // Reported when typed, with what to write instead.
+                        None => continue,
+                    };
+                    if service == scope.service_id {
+                        out.local_refs.insert(resource.clone());
+                    } else {
+                        out.service_refs.insert(service.clone());
+                    }
+                    *value = crate::resolve::reference(&service, &resource);
+                }
+            }
+        }
+    }
 }
 
 fn expand_mqtt_root(value: &mut Json, root: &str) {

@@ -194,3 +194,89 @@ resources:
         "{problems:?}"
     );
 }
+
+/// Connectware types a mapping's `endpoint` as a string: a `!ref`, the bare name of a resource of
+/// the service, or `service::resource` all name it. Resource ids may contain dots.
+#[test]
+fn a_mapping_names_its_endpoint_by_ref_by_name_or_service_and_name() {
+    let file = r#"
+metadata: {name: Cell}
+resources:
+  plc:
+    type: Cybus::Connection
+    properties:
+      protocol: Modbus
+      connection: {host: 10.0.0.1, port: 502}
+  1.1_Temperature:
+    type: Cybus::Endpoint
+    properties:
+      protocol: Modbus
+      connection: !ref plc
+      subscribe: {fc: 3, address: 0}
+  byName:
+    type: Cybus::Mapping
+    properties:
+      mappings:
+        - subscribe: {endpoint: 1.1_Temperature}
+          publish: {topic: a}
+        - subscribe: [{endpoint: "cell::1.1_Temperature"}, {endpoint: !ref 1.1_Temperature}]
+          publish: {topic: b}
+"#;
+    let service = commissioning::load(
+        file,
+        "cell",
+        &Map::new(),
+        &commissioning::Environment::offline(),
+    )
+    .unwrap_or_else(|problems| panic!("{problems:?}"));
+    let mapping = &service.resources["byName"];
+    assert!(mapping.depends_on.contains("1.1_Temperature"));
+    let order = &service.start_order;
+    let position = |id: &str| order.iter().position(|r| r == id);
+    assert!(
+        position("1.1_Temperature") < position("byName"),
+        "{order:?}"
+    );
+}
+
+#[test]
+fn a_mapping_source_of_the_wrong_shape_is_named_without_serde_internals() {
+    let file = r#"
+metadata: {name: Cell}
+resources:
+  wrongName:
+    type: Cybus::Mapping
+    properties:
+      mappings:
+        - subscribe: {endpoint: noSuchEndpoint}
+          publish: {topic: a}
+        - subscribe: 42
+          publish: {topic: b}
+"#;
+    let problems: Vec<String> = commissioning::load(
+        file,
+        "cell",
+        &Map::new(),
+        &commissioning::Environment::offline(),
+    )
+    .expect_err("two problems")
+    .iter()
+    .map(ToString::to_string)
+    .collect();
+    assert!(
+        problems.iter().all(|p| !p.contains("untagged")),
+        "{problems:?}"
+    );
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.contains("mappings[0].subscribe.endpoint")
+                && p.contains("`noSuchEndpoint` is not a resource of this service")),
+        "{problems:?}"
+    );
+    assert!(
+        problems.iter().any(|p| p.contains("mappings[1].subscribe")
+            && p.contains("a mapping (`endpoint: !ref ...` or `topic: ...`) or a list of them")),
+        "{problems:?}"
+    );
+}
