@@ -5,9 +5,11 @@
 //! An agent logs in as the user named like the agent. Besides what its own roles give, it may
 //! reach what the broker users of its services may (each service's root and its `defaultRole`
 //! grants) and write the connection statuses of those services, for as long as an enabled
-//! service places resources on it. `$SYS/ironbridge/agents/<name>/` carries the agent's work,
+//! service places resources on it. `$ironbridge/agents/<name>/` carries the agent's work,
 //! device passwords included: only that agent may subscribe or publish there, whatever anyone
-//! else's permissions say (the gateway's own components are not asked).
+//! else's permissions say (the gateway's own components are not asked). It is a `$` topic of
+//! its own, not below `$SYS`, so `#` and `$SYS/#` never reach it (MQTT-4.7.2-1) and a filter
+//! that could is one that names `$ironbridge`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::RwLock;
@@ -17,7 +19,7 @@ use commissioning::model::{AccessContext, AccessOperation};
 use crate::access::{Directory, allows};
 
 /// Where each agent's private part of the topic tree starts.
-pub const AGENTS_ROOT: &str = "$SYS/ironbridge/agents";
+pub const AGENTS_ROOT: &str = "$ironbridge/agents";
 
 /// The agent's part of the topic tree: its work, status and resource statuses.
 pub fn agent_root(agent: &str) -> String {
@@ -33,15 +35,15 @@ pub enum Reach<'a> {
     Every,
 }
 
-/// `$SYS/ironbridge/agents/<name>/...`, with `+` and `#` where the filter has them. A filter
-/// that starts with a wildcard never reaches `$` topics (MQTT-4.7.2-1).
+/// `$ironbridge/agents/<name>/...`, with `+` and `#` where the filter has them. A filter that
+/// starts with a wildcard never reaches `$` topics (MQTT-4.7.2-1).
 pub fn reach(filter: &str) -> Reach<'_> {
     let mut levels = filter.split('/');
-    for want in AGENTS_ROOT.split('/') {
+    for (depth, want) in AGENTS_ROOT.split('/').enumerate() {
         match levels.next() {
-            Some("#") if want != "$SYS" => return Reach::Every,
-            Some("+") if want != "$SYS" => {}
             Some(level) if level == want => {}
+            Some("#") if depth > 0 => return Reach::Every,
+            Some("+") if depth > 0 => {}
             _ => return Reach::None,
         }
     }
@@ -114,22 +116,23 @@ mod tests {
     fn which_agents_a_filter_reaches() {
         let cases = [
             (
-                "$SYS/ironbridge/agents/press/services/line",
+                "$ironbridge/agents/press/services/line",
                 Reach::One("press"),
             ),
-            ("$SYS/ironbridge/agents/press/#", Reach::One("press")),
-            ("$SYS/ironbridge/agents/press", Reach::One("press")),
-            ("$SYS/ironbridge/agents/+/status", Reach::Every),
-            ("$SYS/ironbridge/agents/#", Reach::Every),
-            ("$SYS/ironbridge/#", Reach::Every),
-            ("$SYS/+/agents/press", Reach::One("press")),
-            ("$SYS/#", Reach::Every),
-            ("$SYS/ironbridge/agents", Reach::None),
+            ("$ironbridge/agents/press/#", Reach::One("press")),
+            ("$ironbridge/agents/press", Reach::One("press")),
+            ("$ironbridge/+/press", Reach::One("press")),
+            ("$ironbridge/agents/+/status", Reach::Every),
+            ("$ironbridge/agents/#", Reach::Every),
+            ("$ironbridge/#", Reach::Every),
+            ("$ironbridge/agents", Reach::None),
+            // Everything else, `$SYS` included.
+            ("$SYS/#", Reach::None),
+            ("$SYS/ironbridge/#", Reach::None),
             ("$SYS/ironbridge/services/line/status", Reach::None),
-            ("$SYS/broker/uptime", Reach::None),
             // Wildcards at the first level never match `$` topics.
             ("#", Reach::None),
-            ("+/ironbridge/agents/press", Reach::None),
+            ("+/agents/press", Reach::None),
             ("services/line/speed", Reach::None),
         ];
         for (filter, expected) in cases {

@@ -116,7 +116,7 @@ impl Service {
 }
 
 /// An agent's name is its broker user's name and a topic level of its work
-/// (`$SYS/ironbridge/agents/<name>/...`): 1-64 letters, digits, `-`, `_` or `.`.
+/// (`$ironbridge/agents/<name>/...`): 1-64 letters, digits, `-`, `_` or `.`.
 pub fn is_valid_agent_name(name: &str) -> bool {
     (1..=64).contains(&name.len())
         && name

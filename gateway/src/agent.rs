@@ -1,7 +1,7 @@
 //! `ironbridge agent`: a protocol-mapper agent. It runs the connections, endpoints and mappings
 //! that enabled services place on it (`agentName`), next to the machines, and talks to its
 //! gateway over outbound MQTT only: it logs in as the user named like the agent, takes its work
-//! from `$SYS/ironbridge/agents/<name>/services/+` and reports back (see `agent_board`).
+//! from `$ironbridge/agents/<name>/services/+` and reports back (see `agent_board`).
 //!
 //! What it has accepted survives it: every QoS 1/2 message its parts publish is in a queue file
 //! below `<data dir>/spool/` before it is sent, and leaves only when the gateway's broker
@@ -279,7 +279,7 @@ impl Agent {
     }
 
     /// Publishes (retained) the state of every resource this agent runs, when it changed. The
-    /// gateway's broker keeps no `$SYS` message across its restarts, so after every reconnect
+    /// gateway's broker keeps no retained `$` message across its restarts, so after every reconnect
     /// everything is reported again.
     async fn report(&mut self, control: &ExternalLink) {
         if !control.is_connected() {

@@ -1,6 +1,6 @@
 //! How the gateway and its protocol-mapper agents talk, and what the gateway knows of them.
 //!
-//! Everything goes over MQTT on the gateway's broker, below `$SYS/ironbridge/agents/<name>/`,
+//! Everything goes over MQTT on the gateway's broker, below `$ironbridge/agents/<name>/`,
 //! which only that agent may read or write (and the gateway's own components):
 //! - `services/<service>`: the agent's work for one service (retained, an
 //!   [`admin::services::AgentWork`]; an empty message takes it back). Published by the gateway.
@@ -132,7 +132,7 @@ impl AgentBoard {
         }
     }
 
-    /// Takes in a message from below `$SYS/ironbridge/agents/`.
+    /// Takes in a message from below `$ironbridge/agents/`.
     fn record(&self, topic: &str, payload: &[u8]) {
         let Some(rest) = topic
             .strip_prefix(admin::agents::AGENTS_ROOT)

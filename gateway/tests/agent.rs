@@ -497,21 +497,24 @@ async fn an_agents_work_is_its_own_and_its_reach_ends_at_its_services() {
     create_users(&ports, &["press", "oven"]);
     install_press_line(&ports, dir.path(), 1, 1);
 
-    let work = "$SYS/ironbridge/agents/press/services/+";
+    let work = "$ironbridge/agents/press/services/+";
     assert!(may_subscribe(&ports, "press", AGENT_PASSWORD, work).await);
     // Nobody else reads it, not another agent, not the administrator.
     assert!(!may_subscribe(&ports, "oven", AGENT_PASSWORD, work).await);
     assert!(!may_subscribe(&ports, "admin", ADMIN_PASSWORD, work).await);
-    assert!(!may_subscribe(&ports, "admin", ADMIN_PASSWORD, "$SYS/#").await);
+    assert!(!may_subscribe(&ports, "admin", ADMIN_PASSWORD, "$ironbridge/#").await);
     assert!(
         !may_subscribe(
             &ports,
             "admin",
             ADMIN_PASSWORD,
-            "$SYS/ironbridge/agents/+/status"
+            "$ironbridge/agents/+/status"
         )
         .await
     );
+    // Broad filters elsewhere never reach it, so they stay allowed.
+    assert!(may_subscribe(&ports, "admin", ADMIN_PASSWORD, "$SYS/#").await);
+    assert!(may_subscribe(&ports, "admin", ADMIN_PASSWORD, "#").await);
     assert!(
         may_subscribe(
             &ports,

@@ -76,16 +76,18 @@ fn delivery_from(r: DeliveryRecord, now: Instant) -> Delivery {
 }
 
 impl Router {
-    /// The state worth keeping: retained messages (but `$SYS`) and sessions that outlive their
-    /// connection. For online sessions only the subscriptions are known here; their in-flight
-    /// messages are saved once the connection hands them back at shutdown.
+    /// The state worth keeping: retained messages (but `$` topics: `$SYS` statistics and the
+    /// gateway's own state, such as agents' work and presence, are published afresh after a
+    /// start, and a stale "online" must not outlive the session that said it) and sessions that
+    /// outlive their connection. For online sessions only the subscriptions are known here;
+    /// their in-flight messages are saved once the connection hands them back at shutdown.
     pub(super) fn snapshot(&mut self) -> crate::persistence::Snapshot {
         let now = Instant::now();
         let retained = self
             .retained
             .all()
             .iter()
-            .filter(|m| !m.topic.starts_with("$SYS") && !m.is_expired(now))
+            .filter(|m| !m.topic.starts_with('$') && !m.is_expired(now))
             .map(|m| message_record(m, now))
             .collect();
         let mut sessions = Vec::new();

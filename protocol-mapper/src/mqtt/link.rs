@@ -548,7 +548,7 @@ mod tests {
     #[test]
     fn an_agent_keeps_sys_topics_for_its_gateway() {
         let sys = SysTopics::AsTheyAre;
-        let topic = "$SYS/ironbridge/agents/press/status";
+        let topic = "$SYS/ironbridge/services/line/connections/press/status";
         assert_eq!(sys.outward(topic), topic);
         assert_eq!(sys.inward(topic), None);
     }
