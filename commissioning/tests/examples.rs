@@ -38,6 +38,12 @@ fn validate(file: &Path) -> Result<commissioning::Service, Vec<String>> {
         .map_err(|d| d.iter().map(ToString::to_string).collect())
 }
 
+/// A file written in a test, as service `cell`, offline.
+fn load_inline(file: &str) -> Result<commissioning::Service, Vec<String>> {
+    load(file, "cell", &Map::new(), &Environment::offline())
+        .map_err(|d| d.iter().map(ToString::to_string).collect())
+}
+
 #[test]
 fn every_example_but_the_broken_one_is_valid() {
     let mut checked = 0;
@@ -176,16 +182,7 @@ resources:
         - subscribe: {topic: a}
           publish: {topic: b}
 "#;
-    let problems: Vec<String> = commissioning::load(
-        file,
-        "cell",
-        &Map::new(),
-        &commissioning::Environment::offline(),
-    )
-    .expect_err("invalid agent names")
-    .iter()
-    .map(ToString::to_string)
-    .collect();
+    let problems = load_inline(file).expect_err("invalid agent names");
     assert_eq!(problems.len(), 2, "{problems:?}");
     assert!(
         problems[0].starts_with("resources.plc.properties.agentName: agent name \"press/7\"")
@@ -222,13 +219,7 @@ resources:
         - subscribe: [{endpoint: "cell::1.1_Temperature"}, {endpoint: !ref 1.1_Temperature}]
           publish: {topic: b}
 "#;
-    let service = commissioning::load(
-        file,
-        "cell",
-        &Map::new(),
-        &commissioning::Environment::offline(),
-    )
-    .unwrap_or_else(|problems| panic!("{problems:?}"));
+    let service = load_inline(file).unwrap_or_else(|problems| panic!("{problems:?}"));
     let mapping = &service.resources["byName"];
     assert!(mapping.depends_on.contains("1.1_Temperature"));
     let order = &service.start_order;
@@ -253,16 +244,7 @@ resources:
         - subscribe: 42
           publish: {topic: b}
 "#;
-    let problems: Vec<String> = commissioning::load(
-        file,
-        "cell",
-        &Map::new(),
-        &commissioning::Environment::offline(),
-    )
-    .expect_err("two problems")
-    .iter()
-    .map(ToString::to_string)
-    .collect();
+    let problems = load_inline(file).expect_err("two problems");
     assert!(
         problems.iter().all(|p| !p.contains("untagged")),
         "{problems:?}"
