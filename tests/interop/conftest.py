@@ -21,9 +21,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_for_port(port: int, timeout: float = 15.0) -> None:
+def wait_for_port(port: int, timeout: float = 15.0, process: subprocess.Popen | None = None) -> None:
+    """Waits until something listens on `port`; stops early when `process` has exited."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"the process exited with {process.returncode} before port {port} listened")
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.5):
                 return
@@ -52,6 +55,22 @@ ADMIN_PASSWORD = "interop-admin-password"
 def start_gateway(data_dir: str, anonymous: bool = True, extra_env: dict | None = None) -> Gateway:
     """Starts the binary. The broker protocol suites run with anonymous access on; the
     whole-system suite turns it off, as the embedded default is."""
+    # A port free when chosen may be taken before the gateway binds it (another process's
+    # outgoing connection): then the gateway exits saying so, and it starts again on new ports.
+    for attempt in range(3):
+        try:
+            return launch_gateway(data_dir, anonymous, extra_env)
+        except PortTaken:
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")
+
+
+class PortTaken(RuntimeError):
+    pass
+
+
+def launch_gateway(data_dir: str, anonymous: bool, extra_env: dict | None) -> Gateway:
     binary = os.environ.get("IRONBRIDGE_BIN", "target/debug/ironbridge")
     ports = {name: free_port() for name in ("mqtt", "mqtts", "http", "https")}
     env = dict(os.environ)
@@ -67,10 +86,20 @@ def start_gateway(data_dir: str, anonymous: bool = True, extra_env: dict | None 
         IRONBRIDGE_ADMIN_PASSWORD=ADMIN_PASSWORD,
     )
     env.update(extra_env or {})
-    log = open(os.path.join(data_dir, "gateway.log"), "ab")
+    log_path = os.path.join(data_dir, "gateway.log")
+    log = open(log_path, "ab")
     process = subprocess.Popen([binary, "run"], env=env, stdout=log, stderr=subprocess.STDOUT)
-    for port in ports.values():
-        wait_for_port(port)
+    try:
+        for port in ports.values():
+            wait_for_port(port, process=process)
+    except RuntimeError as error:
+        process.kill()
+        process.wait()
+        with open(log_path, "rb") as f:
+            tail = f.read()[-4000:].decode(errors="replace")
+        if "in use" in tail:
+            raise PortTaken(f"{error}; the gateway's log:\n{tail}") from None
+        raise RuntimeError(f"{error}; the gateway's log:\n{tail}") from None
     return Gateway(process, data_dir, **ports)
 
 
