@@ -87,11 +87,8 @@ impl LocalClient {
 
     /// Subscribes; returns the granted QoS as a reason code.
     pub async fn subscribe(&mut self, filter: &str, qos: QoS) -> Result<ReasonCode, LinkError> {
-        let options = SubscriptionOptions {
-            qos,
-            ..SubscriptionOptions::default()
-        };
-        self.subscribe_with(filter, options).await
+        self.subscribe_with(filter, SubscriptionOptions::at(qos))
+            .await
     }
 
     /// Subscribes with MQTT 5 options, such as `no_local` for a component that must not hear

@@ -91,12 +91,11 @@ pub async fn run(options: AgentOptions, stop: CancellationToken) -> anyhow::Resu
     let mut control = external
         .announcing_link("control", presence(true), presence(false), KEEP_ALIVE)
         .map_err(anyhow::Error::msg)?;
-    let options_qos1 = SubscriptionOptions {
-        qos: QoS::AtLeastOnce,
-        ..SubscriptionOptions::default()
-    };
     control
-        .subscribe(&work_topic(&name, "+"), options_qos1)
+        .subscribe(
+            &work_topic(&name, "+"),
+            SubscriptionOptions::at(QoS::AtLeastOnce),
+        )
         .await?;
 
     let mut agent = Agent {

@@ -85,11 +85,8 @@ impl Link {
     }
 
     pub async fn subscribe(&mut self, filter: &str, qos: QoS) -> Result<ReasonCode, LinkError> {
-        let options = SubscriptionOptions {
-            qos,
-            ..SubscriptionOptions::default()
-        };
-        self.subscribe_with(filter, options).await
+        self.subscribe_with(filter, SubscriptionOptions::at(qos))
+            .await
     }
 
     /// Subscribes with MQTT 5 options (`no_local` reaches an external broker too).

@@ -159,6 +159,16 @@ pub struct SubscriptionOptions {
     pub retain_handling: u8,
 }
 
+impl SubscriptionOptions {
+    /// At `qos`, everything else as MQTT's defaults (and MQTT 3.1.1) have it.
+    pub fn at(qos: QoS) -> SubscriptionOptions {
+        SubscriptionOptions {
+            qos,
+            ..SubscriptionOptions::default()
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Subscribe {
     pub packet_id: u16,
