@@ -241,6 +241,10 @@ pub struct DiagnosticDto {
     pub message: String,
     pub line: Option<usize>,
     pub column: Option<usize>,
+    /// `error` makes the file invalid; `warning` (a Connectware property Ironbridge does not
+    /// implement, say) does not.
+    #[schema(value_type = String, example = "error")]
+    pub severity: commissioning::Severity,
 }
 
 #[derive(Debug, Serialize, ToSchema)]

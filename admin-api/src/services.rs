@@ -292,7 +292,7 @@ pub async fn validate(
 ) -> ApiResult<Json<ValidateResponse>> {
     let diagnostics = state.admin.validate_service(&input).await;
     Ok(Json(ValidateResponse {
-        valid: diagnostics.is_empty(),
+        valid: !diagnostics.iter().any(commissioning::Diagnostic::is_error),
         diagnostics,
     }))
 }

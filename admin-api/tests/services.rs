@@ -314,6 +314,21 @@ async fn yaml_install_with_query_parameters_and_validation_route() {
         )
         .await;
     assert_eq!(body, json!({"valid": true, "diagnostics": []}));
+    // A Connectware property Ironbridge does not implement is a warning: the file is valid.
+    let (_, body) = api
+        .call(
+            "POST",
+            "/api/validate/service",
+            Some(&admin),
+            Some(json!({"commissioningFile": "metadata: {name: Buffered}\nresources:\n  m:\n    type: Cybus::Mapping\n    properties:\n      inputBuffering: {enabled: true}\n      mappings: [{subscribe: {topic: a}, publish: {topic: b}}]\n"})),
+        )
+        .await;
+    assert_eq!(body["valid"], true, "{body}");
+    assert_eq!(body["diagnostics"][0]["severity"], "warning", "{body}");
+    assert_eq!(
+        body["diagnostics"][0]["path"],
+        "resources.m.properties.inputBuffering"
+    );
     let (_, list) = api.call("GET", "/api/services", Some(&admin), None).await;
     assert_eq!(
         list.as_array().unwrap().len(),
@@ -325,7 +340,7 @@ async fn yaml_install_with_query_parameters_and_validation_route() {
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(
         body["error"]["details"]["diagnostics"][0],
-        json!({"path": "resources.a.type", "line": 3, "column": 13,
+        json!({"path": "resources.a.type", "line": 3, "column": 13, "severity": "error",
         "message": "unknown resource type `Cybus::Nope`; supported: Cybus::Connection, Cybus::Endpoint, Cybus::Mapping, Cybus::User, Cybus::Role"})
     );
     let (status, _) = install(

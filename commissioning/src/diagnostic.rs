@@ -11,6 +11,18 @@ pub struct Pos {
     pub column: usize,
 }
 
+/// Whether a diagnostic stops the file from installing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    /// The file is invalid; nothing of it is applied.
+    #[default]
+    Error,
+    /// The file installs; something in it has no effect (a property Connectware documents that
+    /// Ironbridge does not implement, say).
+    Warning,
+}
+
 /// A problem in a commissioning file or its parameters. `path` is the YAML path
 /// (`resources.plc.properties.connection.port`); `pos` is absent when the problem is not in the
 /// file (a missing parameter value given at install, say).
@@ -20,6 +32,7 @@ pub struct Diagnostic {
     pub message: String,
     #[serde(skip_serializing_if = "Option::is_none", flatten)]
     pub pos: Option<Pos>,
+    pub severity: Severity,
 }
 
 impl Diagnostic {
@@ -32,12 +45,31 @@ impl Diagnostic {
             path: path.into(),
             message: message.into(),
             pos,
+            severity: Severity::Error,
         }
+    }
+
+    pub fn warning(
+        path: impl Into<String>,
+        pos: Option<Pos>,
+        message: impl Into<String>,
+    ) -> Diagnostic {
+        Diagnostic {
+            severity: Severity::Warning,
+            ..Diagnostic::new(path, pos, message)
+        }
+    }
+
+    pub fn is_error(&self) -> bool {
+        self.severity == Severity::Error
     }
 }
 
 impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.severity == Severity::Warning {
+            f.write_str("warning: ")?;
+        }
         match (self.path.is_empty(), self.pos) {
             (true, Some(pos)) => write!(
                 f,

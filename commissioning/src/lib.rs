@@ -4,6 +4,7 @@
 //! resolved, typed [`Service`] or every problem found, each with its YAML path and position.
 //! Nothing here does I/O; the admin API and the `ironbridge validate` command call it.
 
+pub mod connectware;
 pub mod diagnostic;
 pub mod model;
 pub mod opcua_address;
@@ -17,8 +18,9 @@ pub mod topic_pattern;
 mod typed;
 pub mod yaml;
 
-pub use diagnostic::{Diagnostic, Pos};
+pub use diagnostic::{Diagnostic, Pos, Severity};
 pub use resolve::OtherServices;
 pub use service::{
-    Environment, Resource, Service, check_service_id, derive_service_id, load, service_id_for,
+    Environment, Resource, Service, check_service_id, derive_service_id, load, load_file,
+    service_id_for,
 };

@@ -193,6 +193,19 @@ pub struct OpcuaConnection {
     /// Server certificates (PEM) to trust.
     #[serde(default)]
     pub trusted_server_certificates: Vec<String>,
+    /// Connectware documents it here and in `options`; `options.connectionStrategy` wins.
+    #[serde(default)]
+    pub connection_strategy: Option<ConnectionStrategy>,
+}
+
+impl OpcuaConnection {
+    /// The reconnect back-off: `options.connectionStrategy`, else `connectionStrategy`.
+    pub fn strategy(&self) -> Option<&ConnectionStrategy> {
+        self.options
+            .as_ref()
+            .and_then(|o| o.connection_strategy.as_ref())
+            .or(self.connection_strategy.as_ref())
+    }
 }
 
 fn default_opcua_port() -> u16 {
@@ -438,12 +451,44 @@ pub enum ModbusDataType {
 pub struct OpcuaAddress {
     #[serde(default)]
     pub node_id: Option<String>,
+    /// From the Root folder (`/0:Objects/2:Machine`) or, without the leading `/`, from the
+    /// Objects folder (`2:Machine/2:Speed`), as Connectware's examples write it.
     #[serde(default)]
     pub browse_path: Option<String>,
+    /// Put before `browsePath` with a `/` between them.
     #[serde(default)]
+    pub browse_path_prefix: Option<String>,
+    #[serde(default)]
+    pub node_type: Option<OpcuaNodeType>,
+    /// `interval` is the name older Connectware files use for it.
+    #[serde(default, alias = "interval")]
     pub sampling_interval: Option<u64>,
     #[serde(default)]
     pub publish_interval: Option<u64>,
+}
+
+impl OpcuaAddress {
+    /// `browsePathPrefix` and `browsePath` joined, when there is a browse path.
+    pub fn full_browse_path(&self) -> Option<String> {
+        let path = self.browse_path.as_deref()?;
+        Some(match self.browse_path_prefix.as_deref() {
+            Some(prefix) => format!(
+                "{}/{}",
+                prefix.trim_end_matches('/'),
+                path.trim_start_matches('/')
+            ),
+            None => path.to_string(),
+        })
+    }
+}
+
+/// Connectware's `nodeType`. Ironbridge reads, writes and subscribes to variables; a method
+/// call or an object is refused when the file is checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+pub enum OpcuaNodeType {
+    Variable,
+    Object,
+    Method,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]

@@ -4,7 +4,8 @@
 //! - `nodeId` in the standard string form: an optional `ns=<index>;` then `i=<number>`,
 //!   `s=<string>`, `g=<GUID>` or `b=<base64>`.
 //! - `browsePath`: `/0:Objects/2:Machine/2:Speed`, qualified browse names from the Root folder,
-//!   each `<namespace index>:<name>`.
+//!   each `<namespace index>:<name>`; without the leading `/` (`2:Machine/2:Speed`, as
+//!   Connectware's examples write it) the path starts at the Objects folder.
 
 use std::sync::LazyLock;
 
@@ -42,14 +43,15 @@ pub fn check_node_id(text: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// The browse names of a path, each with its namespace index.
+/// The browse names of a path from the Root folder, each with its namespace index.
 pub fn parse_browse_path(text: &str) -> Result<Vec<(u16, String)>, String> {
-    let hint =
-        "write qualified browse names from the Root folder, e.g. `/0:Objects/2:Machine/2:Speed`";
-    let Some(rest) = text.strip_prefix('/') else {
-        return Err(format!("`{text}` does not start with `/`; {hint}"));
+    let hint = "write qualified browse names, e.g. `/0:Objects/2:Machine/2:Speed` from the Root folder or `2:Machine/2:Speed` from the Objects folder";
+    let (mut path, rest) = match text.strip_prefix('/') {
+        Some(rest) => (Vec::new(), rest),
+        None => (vec![(0, "Objects".to_string())], text),
     };
-    rest.split('/')
+    let elements: Result<Vec<_>, String> = rest
+        .split('/')
         .map(|element| {
             let (ns, name) = element
                 .split_once(':')
@@ -62,7 +64,9 @@ pub fn parse_browse_path(text: &str) -> Result<Vec<(u16, String)>, String> {
             }
             Ok((ns, name.to_string()))
         })
-        .collect()
+        .collect();
+    path.extend(elements?);
+    Ok(path)
 }
 
 #[cfg(test)]
@@ -101,6 +105,11 @@ mod tests {
                 (2, "Machine".to_string()),
                 (2, "Speed".to_string())
             ])
+        );
+        // Connectware's relative form starts at the Objects folder.
+        assert_eq!(
+            parse_browse_path("2:Machine/2:Speed"),
+            parse_browse_path("/0:Objects/2:Machine/2:Speed")
         );
         assert!(parse_browse_path("Objects/Machine").is_err());
         assert!(parse_browse_path("/Objects").is_err());

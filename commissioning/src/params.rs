@@ -1,6 +1,6 @@
 //! Service parameters: their declared schema and the values given at install or reconfigure.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use regex::Regex;
 use serde::Deserialize;
@@ -149,14 +149,22 @@ pub(crate) fn describe(value: &Json) -> String {
     }
 }
 
+/// The declared parameters with a value, and those without one (each reported once, here).
+#[derive(Default)]
+pub(crate) struct Values {
+    pub values: BTreeMap<String, Json>,
+    pub missing: BTreeSet<String>,
+}
+
 /// Resolves the value of every declared parameter: the given value, else the default, else an
 /// error. Values for undeclared parameters are errors too, because they are usually typos.
 pub(crate) fn resolve(
     specs: &BTreeMap<String, (ParameterSpec, Pos)>,
     given: &serde_json::Map<String, Json>,
     diagnostics: &mut Vec<Diagnostic>,
-) -> BTreeMap<String, Json> {
+) -> Values {
     let mut values = BTreeMap::new();
+    let mut missing = BTreeSet::new();
     for name in given.keys() {
         if !specs.contains_key(name) {
             diagnostics.push(Diagnostic::new(
@@ -178,6 +186,7 @@ pub(crate) fn resolve(
                 Ok(value) => value,
                 Err(e) => {
                     diagnostics.push(Diagnostic::new(&path, None, e));
+                    missing.insert(name.clone());
                     continue;
                 }
             },
@@ -189,13 +198,14 @@ pub(crate) fn resolve(
                         Some(*pos),
                         "required parameter has no value and no default",
                     ));
+                    missing.insert(name.clone());
                     continue;
                 }
             },
         };
         values.insert(name.clone(), value);
     }
-    values
+    Values { values, missing }
 }
 
 #[cfg(test)]
@@ -295,7 +305,7 @@ mod tests {
             .cloned()
             .unwrap_or_default();
         let values = resolve(&specs, &given, &mut diagnostics);
-        assert_eq!(values.get("port"), Some(&json!(502)));
+        assert_eq!(values.values.get("port"), Some(&json!(502)));
         let messages: Vec<String> = diagnostics.iter().map(ToString::to_string).collect();
         assert_eq!(
             messages,

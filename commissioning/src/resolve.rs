@@ -16,6 +16,10 @@ pub const REF_KEY: &str = "$ref";
 pub(crate) struct Scope<'a> {
     pub service_id: &'a str,
     pub values: &'a BTreeMap<String, Json>,
+    /// Parameters (and definitions built from them) that have no value. Their problem is
+    /// reported once where they are declared; a use of one marks what uses it
+    /// ([`Resolved::uses_missing`]) instead of adding a diagnostic of its own.
+    pub missing: &'a BTreeSet<String>,
     pub resources: &'a BTreeSet<String>,
     pub other_services: Option<&'a dyn OtherServices>,
 }
@@ -43,6 +47,9 @@ pub(crate) struct Resolved {
     pub expanded: usize,
     /// The expansion limit was reported; later expansions fail silently.
     pub limit_reported: bool,
+    /// A `!ref` or `${...}` named something in [`Scope::missing`]: whatever this subtree is,
+    /// it cannot be checked, and its problems would only repeat the missing value.
+    pub uses_missing: bool,
 }
 
 /// Why a `!ref` or `${...}` could not be expanded.
@@ -51,6 +58,8 @@ enum Expansion {
     Problem(String),
     /// The file as a whole exceeds [`MAX_EXPANDED_BYTES`]; reported once.
     TooLarge,
+    /// A parameter without a value, reported where it is declared.
+    Missing,
 }
 
 impl From<String> for Expansion {
@@ -105,6 +114,7 @@ impl Scope<'_> {
                         too_large(path, node.pos, out, diagnostics);
                         Json::Null
                     }
+                    Err(Expansion::Missing) => Json::Null,
                 },
                 ("ref", _) => {
                     diagnostics.push(Diagnostic::new(
@@ -124,6 +134,7 @@ impl Scope<'_> {
                         too_large(path, node.pos, out, diagnostics);
                         Json::Null
                     }
+                    Err(Expansion::Missing) => Json::Null,
                 },
                 ("sub", _) => {
                     diagnostics.push(Diagnostic::new(
@@ -175,6 +186,10 @@ impl Scope<'_> {
     /// What `!ref name` stands for: a parameter, definition or pseudo parameter value, or a
     /// reference to a resource of this or another service.
     fn lookup(&self, name: &str, out: &mut Resolved) -> Result<Json, Expansion> {
+        if self.missing.contains(name) {
+            out.uses_missing = true;
+            return Err(Expansion::Missing);
+        }
         if let Some(value) = self.values.get(name) {
             // Counted before it is copied: a doubling chain stops at the limit, not at the
             // memory's end.

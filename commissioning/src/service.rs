@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value as Json};
 
+use crate::connectware;
 use crate::diagnostic::{Diagnostic, Pos, index, join};
 use crate::model::{
     Connection, ConnectionShape, Endpoint, EndpointShape, Mapping, Operation, Qos, RESOURCE_TYPES,
@@ -60,6 +61,8 @@ impl Environment<'_> {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Service {
     pub id: String,
+    /// What the file says that has no effect in Ironbridge (see [`crate::connectware`]).
+    pub warnings: Vec<Diagnostic>,
     pub description: Option<String>,
     pub metadata: Metadata,
     pub mqtt_root: String,
@@ -141,12 +144,18 @@ fn check_agent_name(
     }
 }
 
-/// The service id from `metadata.name`: lower-cased, everything outside `[a-z0-9]` removed.
+/// The default service id from `metadata.name`, as Connectware documents it
+/// (https://docs.cybus.io/documentation/services/serviceid): characters a service id may not
+/// contain are removed, the rest lower-cased (`Press_Line 2.1` is `press_line2.1`). Only
+/// Connectware 1.0.x also removed `_` and `.`.
 pub fn derive_service_id(name: &str) -> String {
-    name.to_lowercase()
+    let id: String = name
+        .to_lowercase()
         .chars()
-        .filter(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
-        .collect()
+        .filter(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '.'))
+        .collect();
+    // An id starts with a letter or digit.
+    id.trim_start_matches(['_', '.']).to_string()
 }
 
 /// Service ids match `[a-zA-Z0-9][a-zA-Z0-9_.]*` (at most 128 characters).
@@ -164,33 +173,88 @@ pub fn check_service_id(id: &str) -> Result<(), String> {
     }
 }
 
-/// The id a file would be installed under: the given one, or the one derived from its name.
-pub fn service_id_for(source: &str, given: Option<&str>) -> Result<String, Vec<Diagnostic>> {
+/// The id a file would be installed under: the given one, or the one derived from its
+/// `metadata.name`, which may use the parameters (`!sub 'Machine ${machineNum}'`).
+pub fn service_id_for(
+    source: &str,
+    given: Option<&str>,
+    parameters: &Map<String, Json>,
+) -> Result<String, Vec<Diagnostic>> {
     if let Some(id) = given {
         check_service_id(id).map_err(|e| vec![Diagnostic::new("id", None, e)])?;
         return Ok(id.to_string());
     }
     let root = yaml::parse(source)?;
-    let name = root
+    let missing_name = || {
+        vec![Diagnostic::new(
+            "metadata.name",
+            Some(root.pos),
+            "missing: a service needs a name (or an explicit id at install)",
+        )]
+    };
+    let node = root
         .get("metadata")
         .and_then(|m| m.get("name"))
-        .and_then(|n| match &n.value {
-            Value::Str(s) => Some(s.clone()),
-            _ => None,
-        })
-        .ok_or_else(|| {
-            vec![Diagnostic::new(
+        .ok_or_else(missing_name)?;
+    let mut diagnostics = Vec::new();
+    let declared = declared_parameters(&root, &mut Vec::new());
+    let values = params::resolve(&declared.specs, parameters, &mut diagnostics);
+    let mut scratch = Resolved::default();
+    let name = Scope {
+        service_id: "",
+        values: &values.values,
+        missing: &values.missing,
+        resources: &BTreeSet::new(),
+        other_services: None,
+    }
+    .resolve(node, "metadata.name", &mut scratch, &mut diagnostics);
+    let Json::String(name) = name else {
+        if diagnostics.is_empty() {
+            diagnostics.push(Diagnostic::new(
                 "metadata.name",
-                Some(root.pos),
-                "missing: a service needs a name (or an explicit id at install)",
-            )]
-        })?;
+                Some(node.pos),
+                format!("expected text, got {}", params::describe(&name)),
+            ));
+        }
+        return Err(diagnostics);
+    };
     let id = derive_service_id(&name);
-    check_service_id(&id).map_err(|e| vec![Diagnostic::new("metadata.name", None, e)])?;
+    check_service_id(&id).map_err(|e| {
+        vec![Diagnostic::new(
+            "metadata.name",
+            Some(node.pos),
+            format!("{e}; give the service an id at install"),
+        )]
+    })?;
     Ok(id)
 }
 
-/// Parses, resolves and validates a commissioning file. Every problem found is reported.
+/// Derives the service id (or takes the given one) and loads the file: every problem of both,
+/// so a name that cannot become an id hides nothing else. A placeholder id stands in for the
+/// checks that need one.
+pub fn load_file(
+    source: &str,
+    given_id: Option<&str>,
+    parameters: &Map<String, Json>,
+    env: &Environment<'_>,
+) -> Result<Service, Vec<Diagnostic>> {
+    match service_id_for(source, given_id, parameters) {
+        Ok(id) => load(source, &id, parameters, env),
+        Err(mut problems) => {
+            if let Err(more) = load(source, "service", parameters, env) {
+                for diagnostic in more {
+                    if !problems.contains(&diagnostic) {
+                        problems.push(diagnostic);
+                    }
+                }
+            }
+            Err(problems)
+        }
+    }
+}
+
+/// Parses, resolves and validates a commissioning file. Every problem found is reported; a
+/// file with warnings alone loads, with them in [`Service::warnings`].
 pub fn load(
     source: &str,
     service_id: &str,
@@ -201,9 +265,43 @@ pub fn load(
     let mut diagnostics = Vec::new();
     let service = load_tree(&root, service_id, given, env, &mut diagnostics);
     match service {
-        Some(service) if diagnostics.is_empty() => Ok(service),
+        Some(mut service) if !diagnostics.iter().any(Diagnostic::is_error) => {
+            service.warnings = diagnostics;
+            Ok(service)
+        }
         _ => Err(diagnostics),
     }
+}
+
+/// The `parameters:` section, typed.
+struct Declared {
+    specs: BTreeMap<String, (ParameterSpec, Pos)>,
+    /// Bytes the parameter specs expanded, counted against the file's budget.
+    resolved: Resolved,
+}
+
+fn declared_parameters(root: &Node, diagnostics: &mut Vec<Diagnostic>) -> Declared {
+    let mut specs = BTreeMap::new();
+    let mut resolved = Resolved::default();
+    let plain = Scope {
+        service_id: "",
+        values: &BTreeMap::new(),
+        missing: &BTreeSet::new(),
+        resources: &BTreeSet::new(),
+        other_services: None,
+    };
+    if let Some(node) = root.get("parameters") {
+        for (name, spec_node) in entries(node, "parameters", diagnostics) {
+            let path = join("parameters", &name.name);
+            let json = plain.resolve(spec_node, &path, &mut resolved, diagnostics);
+            if let Some(spec) =
+                typed::<ParameterSpec>(json, &path, &resolved.positions, diagnostics)
+            {
+                specs.insert(name.name.clone(), (spec, spec_node.pos));
+            }
+        }
+    }
+    Declared { specs, resolved }
 }
 
 fn load_tree(
@@ -246,33 +344,21 @@ fn load_tree(
     }
 
     // Parameters first: everything else may refer to them.
-    let mut specs = BTreeMap::new();
-    let mut scratch = Resolved::default();
-    let empty_values = BTreeMap::new();
-    let no_resources = BTreeSet::new();
-    let plain = Scope {
-        service_id,
-        values: &empty_values,
-        resources: &no_resources,
-        other_services: None,
-    };
-    if let Some(node) = root.get("parameters") {
-        for (name, spec_node) in entries(node, "parameters", diagnostics) {
-            let path = join("parameters", &name.name);
-            let json = plain.resolve(spec_node, &path, &mut scratch, diagnostics);
-            if let Some(spec) = typed::<ParameterSpec>(json, &path, &scratch.positions, diagnostics)
-            {
-                specs.insert(name.name.clone(), (spec, spec_node.pos));
-            }
-        }
-    }
-    let mut values = params::resolve(&specs, given, diagnostics);
+    let Declared {
+        specs,
+        resolved: mut scratch,
+    } = declared_parameters(root, diagnostics);
+    let params::Values {
+        mut values,
+        mut missing,
+    } = params::resolve(&specs, given, diagnostics);
     let parameters = values.clone();
     let secret_parameters = specs
         .iter()
         .filter(|(name, (spec, _))| crate::secrets::is_secret_parameter(name, spec))
         .map(|(name, _)| name.clone())
         .collect();
+    let no_resources = BTreeSet::new();
 
     // Pseudo parameters, then definitions in file order (each may use the ones before it).
     values.insert("Cybus::ServiceId".into(), Json::String(service_id.into()));
@@ -292,12 +378,21 @@ fn load_tree(
     );
     if let Some(node) = root.get("definitions") {
         for (name, definition) in entries(node, "definitions", diagnostics) {
-            let scope = Scope {
-                values: &values,
-                ..plain
-            };
             let path = join("definitions", &name.name);
-            let value = scope.resolve(definition, &path, &mut scratch, diagnostics);
+            scratch.uses_missing = false;
+            let value = Scope {
+                service_id,
+                values: &values,
+                missing: &missing,
+                resources: &no_resources,
+                other_services: None,
+            }
+            .resolve(definition, &path, &mut scratch, diagnostics);
+            if scratch.uses_missing {
+                // Built from a parameter without a value: missing too, and reported there.
+                missing.insert(name.name.clone());
+                continue;
+            }
             if name.name == "CYBUS_MQTT_ROOT" {
                 match &value {
                     Json::String(root) => match concrete_topic_root(root) {
@@ -318,6 +413,13 @@ fn load_tree(
             values.insert(name.name.clone(), value);
         }
     }
+    let plain = Scope {
+        service_id,
+        values: &values,
+        missing: &missing,
+        resources: &no_resources,
+        other_services: None,
+    };
     let mqtt_root = values
         .get("Cybus::MqttRoot")
         .and_then(Json::as_str)
@@ -325,11 +427,11 @@ fn load_tree(
         .to_string();
 
     let metadata = root.get("metadata").and_then(|node| {
-        let json = Scope {
-            values: &values,
-            ..plain
+        scratch.uses_missing = false;
+        let json = plain.resolve(node, "metadata", &mut scratch, diagnostics);
+        if scratch.uses_missing {
+            return None;
         }
-        .resolve(node, "metadata", &mut scratch, diagnostics);
         let metadata = typed::<Metadata>(json, "metadata", &scratch.positions, diagnostics)?;
         if metadata.name.chars().count() > 80 {
             diagnostics.push(Diagnostic::new(
@@ -348,12 +450,9 @@ fn load_tree(
         ));
     }
     let description = root.get("description").and_then(|node| {
-        match (Scope {
-            values: &values,
-            ..plain
-        })
-        .resolve(node, "description", &mut scratch, diagnostics)
-        {
+        scratch.uses_missing = false;
+        match plain.resolve(node, "description", &mut scratch, diagnostics) {
+            _ if scratch.uses_missing => None,
             Json::String(s) => Some(s),
             other => {
                 diagnostics.push(Diagnostic::new(
@@ -392,6 +491,7 @@ fn load_tree(
     let scope = Scope {
         service_id,
         values: &values,
+        missing: &missing,
         resources: &ids,
         other_services: env.other_services,
     };
@@ -436,6 +536,7 @@ fn load_tree(
     let start_order = start_order(&resources, diagnostics);
     Some(Service {
         id: service_id.to_string(),
+        warnings: Vec::new(),
         description,
         metadata: metadata?,
         mqtt_root,
@@ -538,9 +639,23 @@ fn load_resource(
         Some(props) => scope.resolve(props, &props_path, out, diagnostics),
         None => Json::Object(Map::new()),
     };
+    if out.uses_missing {
+        // It uses a parameter without a value: that one problem is reported where the
+        // parameter is declared, and whatever else would be said here follows from it.
+        return None;
+    }
     if type_name == "Cybus::Mapping" {
         expand_mqtt_root(&mut properties, mqtt_root);
         references_from_strings(&mut properties, scope, types, out);
+    }
+    let section = match type_name.as_str() {
+        "Cybus::Connection" => Some(&connectware::CONNECTION),
+        "Cybus::Endpoint" => Some(&connectware::ENDPOINT),
+        "Cybus::Mapping" => Some(&connectware::MAPPING),
+        _ => None,
+    };
+    if let Some(section) = section {
+        section.take_ignored(&mut properties, &props_path, &out.positions, diagnostics);
     }
     let positions = &out.positions;
     let kind = match type_name.as_str() {
@@ -677,7 +792,8 @@ fn load_resource(
         )?),
         _ => return None,
     };
-    (diagnostics.len() == before).then(|| Resource {
+    let valid = !diagnostics[before..].iter().any(Diagnostic::is_error);
+    valid.then(|| Resource {
         id: id.to_string(),
         kind,
         properties,

@@ -148,10 +148,13 @@ fn friendly(message: &str) -> String {
     if let Some(rest) = message.strip_prefix("unknown field `")
         && let Some((field, expected)) = rest.split_once("`, expected ")
     {
-        return format!(
-            "unknown property `{field}`; allowed here: {}",
-            expected.replace("one of ", "")
-        );
+        let allowed = expected.replace("one of ", "");
+        return match nearest(field, &allowed) {
+            Some(near) => format!(
+                "unknown property `{field}`; did you mean `{near}`? allowed here: {allowed}"
+            ),
+            None => format!("unknown property `{field}`; allowed here: {allowed}"),
+        };
     }
     if let Some(rest) = message.strip_prefix("unknown variant `")
         && let Some((variant, expected)) = rest.split_once("`, expected ")
@@ -162,6 +165,25 @@ fn friendly(message: &str) -> String {
         return format!("missing required property `{}", rest);
     }
     message.to_string()
+}
+
+/// The allowed name (from serde's "`a`, `b`" list) a misspelt one most likely meant: the
+/// same but for case, or at most a third of its letters away (a swap of two counts as one).
+fn nearest<'a>(field: &str, allowed: &'a str) -> Option<&'a str> {
+    let names = allowed
+        .split(", ")
+        .map(|name| name.trim_matches(['`', ' ']));
+    let (distance, name) = names
+        .map(|name| {
+            let distance = if name.eq_ignore_ascii_case(field) {
+                0
+            } else {
+                strsim::osa_distance(&field.to_lowercase(), &name.to_lowercase()).max(1)
+            };
+            (distance, name)
+        })
+        .min()?;
+    (distance <= (field.chars().count() / 3).max(1)).then_some(name)
 }
 
 #[cfg(test)]
@@ -196,10 +218,13 @@ mod tests {
             Vec::<String>::new()
         );
         assert_eq!(
-            problems(json!({"host": 1, "port": "5o2", "tags": [1, 300], "colour": "red"})),
+            problems(
+                json!({"host": 1, "port": "5o2", "tags": [1, 300], "colour": "red", "hots": 1})
+            ),
             [
                 "c.colour: unknown property `colour`; allowed here: `host`, `port`, `tags`",
                 "c.host: expected a string, got integer 1",
+                "c.hots: unknown property `hots`; did you mean `host`? allowed here: `host`, `port`, `tags`",
                 "c.port: expected integer 0-65535, got string \"5o2\"",
                 "c.tags[1]: expected integer 0-255, got integer 300",
             ]

@@ -32,7 +32,7 @@ fn validate(file: &Path) -> Result<commissioning::Service, Vec<String>> {
         .file_name()
         .and_then(|n| n.to_str())
         .unwrap_or_default();
-    let id = service_id_for(&source, None)
+    let id = service_id_for(&source, None, &serde_json::Map::new())
         .map_err(|d| d.iter().map(ToString::to_string).collect::<Vec<_>>())?;
     load(&source, &id, &parameters_for(name), &Environment::offline())
         .map_err(|d| d.iter().map(ToString::to_string).collect())

@@ -118,7 +118,7 @@ impl Demo {
         let cnc = json!({"cncHost": "127.0.0.1", "cncPort": self.cnc.addr.port()});
         for (file, parameters) in [(PLC_SERVICE, plc), (CNC_SERVICE, cnc)] {
             let parameters = parameters.as_object().cloned().unwrap_or_default();
-            let id = commissioning::service_id_for(file, None)
+            let id = commissioning::service_id_for(file, None, &parameters)
                 .map_err(|d| anyhow::anyhow!("a demo service does not load: {d:?}"))?;
             match admin.service(&id).await {
                 Ok(_) => {

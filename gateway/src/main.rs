@@ -119,24 +119,33 @@ fn validate(files: &[PathBuf], params: &[String]) -> ExitCode {
                 continue;
             }
         };
-        let result = commissioning::service_id_for(&source, None).and_then(|id| {
-            commissioning::load(
-                &source,
-                &id,
-                &parameters,
-                &commissioning::Environment::offline(),
-            )
-        });
+        let result = commissioning::load_file(
+            &source,
+            None,
+            &parameters,
+            &commissioning::Environment::offline(),
+        );
         match result {
-            Ok(service) => println!(
-                "{}: ok (service {}, {} resources)",
-                file.display(),
-                service.id,
-                service.resources.len()
-            ),
+            Ok(service) => {
+                let warnings = match service.warnings.len() {
+                    0 => String::new(),
+                    1 => ", 1 warning".to_string(),
+                    n => format!(", {n} warnings"),
+                };
+                println!(
+                    "{}: ok (service {}, {} resources{warnings})",
+                    file.display(),
+                    service.id,
+                    service.resources.len()
+                );
+                for warning in &service.warnings {
+                    println!("  {warning}");
+                }
+            }
             Err(diagnostics) => {
                 failed = true;
-                println!("{}: {} problems", file.display(), diagnostics.len());
+                let errors = diagnostics.iter().filter(|d| d.is_error()).count();
+                println!("{}: {errors} problems", file.display());
                 for diagnostic in diagnostics {
                     println!("  {diagnostic}");
                 }

@@ -283,6 +283,22 @@ fn validate_reports_problems_and_exit_codes() {
         "{}",
         String::from_utf8_lossy(&ok.stdout)
     );
+    // Warnings (a Connectware property without effect here) are printed; the file is valid.
+    let warned = Command::new(env!("CARGO_BIN_EXE_ironbridge"))
+        .arg("validate")
+        .arg(examples.join("connectware-forms.yml"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&warned.stdout);
+    assert_eq!(warned.status.code(), Some(0), "{stdout}");
+    assert!(
+        stdout.contains("ok (service mill7, 4 resources, 1 warning)"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("  warning: resources.toPlantTree.properties.inputBuffering: ignored"),
+        "{stdout}"
+    );
     let broken = Command::new(env!("CARGO_BIN_EXE_ironbridge"))
         .arg("validate")
         .arg(examples.join("broken.yml"))

@@ -53,6 +53,7 @@ fn connection_spec(addr: SocketAddr) -> OpcuaConnection {
         client_certificate: None,
         client_private_key: None,
         trusted_server_certificates: Vec::new(),
+        connection_strategy: None,
     }
 }
 
@@ -69,6 +70,8 @@ fn endpoint(
         address: Address::Opcua(OpcuaAddress {
             node_id: node_id.map(Into::into),
             browse_path: path.map(Into::into),
+            browse_path_prefix: None,
+            node_type: None,
             sampling_interval: Some(20),
             publish_interval: Some(50),
         }),
@@ -76,6 +79,16 @@ fn endpoint(
         retain: false,
         rules: None,
     }
+}
+
+/// A read endpoint addressed as Connectware files do: `browsePathPrefix` + relative
+/// `browsePath`.
+fn relative_endpoint(id: &str, prefix: &str, path: &str) -> EndpointSpec {
+    let mut spec = endpoint(id, Operation::Read, None, Some(path));
+    if let Address::Opcua(address) = &mut spec.address {
+        address.browse_path_prefix = Some(prefix.into());
+    }
+    spec
 }
 
 fn start(spec: OpcuaConnection, pki: &Path, link: LocalClient) -> ConnectionHandle {
@@ -159,6 +172,7 @@ async fn subscribes_reads_and_writes_converting_to_the_node_type() {
         endpoint("override", Operation::Write, Some(&override_id), None),
         endpoint("limits", Operation::Read, Some(&limits_id), None),
         endpoint("status", Operation::Read, Some("i=2256"), None),
+        relative_endpoint("feedrel", &format!("{ns}:Machine"), &format!("{ns}:Feed")),
     ] {
         plc.add_endpoint(spec).await.unwrap();
     }
@@ -182,6 +196,10 @@ async fn subscribes_reads_and_writes_converting_to_the_node_type() {
     send(&observer, "services/cnc/limits/req", br#"{"id": 1}"#).await;
     let answer = next_on(&mut observer, "services/cnc/limits/res").await;
     assert_eq!(answer["result"]["value"], json!([1, 2, 3]), "{answer}");
+    // Connectware's relative browse path, from the Objects folder, after its prefix.
+    send(&observer, "services/cnc/feedrel/req", b"{}").await;
+    let answer = next_on(&mut observer, "services/cnc/feedrel/res").await;
+    assert_eq!(answer["result"]["value"], json!(80), "{answer}");
     send(&observer, "services/cnc/status/req", b"{}").await;
     let answer = next_on(&mut observer, "services/cnc/status/res").await;
     let status = &answer["result"]["value"];

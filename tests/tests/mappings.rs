@@ -369,3 +369,52 @@ async fn collect_raw_for(client: &mut LocalClient, window: Duration) -> Vec<(Str
     }
     seen
 }
+
+/// A file in Connectware's forms (substituted name, dotted ids, `interval`, a relative browse
+/// path with its prefix, plain endpoint names in a mapping, an ignored `inputBuffering`)
+/// installs unchanged and its data reaches the plant topic tree.
+#[tokio::test]
+async fn a_file_written_for_connectware_runs_unchanged() {
+    use protocol_mapper::opcua::simulator::{OpcuaSimulator, SimulatorConfig};
+    let dir = tempfile::tempdir().unwrap();
+    let mut machine = OpcuaSimulator::build(SimulatorConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        host: "127.0.0.1".into(),
+        user: None,
+        pki_dir: dir.path().join("machine"),
+    })
+    .await
+    .unwrap();
+    let speed = machine.add_variable("Spindle.Speed", 1200.0f64, false);
+    let feed = machine.add_variable("Feed", 80.0f64, false);
+    machine.serve();
+    let gw = Gateway::start(settings(dir.path(), "mapping-test-admin"))
+        .await
+        .unwrap();
+    let mut watcher = watch(&gw, &["plant/#"]).await;
+    let id = install(
+        &gw,
+        "connectware-forms.yml",
+        json!({"machineNum": 12, "opcuaPort": machine.addr.port()}),
+    )
+    .await;
+    assert_eq!(id, "mill12", "the id comes from the substituted name");
+
+    let spindle = next_on(&mut watcher, "plant/mill12/spindle").await;
+    assert_eq!(spindle["value"], json!(1200.0));
+    let fed = next_on(&mut watcher, "plant/mill12/feed").await;
+    assert_eq!(fed["value"], json!(80.0));
+    machine.set_value(&feed, 95.5f64).unwrap();
+    let changed = first_matching(&mut watcher, "plant/mill12/feed", |m| m["value"] == 95.5).await;
+    assert!(changed["timestamp"].is_number(), "{changed}");
+    machine.set_value(&speed, 1500.0f64).unwrap();
+    first_matching(&mut watcher, "plant/mill12/spindle", |m| {
+        m["value"] == 1500.0
+    })
+    .await;
+
+    let status = gw.admin().status("mill12").await.unwrap();
+    assert!(!status.deviated, "{status:?}");
+    gw.shutdown().await;
+    machine.stop().await;
+}

@@ -110,13 +110,14 @@ impl OtherServices for InstalledServices<'_> {
 }
 
 impl Admin {
-    /// Resolves a file for service `id` against the other installed services; the one place the
-    /// `Cybus::Mqtt*` pseudo parameters are filled in.
+    /// Resolves a file for service `id` (derived from the file's name when `None`) against the
+    /// other installed services; the one place the `Cybus::Mqtt*` pseudo parameters are
+    /// filled in.
     fn resolve(
         &self,
         services: &BTreeMap<String, Installed>,
         file: &str,
-        id: &str,
+        id: Option<&str>,
         parameters: &Map<String, Json>,
         mqtt_password: &str,
     ) -> Result<Service, Vec<commissioning::Diagnostic>> {
@@ -127,26 +128,23 @@ impl Admin {
             mqtt_password: mqtt_password.to_string(),
             other_services: Some(&others),
         };
-        commissioning::load(file, id, parameters, &env)
+        commissioning::load_file(file, id, parameters, &env)
     }
 
-    /// Validates without installing: the diagnostics, empty when the file is valid.
+    /// Validates without installing: every diagnostic, errors and warnings; the file is valid
+    /// when none is an error.
     pub async fn validate_service(&self, input: &ServiceInput) -> Vec<commissioning::Diagnostic> {
         let services = self.services.lock().await;
-        let id = match commissioning::service_id_for(&input.commissioning_file, input.id.as_deref())
-        {
-            Ok(id) => id,
-            Err(diagnostics) => return diagnostics,
-        };
-        self.resolve(
+        match self.resolve(
             &services,
             &input.commissioning_file,
-            &id,
+            input.id.as_deref(),
             &input.parameters,
             "",
-        )
-        .err()
-        .unwrap_or_default()
+        ) {
+            Ok(service) => service.warnings,
+            Err(diagnostics) => diagnostics,
+        }
     }
 
     pub async fn install_service(
@@ -155,23 +153,25 @@ impl Admin {
         authority: &Authority,
     ) -> AdminResult<Installed> {
         let mut services = self.services.lock().await;
-        let id = commissioning::service_id_for(&input.commissioning_file, input.id.as_deref())
-            .map_err(AdminError::InvalidFile)?;
-        if services.contains_key(&id) {
-            return Err(AdminError::Conflict(format!(
-                "service {id:?} is already installed; use PUT /api/services/{id} to reconfigure it"
-            )));
-        }
         let mqtt_password = password::generate();
         let service = self
             .resolve(
                 &services,
                 &input.commissioning_file,
-                &id,
+                input.id.as_deref(),
                 &input.parameters,
                 &mqtt_password,
             )
             .map_err(AdminError::InvalidFile)?;
+        let id = service.id.clone();
+        if services.contains_key(&id) {
+            return Err(AdminError::Conflict(format!(
+                "service {id:?} is already installed; use PUT /api/services/{id} to reconfigure it"
+            )));
+        }
+        for warning in &service.warnings {
+            warn!(service = %id, "{warning}");
+        }
         self.check_service_grants(&service, &services, authority)?;
         self.check_account_names(&service).await?;
         let target = input.target_state.unwrap_or(TargetState::Enabled);
@@ -274,7 +274,13 @@ impl Admin {
         let file = unmask_file(&old, file)?;
         let parameters = unmask_parameters(&old, parameters);
         let new_service = self
-            .resolve(&services, &file, id, &parameters, &old.record.mqtt_password)
+            .resolve(
+                &services,
+                &file,
+                Some(id),
+                &parameters,
+                &old.record.mqtt_password,
+            )
             .map_err(AdminError::InvalidFile)?;
         self.check_service_grants(&new_service, &services, authority)?;
         self.check_account_names(&new_service).await?;
@@ -444,7 +450,7 @@ impl Admin {
                 let loaded = self.resolve(
                     &services,
                     &record.commissioning_file,
-                    &record.id,
+                    Some(&record.id),
                     &record.parameters,
                     &record.mqtt_password,
                 );
@@ -475,6 +481,7 @@ impl Admin {
                     warn!(service = %record.id, error = %error, "Stored service no longer validates; it stays failed until reconfigured");
                     let service = Service {
                         id: record.id.clone(),
+                        warnings: Vec::new(),
                         description: None,
                         metadata: commissioning::service::Metadata {
                             name: record.id.clone(),

@@ -4,17 +4,19 @@ use std::collections::BTreeMap;
 
 use serde_json::Value as Json;
 
+use crate::connectware::{MODBUS_CONNECTION, MODBUS_ENDPOINT};
 use crate::diagnostic::{Diagnostic, Pos, join};
 use crate::model::{ModbusAddress, ModbusConnection, Operation};
 use crate::resolve::position_of;
 use crate::typed::typed;
 
 pub(super) fn connection(
-    properties: Json,
+    mut properties: Json,
     path: &str,
     positions: &BTreeMap<String, Pos>,
     diagnostics: &mut Vec<Diagnostic>,
 ) -> Option<ModbusConnection> {
+    MODBUS_CONNECTION.take_ignored(&mut properties, path, positions, diagnostics);
     let connection: ModbusConnection = typed(properties, path, positions, diagnostics)?;
     if let Some(size) = connection.max_batch_size
         && !(1..=2000).contains(&size)
@@ -30,12 +32,13 @@ pub(super) fn connection(
 }
 
 pub(super) fn address(
-    properties: Json,
+    mut properties: Json,
     operation: Operation,
     path: &str,
     positions: &BTreeMap<String, Pos>,
     diagnostics: &mut Vec<Diagnostic>,
 ) -> Option<ModbusAddress> {
+    MODBUS_ENDPOINT.take_ignored(&mut properties, path, positions, diagnostics);
     let address: ModbusAddress = typed(properties, path, positions, diagnostics)?;
     check_address(&address, operation, path, positions, diagnostics);
     Some(address)

@@ -5,28 +5,31 @@ use std::collections::BTreeMap;
 
 use serde_json::Value as Json;
 
+use crate::connectware::{MQTT_CONNECTION, MQTT_ENDPOINT};
 use crate::diagnostic::{Diagnostic, Pos, join};
 use crate::model::{MqttAddress, MqttConnection, MqttScheme};
 use crate::resolve::position_of;
 use crate::typed::typed;
 
 pub(super) fn connection(
-    properties: Json,
+    mut properties: Json,
     path: &str,
     positions: &BTreeMap<String, Pos>,
     diagnostics: &mut Vec<Diagnostic>,
 ) -> Option<MqttConnection> {
+    MQTT_CONNECTION.take_ignored(&mut properties, path, positions, diagnostics);
     let connection: MqttConnection = typed(properties, path, positions, diagnostics)?;
     check_tls(&connection, path, positions, diagnostics);
     Some(connection)
 }
 
 pub(super) fn address(
-    properties: Json,
+    mut properties: Json,
     path: &str,
     positions: &BTreeMap<String, Pos>,
     diagnostics: &mut Vec<Diagnostic>,
 ) -> Option<MqttAddress> {
+    MQTT_ENDPOINT.take_ignored(&mut properties, path, positions, diagnostics);
     typed(properties, path, positions, diagnostics)
 }
 

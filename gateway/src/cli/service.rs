@@ -77,13 +77,15 @@ async fn install(
         .map_err(|e| Failure::usage(format!("cannot read {}: {e}", file.display())))?;
     let parameters = parse_params(params)?;
     // The id the gateway will use, so the installed service can be looked up first.
-    let id = commissioning::service_id_for(&source, id.as_deref()).map_err(|diagnostics| {
-        let lines: Vec<String> = diagnostics.iter().map(ToString::to_string).collect();
-        Failure {
-            code: exit::REFUSED,
-            message: format!("{}: {}", file.display(), lines.join("; ")),
-        }
-    })?;
+    let id = commissioning::service_id_for(&source, id.as_deref(), &parameters).map_err(
+        |diagnostics| {
+            let lines: Vec<String> = diagnostics.iter().map(ToString::to_string).collect();
+            Failure {
+                code: exit::REFUSED,
+                message: format!("{}: {}", file.display(), lines.join("; ")),
+            }
+        },
+    )?;
     let target = if disabled { "disabled" } else { "enabled" };
     let path = format!("/api/services/{id}");
     let Some(installed) = client.find(&path).await? else {

@@ -166,12 +166,7 @@ impl Driver for OpcuaDriver {
     type Wake = Wake;
 
     fn backoff(&self) -> Backoff {
-        let strategy = self
-            .spec
-            .options
-            .as_ref()
-            .and_then(|o| o.connection_strategy.as_ref());
-        Backoff::new(strategy)
+        Backoff::new(self.spec.strategy())
     }
 
     /// Prepares the certificate folder and the async-opcua client. A problem here (a bad
@@ -253,8 +248,8 @@ impl Driver for OpcuaDriver {
                 "an OPC UA connection only runs OPC UA endpoints".into(),
             ));
         };
-        if let Some(path) = &address.browse_path {
-            browse_path(path).map_err(DriverError::Endpoint)?;
+        if let Some(path) = address.full_browse_path() {
+            browse_path(&path).map_err(DriverError::Endpoint)?;
         }
         resolve_locally(&address).map_err(DriverError::Endpoint)?;
         let id = spec.id.clone();
@@ -384,8 +379,8 @@ impl OpcuaDriver {
                     live.nodes.insert(id.clone(), node);
                 }
                 Ok(None) => {
-                    if let Some(path) = endpoint.address.browse_path.as_deref() {
-                        match browse_path(path) {
+                    if let Some(path) = endpoint.address.full_browse_path() {
+                        match browse_path(&path) {
                             Ok(path) => browse.push((id.clone(), path)),
                             Err(e) => report.endpoint_failed(id, e),
                         }
@@ -861,6 +856,7 @@ mod tests {
             client_certificate: None,
             client_private_key: None,
             trusted_server_certificates: Vec::new(),
+            connection_strategy: None,
         };
         assert_eq!(endpoint_url(&spec), "opc.tcp://cnc:4840");
         spec.resource_path = Some("UA/Server".into());

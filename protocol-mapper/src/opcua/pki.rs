@@ -99,6 +99,7 @@ mod tests {
             client_certificate: None,
             client_private_key: None,
             trusted_server_certificates: Vec::new(),
+            connection_strategy: None,
         }
     }
 

@@ -1,0 +1,242 @@
+//! The Connectware schema Ironbridge follows, in one place: every property of every part of a
+//! commissioning file that Connectware documents, with the page that documents it and what
+//! Ironbridge does with it. Users arrive with files written for Connectware, so:
+//!
+//! - an [`Support::Implemented`] property means what Connectware's page says;
+//! - an [`Support::Ignored`] property is accepted with a warning that says why it has no
+//!   effect, and the file still installs;
+//! - an [`Support::Extension`] is Ironbridge's own (documented in the README);
+//! - anything else is an error that suggests the nearest known name (`typed.rs`).
+//!
+//! Closing a gap is a change of one line here plus the model field. A test checks that this
+//! table and the serde models agree: every implemented property is a field, no ignored one is.
+
+use std::collections::BTreeMap;
+
+use serde_json::Value as Json;
+
+use crate::diagnostic::{Diagnostic, Pos, join};
+use crate::resolve::position_of;
+
+/// What Ironbridge does with a documented property.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Support {
+    Implemented,
+    /// Accepted and ignored; the text says why, for the warning.
+    Ignored(&'static str),
+    /// Not in Connectware's schema: Ironbridge's own addition.
+    Extension,
+}
+
+/// One part of a file with its own set of properties: a resource type's `properties`, or a
+/// protocol's `connection` or endpoint address.
+#[derive(Debug)]
+pub struct Section {
+    pub name: &'static str,
+    /// Where Connectware documents these properties.
+    pub source: &'static str,
+    pub properties: &'static [(&'static str, Support)],
+}
+
+use Support::{Extension, Ignored, Implemented};
+
+pub const CONNECTION: Section = Section {
+    name: "Cybus::Connection",
+    source: "https://docs.cybus.io/documentation/services/service-commissioning-files/resources/cybus-connection",
+    properties: &[
+        ("protocol", Implemented),
+        ("connection", Implemented),
+        ("targetState", Implemented),
+        ("agentName", Implemented),
+    ],
+};
+
+pub const ENDPOINT: Section = Section {
+    name: "Cybus::Endpoint",
+    source: "https://docs.cybus.io/documentation/services/service-commissioning-files/resources/cybus-endpoint",
+    properties: &[
+        ("protocol", Implemented),
+        ("connection", Implemented),
+        ("subscribe", Implemented),
+        ("read", Implemented),
+        ("write", Implemented),
+        ("topic", Implemented),
+        ("qos", Implemented),
+        ("retain", Implemented),
+        ("rules", Implemented),
+        (
+            "targetState",
+            Ignored(
+                "an endpoint runs while its connection is connected; disable the service or set the connection's `targetState` instead",
+            ),
+        ),
+    ],
+};
+
+pub const MAPPING: Section = Section {
+    name: "Cybus::Mapping",
+    source: "https://docs.cybus.io/documentation/services/service-commissioning-files/resources/cybus-mapping",
+    properties: &[
+        ("mappings", Implemented),
+        ("targetState", Implemented),
+        ("agentName", Implemented),
+        (
+            "inputBuffering",
+            Ignored(
+                "every mapping entry already takes its messages one at a time, in order, through a bounded queue",
+            ),
+        ),
+    ],
+};
+
+pub const OPCUA_CONNECTION: Section = Section {
+    name: "Opcua connection",
+    source: "https://docs.cybus.io/documentation/industry-protocol-details/opc-ua/opc-ua-client/opcuaconnection",
+    properties: &[
+        ("host", Implemented),
+        ("port", Implemented),
+        ("resourcePath", Implemented),
+        ("username", Implemented),
+        ("password", Implemented),
+        ("options", Implemented),
+        ("connectionStrategy", Implemented),
+        ("clientCertificate", Extension),
+        ("clientPrivateKey", Extension),
+        ("trustedServerCertificates", Extension),
+    ],
+};
+
+pub const OPCUA_OPTIONS: Section = Section {
+    name: "Opcua connection options",
+    source: "https://docs.cybus.io/documentation/industry-protocol-details/opc-ua/opc-ua-client/opcuaconnection",
+    properties: &[
+        ("securityPolicy", Implemented),
+        ("messageSecurityMode", Implemented),
+        ("connectionStrategy", Implemented),
+    ],
+};
+
+pub const OPCUA_ENDPOINT: Section = Section {
+    name: "Opcua endpoint",
+    source: "https://docs.cybus.io/documentation/industry-protocol-details/opc-ua/opc-ua-client/opcuaendpoint",
+    properties: &[
+        ("nodeId", Implemented),
+        ("browsePath", Implemented),
+        ("browsePathPrefix", Implemented),
+        ("nodeType", Implemented),
+        ("publishInterval", Implemented),
+        ("samplingInterval", Implemented),
+        // Not on the current page, but in many published files (`subscribe: {nodeId,
+        // interval}`): the sampling interval of older Connectware versions.
+        ("interval", Implemented),
+        (
+            "fields",
+            Ignored("OPC UA events are not supported; the endpoint reads the node's value"),
+        ),
+        (
+            "eventTypes",
+            Ignored("OPC UA events are not supported; the endpoint reads the node's value"),
+        ),
+    ],
+};
+
+pub const MODBUS_CONNECTION: Section = Section {
+    name: "Modbus connection",
+    source: "https://docs.cybus.io/documentation/industry-protocol-details/modbus-tcp/modbusconnection",
+    properties: &[
+        ("host", Implemented),
+        ("port", Implemented),
+        ("unitId", Implemented),
+        ("socketTimeout", Implemented),
+        ("batchReadEnabled", Implemented),
+        ("maxBatchSize", Implemented),
+        ("connectionStrategy", Implemented),
+    ],
+};
+
+pub const MODBUS_ENDPOINT: Section = Section {
+    name: "Modbus endpoint",
+    source: "https://docs.cybus.io/documentation/industry-protocol-details/modbus-tcp/modbusendpoint",
+    properties: &[
+        ("fc", Implemented),
+        ("address", Implemented),
+        ("length", Implemented),
+        ("dataType", Implemented),
+        ("unitId", Implemented),
+        ("interval", Implemented),
+        ("cronExpression", Implemented),
+    ],
+};
+
+pub const MQTT_CONNECTION: Section = Section {
+    name: "Mqtt connection",
+    source: "https://docs.cybus.io/documentation/industry-protocol-details/mqtt/mqttconnection",
+    properties: &[
+        ("host", Implemented),
+        ("port", Implemented),
+        ("scheme", Implemented),
+        ("protocolVersion", Implemented),
+        ("websocketPath", Implemented),
+        ("clientId", Implemented),
+        ("username", Implemented),
+        ("password", Implemented),
+        ("keepalive", Implemented),
+        ("clean", Implemented),
+        ("caCert", Implemented),
+        ("clientCert", Implemented),
+        ("clientPrivateKey", Implemented),
+        ("mutualAuthentication", Implemented),
+        ("trustAllCertificates", Implemented),
+        ("connectionStrategy", Implemented),
+    ],
+};
+
+pub const MQTT_ENDPOINT: Section = Section {
+    name: "Mqtt endpoint",
+    source: "https://docs.cybus.io/documentation/industry-protocol-details/mqtt/mqttendpoint",
+    properties: &[
+        ("topic", Implemented),
+        ("qos", Implemented),
+        ("retain", Implemented),
+    ],
+};
+
+/// Every section, for the README's support matrix and the consistency test.
+pub const SECTIONS: &[&Section] = &[
+    &CONNECTION,
+    &ENDPOINT,
+    &MAPPING,
+    &OPCUA_CONNECTION,
+    &OPCUA_OPTIONS,
+    &OPCUA_ENDPOINT,
+    &MODBUS_CONNECTION,
+    &MODBUS_ENDPOINT,
+    &MQTT_CONNECTION,
+    &MQTT_ENDPOINT,
+];
+
+impl Section {
+    /// Takes the ignored properties out of `value` (an object at `path`), each with a warning,
+    /// so what remains is typed against the model.
+    pub(crate) fn take_ignored(
+        &self,
+        value: &mut Json,
+        path: &str,
+        positions: &BTreeMap<String, Pos>,
+        diagnostics: &mut Vec<Diagnostic>,
+    ) {
+        let Json::Object(map) = value else { return };
+        for (name, support) in self.properties {
+            if let Support::Ignored(why) = support
+                && map.remove(*name).is_some()
+            {
+                let p = join(path, name);
+                diagnostics.push(Diagnostic::warning(
+                    &p,
+                    position_of(positions, &p),
+                    format!("ignored: Ironbridge does not implement `{name}` ({why})"),
+                ));
+            }
+        }
+    }
+}
