@@ -44,13 +44,15 @@ only_in "${not_word}opcua::(types|client|server|crypto|core|nodes)::|use opcua(:
     'only protocol-mapper/src/opcua/ imports async-opcua'
 only_in "${not_word}rumqttc::" 'protocol-mapper/src/mqtt/' \
     'only protocol-mapper/src/mqtt/ imports rumqttc'
+only_in "${not_word}reqwest::" 'protocol-mapper/src/http/|gateway/src/cli/' \
+    'only protocol-mapper/src/http/ (HTTP connections) and the command line (the REST client) import reqwest'
 only_in "${not_word}jsonata_core::" 'rule-engine/src/expression/|commissioning/src/rules.rs' \
     'only rule-engine/src/expression/ imports jsonata-core (commissioning/src/rules.rs its parser)'
 only_in "${not_word}sqlx::" 'admin/src/store/|protocol-mapper/src/mqtt/queue.rs' \
     'only admin/src/store/ and the store-and-forward queue run SQL'
 only_in "${not_word}(std::)?env::var" 'gateway/src/' \
     'only the gateway crate reads environment variables'
-only_in "${not_word}(ConnectionParams|Address|Protocol)::(Modbus|Opcua|Mqtt)" \
+only_in "${not_word}(ConnectionParams|Address|Protocol)::(Modbus|Opcua|Mqtt|Http)" \
     'commissioning/src/|protocol-mapper/src/' \
     'only commissioning and the protocol mapper know which protocols exist'
 
@@ -58,8 +60,8 @@ only_in "${not_word}(ConnectionParams|Address|Protocol)::(Modbus|Opcua|Mqtt)" \
 only_in "${not_word}(axum|utoipa|hyper)::" 'admin-api/src/|gateway/src/|broker/src/' \
     'only admin-api, the gateway and the broker (MQTT over WebSocket) speak HTTP'
 
-not_in_tree rule-engine tokio-modbus async-opcua rumqttc sqlx
-not_in_tree broker tokio-modbus async-opcua rumqttc sqlx
+not_in_tree rule-engine tokio-modbus async-opcua rumqttc sqlx reqwest
+not_in_tree broker tokio-modbus async-opcua rumqttc sqlx reqwest
 not_in_tree commissioning tokio tokio-modbus async-opcua rumqttc sqlx
 
 if [ "$failed" -ne 0 ]; then

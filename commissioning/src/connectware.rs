@@ -201,6 +201,50 @@ pub const MQTT_ENDPOINT: Section = Section {
     ],
 };
 
+pub const HTTP_CONNECTION: Section = Section {
+    name: "Http connection",
+    source: "https://docs.cybus.io/documentation/industry-protocol-details/http-rest/httpconnection",
+    properties: &[
+        ("scheme", Implemented),
+        ("host", Implemented),
+        ("port", Implemented),
+        ("prefix", Implemented),
+        ("headers", Implemented),
+        ("query", Implemented),
+        ("auth", Implemented),
+        (
+            "oauthClientCredentials",
+            Ignored(
+                "OAuth 2.0 is not supported; send a token with `headers: {Authorization: Bearer ...}`",
+            ),
+        ),
+        ("probeInterval", Implemented),
+        ("probeTimeout", Implemented),
+        ("probePath", Implemented),
+        ("probeMethod", Implemented),
+        ("mutualAuthentication", Implemented),
+        ("trustAllCertificates", Implemented),
+        ("caCert", Implemented),
+        ("clientCert", Implemented),
+        ("clientPrivateKey", Implemented),
+        ("connectionStrategy", Implemented),
+        ("requestTimeout", Extension),
+    ],
+};
+
+pub const HTTP_ENDPOINT: Section = Section {
+    name: "Http endpoint",
+    source: "https://docs.cybus.io/documentation/industry-protocol-details/http-rest/httpendpoint",
+    properties: &[
+        ("path", Implemented),
+        ("method", Implemented),
+        ("interval", Implemented),
+        ("cronExpression", Implemented),
+        ("headers", Implemented),
+        ("query", Implemented),
+    ],
+};
+
 /// Every section, for the README's support matrix and the consistency test.
 pub const SECTIONS: &[&Section] = &[
     &CONNECTION,
@@ -213,6 +257,8 @@ pub const SECTIONS: &[&Section] = &[
     &MODBUS_ENDPOINT,
     &MQTT_CONNECTION,
     &MQTT_ENDPOINT,
+    &HTTP_CONNECTION,
+    &HTTP_ENDPOINT,
 ];
 
 impl Section {

@@ -75,6 +75,7 @@ pub enum Protocol {
     Modbus,
     Opcua,
     Mqtt,
+    Http,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
@@ -142,6 +143,7 @@ pub enum ConnectionParams {
     Modbus(ModbusConnection),
     Opcua(OpcuaConnection),
     Mqtt(MqttConnection),
+    Http(HttpConnection),
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -310,6 +312,126 @@ pub enum MqttScheme {
     Wss,
 }
 
+/// `protocol: Http`: a REST server the gateway polls and writes to. Property names as
+/// Connectware documents them (see `connectware.rs`); `requestTimeout` is Ironbridge's own.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct HttpConnection {
+    #[serde(default)]
+    pub scheme: HttpScheme,
+    pub host: String,
+    /// 443 for https, 80 for http unless given.
+    #[serde(default)]
+    pub port: Option<u16>,
+    /// Put before every endpoint's path (`/api/v1`).
+    #[serde(default)]
+    pub prefix: String,
+    /// Sent with every request; a bearer token is `Authorization: Bearer ...`.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Query variables added to every request.
+    #[serde(default)]
+    pub query: BTreeMap<String, String>,
+    /// Basic authentication.
+    #[serde(default)]
+    pub auth: Option<HttpBasicAuth>,
+    /// Milliseconds between probes that tell whether the server is still there.
+    #[serde(default = "default_probe_interval")]
+    pub probe_interval: u64,
+    /// Milliseconds a probe may take; 0 (Connectware's default) means `requestTimeout`.
+    #[serde(default)]
+    pub probe_timeout: u64,
+    #[serde(default = "default_probe_path")]
+    pub probe_path: String,
+    #[serde(default)]
+    pub probe_method: HttpProbeMethod,
+    /// Milliseconds a request (a poll, a read, a write) may take.
+    #[serde(default = "default_request_timeout")]
+    pub request_timeout: u64,
+    #[serde(default)]
+    pub ca_cert: Option<String>,
+    #[serde(default)]
+    pub client_cert: Option<String>,
+    #[serde(default)]
+    pub client_private_key: Option<String>,
+    #[serde(default)]
+    pub mutual_authentication: bool,
+    #[serde(default)]
+    pub trust_all_certificates: bool,
+    #[serde(default)]
+    pub connection_strategy: Option<ConnectionStrategy>,
+}
+
+impl HttpConnection {
+    pub fn port(&self) -> u16 {
+        self.port.unwrap_or(match self.scheme {
+            HttpScheme::Http => 80,
+            HttpScheme::Https => 443,
+        })
+    }
+}
+
+fn default_probe_interval() -> u64 {
+    10_000
+}
+fn default_probe_path() -> String {
+    "/".into()
+}
+fn default_request_timeout() -> u64 {
+    10_000
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HttpScheme {
+    Http,
+    #[default]
+    Https,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum HttpProbeMethod {
+    Get,
+    #[default]
+    Head,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpBasicAuth {
+    pub username: String,
+    #[serde(default)]
+    pub password: String,
+}
+
+/// An HTTP endpoint: `subscribe` polls `path` every `interval` ms (or on `cronExpression`),
+/// `read` fetches it on `/req`, `write` sends the message with `method` on `/set`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct HttpAddress {
+    pub path: String,
+    /// For `write`: POST (the default), PUT or PATCH. Reads use GET.
+    #[serde(default)]
+    pub method: Option<HttpWriteMethod>,
+    #[serde(default)]
+    pub interval: Option<u64>,
+    #[serde(default)]
+    pub cron_expression: Option<String>,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    #[serde(default)]
+    pub query: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum HttpWriteMethod {
+    Post,
+    Put,
+    Patch,
+}
+
 /// `Cybus::Endpoint` properties apart from the protocol-specific address.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -359,6 +481,7 @@ pub enum Address {
     Modbus(ModbusAddress),
     Opcua(OpcuaAddress),
     Mqtt(MqttAddress),
+    Http(HttpAddress),
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]

@@ -15,12 +15,24 @@ use crate::service::Service;
 /// What a secret is replaced by.
 pub const MASK: &str = "********";
 
-/// Parts of names that mark a secret, compared case-insensitively.
-const SECRET_WORDS: &[&str] = &["password", "secret", "token", "privatekey", "apikey"];
+/// Parts of names that mark a secret, compared case-insensitively and without `-` and `_`
+/// (an HTTP header `X-Api-Key` or `Authorization` holds one as much as `apiKey` does).
+const SECRET_WORDS: &[&str] = &[
+    "password",
+    "secret",
+    "token",
+    "privatekey",
+    "apikey",
+    "authorization",
+];
 
 /// Is a parameter or property with this name a secret?
 pub fn is_secret_name(name: &str) -> bool {
-    let name = name.to_ascii_lowercase();
+    let name: String = name
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .map(|c| c.to_ascii_lowercase())
+        .collect();
     SECRET_WORDS.iter().any(|word| name.contains(word))
 }
 
@@ -137,6 +149,9 @@ mod tests {
             "apiToken",
             "clientPrivateKey",
             "SECRET",
+            "Authorization",
+            "X-Api-Key",
+            "client_secret",
         ] {
             assert!(is_secret_name(name), "{name}");
         }

@@ -232,6 +232,8 @@ fn the_schema_table_and_the_models_agree() {
             "Modbus endpoint" => fields_of::<ModbusAddress>(),
             "Mqtt connection" => fields_of::<MqttConnection>(),
             "Mqtt endpoint" => fields_of::<MqttAddress>(),
+            "Http connection" => fields_of::<HttpConnection>(),
+            "Http endpoint" => fields_of::<HttpAddress>(),
             // The resource shapes are private; their fields are checked through files above.
             _ => continue,
         };

@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 
 use broker::bus::{Link, RemoteBroker};
 use commissioning::model::{
-    ConnectionParams, ConnectionTargetState, ModbusConnection, MqttConnection, OpcuaConnection,
+    ConnectionParams, ConnectionTargetState, HttpConnection, ModbusConnection, MqttConnection,
+    OpcuaConnection,
 };
 
 use crate::driver::{ConnectionHandle, DriverError};
@@ -57,6 +58,7 @@ impl BuildConnection for ConnectionParams {
             ConnectionParams::Modbus(spec) => spec.build(cx),
             ConnectionParams::Opcua(spec) => spec.build(cx),
             ConnectionParams::Mqtt(spec) => spec.build(cx),
+            ConnectionParams::Http(spec) => spec.build(cx),
         }
     }
 }
@@ -64,6 +66,19 @@ impl BuildConnection for ConnectionParams {
 impl BuildConnection for ModbusConnection {
     fn build(&self, cx: ConnectionContext<'_>) -> Result<RunningConnection, DriverError> {
         let handle = crate::modbus::connection::start(
+            cx.service,
+            cx.resource,
+            self.clone(),
+            cx.target,
+            cx.link,
+        );
+        Ok(handle.into())
+    }
+}
+
+impl BuildConnection for HttpConnection {
+    fn build(&self, cx: ConnectionContext<'_>) -> Result<RunningConnection, DriverError> {
+        let handle = crate::http::connection::start(
             cx.service,
             cx.resource,
             self.clone(),

@@ -3,6 +3,7 @@
 //! with every problem reported. The one place in this crate that matches on a protocol: a new
 //! protocol is a module here and an arm in each function below.
 
+mod http;
 mod modbus;
 mod mqtt;
 mod opcua;
@@ -35,6 +36,9 @@ pub(crate) fn connection(
         Protocol::Mqtt => {
             ConnectionParams::Mqtt(mqtt::connection(properties, path, positions, diagnostics)?)
         }
+        Protocol::Http => {
+            ConnectionParams::Http(http::connection(properties, path, positions, diagnostics)?)
+        }
     })
 }
 
@@ -59,5 +63,12 @@ pub(crate) fn address(
             Address::Opcua(opcua::address(properties, path, positions, diagnostics)?)
         }
         Protocol::Mqtt => Address::Mqtt(mqtt::address(properties, path, positions, diagnostics)?),
+        Protocol::Http => Address::Http(http::address(
+            properties,
+            operation,
+            path,
+            positions,
+            diagnostics,
+        )?),
     })
 }

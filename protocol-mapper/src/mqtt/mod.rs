@@ -7,7 +7,6 @@ pub mod link;
 pub mod queue;
 mod session;
 mod spool;
-mod tls;
 
 pub use connection::QueueSettings;
 pub use queue::{Durability, QueueLimits};

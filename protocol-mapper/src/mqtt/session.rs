@@ -15,8 +15,6 @@ use rumqttc::{Outgoing, TlsConfiguration, Transport};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use super::tls;
-
 /// Messages the driver may have sent and not yet seen acknowledged; also the MQTT in-flight
 /// window given to rumqttc.
 pub const WINDOW: usize = 64;
@@ -62,9 +60,9 @@ pub struct SessionConfig {
 impl SessionConfig {
     pub fn new(connection: &MqttConnection, default_client_id: &str) -> Result<Self, String> {
         let tls = match connection.scheme {
-            MqttScheme::Mqtts | MqttScheme::Wss => {
-                Some(TlsConfiguration::Rustls(tls::client_config(connection)?))
-            }
+            MqttScheme::Mqtts | MqttScheme::Wss => Some(TlsConfiguration::Rustls(
+                crate::tls::client_config(connection)?,
+            )),
             MqttScheme::Mqtt | MqttScheme::Ws => None,
         };
         let port = connection.port.unwrap_or(match connection.scheme {

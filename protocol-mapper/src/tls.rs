@@ -1,19 +1,55 @@
-//! TLS for connections to remote brokers (`mqtts`, `wss`): the server is checked against the
-//! connection's `caCert` (PEM) or, without one, the operating system's trust store; a client
-//! certificate and key (PEM) are presented when given (mutual TLS, as AWS IoT Core requires).
-//! `trustAllCertificates` accepts any server certificate and is meant for tests only; using it
-//! is logged.
+//! TLS for client connections (MQTT `mqtts`/`wss`, HTTP `https`): the server is checked
+//! against the connection's `caCert` (PEM) or, without one, the operating system's trust store;
+//! a client certificate and key (PEM) are presented when given (mutual TLS, as AWS IoT Core
+//! requires). `trustAllCertificates` accepts any server certificate and is meant for tests
+//! only; using it is logged.
 
 use std::sync::Arc;
 
-use commissioning::model::MqttConnection;
+use commissioning::model::{HttpConnection, MqttConnection};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{CryptoProvider, verify_tls12_signature, verify_tls13_signature};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 
-pub fn client_config(connection: &MqttConnection) -> Result<Arc<ClientConfig>, String> {
+/// The TLS properties of a connection, named as commissioning files name them.
+pub struct TlsSettings<'a> {
+    pub host: &'a str,
+    pub ca_cert: Option<&'a str>,
+    pub client_cert: Option<&'a str>,
+    pub client_private_key: Option<&'a str>,
+    pub trust_all_certificates: bool,
+}
+
+impl<'a> From<&'a MqttConnection> for TlsSettings<'a> {
+    fn from(c: &'a MqttConnection) -> TlsSettings<'a> {
+        TlsSettings {
+            host: &c.host,
+            ca_cert: c.ca_cert.as_deref(),
+            client_cert: c.client_cert.as_deref(),
+            client_private_key: c.client_private_key.as_deref(),
+            trust_all_certificates: c.trust_all_certificates,
+        }
+    }
+}
+
+impl<'a> From<&'a HttpConnection> for TlsSettings<'a> {
+    fn from(c: &'a HttpConnection) -> TlsSettings<'a> {
+        TlsSettings {
+            host: &c.host,
+            ca_cert: c.ca_cert.as_deref(),
+            client_cert: c.client_cert.as_deref(),
+            client_private_key: c.client_private_key.as_deref(),
+            trust_all_certificates: c.trust_all_certificates,
+        }
+    }
+}
+
+pub fn client_config<'a>(
+    connection: impl Into<TlsSettings<'a>>,
+) -> Result<Arc<ClientConfig>, String> {
+    let connection = connection.into();
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
@@ -21,15 +57,15 @@ pub fn client_config(connection: &MqttConnection) -> Result<Arc<ClientConfig>, S
     let builder = if connection.trust_all_certificates {
         tracing::warn!(
             host = %connection.host,
-            "trustAllCertificates is set: the remote broker's certificate is not checked"
+            "trustAllCertificates is set: the server's certificate is not checked"
         );
         builder
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(AcceptAnyCertificate(provider)))
     } else {
-        builder.with_root_certificates(roots(connection.ca_cert.as_deref())?)
+        builder.with_root_certificates(roots(connection.ca_cert)?)
     };
-    let config = match (&connection.client_cert, &connection.client_private_key) {
+    let config = match (connection.client_cert, connection.client_private_key) {
         (Some(cert), Some(key)) => {
             let chain = certificates(cert, "clientCert")?;
             let key = PrivateKeyDer::from_pem_slice(key.as_bytes()).map_err(|e| {

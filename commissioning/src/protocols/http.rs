@@ -1,0 +1,130 @@
+//! `protocol: Http`: a REST server's connection properties and an endpoint's path.
+
+use std::collections::BTreeMap;
+
+use serde_json::Value as Json;
+
+use crate::connectware::{HTTP_CONNECTION, HTTP_ENDPOINT};
+use crate::diagnostic::{Diagnostic, Pos, join};
+use crate::model::{HttpAddress, HttpConnection, HttpScheme, Operation, parse_cron};
+use crate::resolve::position_of;
+use crate::typed::typed;
+
+pub(super) fn connection(
+    mut properties: Json,
+    path: &str,
+    positions: &BTreeMap<String, Pos>,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Option<HttpConnection> {
+    HTTP_CONNECTION.take_ignored(&mut properties, path, positions, diagnostics);
+    let mut connection: HttpConnection = typed(properties, path, positions, diagnostics)?;
+    // An empty certificate is none, so a file can default a `caCert` parameter to ''.
+    for pem in [
+        &mut connection.ca_cert,
+        &mut connection.client_cert,
+        &mut connection.client_private_key,
+    ] {
+        if pem.as_deref().is_some_and(|p| p.trim().is_empty()) {
+            *pem = None;
+        }
+    }
+    let mut problem = |field: &str, message: String| {
+        let p = join(path, field);
+        diagnostics.push(Diagnostic::new(&p, position_of(positions, &p), message));
+    };
+    let tls = connection.scheme == HttpScheme::Https;
+    for (field, value, marker) in [
+        ("caCert", &connection.ca_cert, "CERTIFICATE"),
+        ("clientCert", &connection.client_cert, "CERTIFICATE"),
+        (
+            "clientPrivateKey",
+            &connection.client_private_key,
+            "PRIVATE KEY",
+        ),
+    ] {
+        let Some(value) = value else { continue };
+        if !tls {
+            problem(
+                field,
+                "is only used with scheme https; the connection is not encrypted".into(),
+            );
+        } else if !value.contains("-----BEGIN") || !value.contains(marker) {
+            problem(
+                field,
+                format!("expected a PEM block (-----BEGIN ...{marker}-----)"),
+            );
+        }
+    }
+    if connection.client_cert.is_some() != connection.client_private_key.is_some() {
+        problem(
+            "clientCert",
+            "clientCert and clientPrivateKey go together (PEM)".into(),
+        );
+    }
+    if connection.mutual_authentication && connection.client_cert.is_none() {
+        problem(
+            "mutualAuthentication",
+            "mutual TLS needs clientCert and clientPrivateKey (PEM)".into(),
+        );
+    }
+    for (field, value) in [
+        ("prefix", &connection.prefix),
+        ("probePath", &connection.probe_path),
+    ] {
+        if !value.is_empty() && !value.starts_with('/') {
+            problem(field, format!("`{value}` must start with `/`"));
+        }
+    }
+    for (field, ms) in [
+        ("probeInterval", connection.probe_interval),
+        ("requestTimeout", connection.request_timeout),
+    ] {
+        if ms == 0 {
+            problem(field, "must be at least 1 ms".into());
+        }
+    }
+    Some(connection)
+}
+
+pub(super) fn address(
+    mut properties: Json,
+    operation: Operation,
+    path: &str,
+    positions: &BTreeMap<String, Pos>,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Option<HttpAddress> {
+    HTTP_ENDPOINT.take_ignored(&mut properties, path, positions, diagnostics);
+    let address: HttpAddress = typed(properties, path, positions, diagnostics)?;
+    let mut problem = |field: &str, message: String| {
+        let p = join(path, field);
+        diagnostics.push(Diagnostic::new(&p, position_of(positions, &p), message));
+    };
+    if !address.path.starts_with('/') {
+        problem("path", format!("`{}` must start with `/`", address.path));
+    }
+    if address.method.is_some() && operation != Operation::Write {
+        problem(
+            "method",
+            "only a `write` endpoint sends with a method; `subscribe` and `read` use GET".into(),
+        );
+    }
+    if operation != Operation::Subscribe {
+        for (field, given) in [
+            ("interval", address.interval.is_some()),
+            ("cronExpression", address.cron_expression.is_some()),
+        ] {
+            if given {
+                problem(field, "only a `subscribe` endpoint polls".into());
+            }
+        }
+    }
+    if address.interval == Some(0) {
+        problem("interval", "must be at least 1 ms".into());
+    }
+    if let Some(expression) = &address.cron_expression
+        && let Err(e) = parse_cron(expression)
+    {
+        problem("cronExpression", e);
+    }
+    Some(address)
+}

@@ -1,0 +1,488 @@
+//! The HTTP/REST driver: polls its subscribe endpoints with GET, fetches read endpoints on
+//! `/req` and sends write endpoints' messages on `/set`. The session is "the server answers":
+//! a probe (`probeMethod` on `probePath`) opens it and repeats every `probeInterval`. A server
+//! that cannot be reached loses the session and the shared state machine reconnects with
+//! back-off; an answer that is not 2xx, or one that comes too late, is an error for that
+//! endpoint only, with the status.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use broker::bus::Link;
+use commissioning::model::{
+    Address, ConnectionTargetState, HttpAddress, HttpConnection, HttpProbeMethod, HttpScheme,
+    HttpWriteMethod, Operation,
+};
+use futures_util::future::{BoxFuture, join_all};
+use reqwest::{Client, Method, RequestBuilder, Response, StatusCode};
+use serde_json::{Value as Json, json};
+
+use super::body::{self, MAX_BODY};
+use crate::backoff::Backoff;
+use crate::driver::{self, ConnectionHandle, Driver, DriverError, EndpointSpec, Refusal, Reporter};
+use crate::envelope;
+
+/// Starts an HTTP connection. `link` is the broker connection it publishes and subscribes
+/// through.
+pub fn start(
+    service: &str,
+    resource: &str,
+    spec: HttpConnection,
+    target: ConnectionTargetState,
+    link: impl Into<Link>,
+) -> ConnectionHandle {
+    driver::spawn(HttpDriver::new(spec), service, resource, target, link)
+}
+
+struct Endpoint {
+    spec: EndpointSpec,
+    address: HttpAddress,
+    schedule: Option<cron::Schedule>,
+    next_due: Instant,
+}
+
+pub(crate) struct HttpDriver {
+    spec: HttpConnection,
+    /// `scheme://host:port` and the connection's `prefix`.
+    base: String,
+    /// Built in `prepare` from the TLS settings, which are checked once.
+    client: Option<Client>,
+    endpoints: BTreeMap<String, Endpoint>,
+    next_probe: Instant,
+}
+
+/// The session: the server answered the last probe.
+pub(crate) struct Session {
+    client: Client,
+}
+
+/// What came due.
+pub(crate) enum Due {
+    Probe,
+    Polls,
+}
+
+impl HttpDriver {
+    pub fn new(spec: HttpConnection) -> HttpDriver {
+        let scheme = match spec.scheme {
+            HttpScheme::Http => "http",
+            HttpScheme::Https => "https",
+        };
+        let host = if spec.host.contains(':') && !spec.host.starts_with('[') {
+            format!("[{}]", spec.host) // an IPv6 address in a URL
+        } else {
+            spec.host.clone()
+        };
+        let base = format!(
+            "{scheme}://{host}:{}{}",
+            spec.port(),
+            spec.prefix.trim_end_matches('/')
+        );
+        HttpDriver {
+            base,
+            spec,
+            client: None,
+            endpoints: BTreeMap::new(),
+            next_probe: Instant::now(),
+        }
+    }
+
+    fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.spec.request_timeout.max(1))
+    }
+
+    fn probe_interval(&self) -> Duration {
+        Duration::from_millis(self.spec.probe_interval.max(1))
+    }
+
+    /// A request to `path` below the base with the connection's and the endpoint's headers
+    /// and query variables (the endpoint's win).
+    fn build_request(
+        &self,
+        client: &Client,
+        method: Method,
+        address: &HttpAddress,
+    ) -> RequestBuilder {
+        let mut headers = self.spec.headers.clone();
+        headers.extend(address.headers.clone());
+        let mut query = self.spec.query.clone();
+        query.extend(address.query.clone());
+        let mut url = format!("{}{}", self.base, address.path);
+        if !query.is_empty() {
+            let encoded = url::form_urlencoded::Serializer::new(String::new())
+                .extend_pairs(&query)
+                .finish();
+            url.push(if url.contains('?') { '&' } else { '?' });
+            url.push_str(&encoded);
+        }
+        let mut request = client.request(method, url).timeout(self.request_timeout());
+        for (name, value) in &headers {
+            request = request.header(name.as_str(), value.as_str());
+        }
+        if let Some(auth) = &self.spec.auth {
+            request = request.basic_auth(&auth.username, Some(&auth.password));
+        }
+        request
+    }
+
+    /// GET an endpoint's path: its value, or why there is none.
+    async fn fetch(&self, client: &Client, address: &HttpAddress) -> Fetched {
+        let sent = self
+            .build_request(client, Method::GET, address)
+            .send()
+            .await;
+        match sent {
+            Err(error) => Fetched::Failed(failure(&error, self.request_timeout())),
+            Ok(response) => match read_body(response).await {
+                Ok((status, value)) if status.is_success() => Fetched::Value(value),
+                Ok((status, value)) => Fetched::Refused(status_refusal(status, &value)),
+                Err(error) => Fetched::Failed(failure(&error, self.request_timeout())),
+            },
+        }
+    }
+}
+
+/// The outcome of one GET.
+enum Fetched {
+    Value(Json),
+    /// The server answered, but not with 2xx.
+    Refused(Refusal),
+    Failed(Failure),
+}
+
+/// A request that got no answer.
+enum Failure {
+    /// The server cannot be reached: the session is lost.
+    Unreachable(String),
+    /// It took too long or broke off: an error for that request only.
+    Request(String),
+}
+
+fn failure(error: &reqwest::Error, timeout: Duration) -> Failure {
+    if error.is_timeout() {
+        Failure::Request(format!("no answer within {} ms", timeout.as_millis()))
+    } else if error.is_connect() {
+        Failure::Unreachable(format!("cannot reach the server: {}", chain(error)))
+    } else {
+        Failure::Request(chain(error))
+    }
+}
+
+/// An error with its causes (reqwest's own text is only the outermost, "error sending request").
+fn chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+fn status_refusal(status: StatusCode, body: &Json) -> Refusal {
+    let mut message = format!("HTTP {status}");
+    let excerpt = match body {
+        Json::Null => String::new(),
+        Json::String(text) => text.chars().take(200).collect(),
+        other => other.to_string().chars().take(200).collect(),
+    };
+    if !excerpt.is_empty() {
+        message.push_str(": ");
+        message.push_str(&excerpt);
+    }
+    Refusal::with_code(message, status.as_u16())
+}
+
+/// The status and the body as a value: JSON when it parses, else the text. At most
+/// [`MAX_BODY`] bytes are read, so a server cannot make the gateway hold more.
+async fn read_body(mut response: Response) -> Result<(StatusCode, Json), reqwest::Error> {
+    let status = response.status();
+    let mut bytes = Vec::new();
+    while let Some(chunk) = response.chunk().await? {
+        if bytes.len() + chunk.len() > MAX_BODY {
+            return Ok((
+                status,
+                Json::String(format!(
+                    "the answer is larger than {} KiB and was not read",
+                    MAX_BODY / 1024
+                )),
+            ));
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    Ok((status, body::value(&bytes)))
+}
+
+impl Driver for HttpDriver {
+    const PROTOCOL: &'static str = "HTTP";
+    type Session = Session;
+    type Wake = Due;
+
+    fn backoff(&self) -> Backoff {
+        Backoff::new(self.spec.connection_strategy.as_ref())
+    }
+
+    /// Builds the client: certificates that do not parse cannot be fixed by retrying.
+    async fn prepare(&mut self) -> Result<(), DriverError> {
+        let tls = crate::tls::client_config(&self.spec).map_err(DriverError::Configuration)?;
+        let client = Client::builder()
+            .tls_backend_preconfigured(std::sync::Arc::unwrap_or_clone(tls))
+            .connect_timeout(self.request_timeout())
+            .build()
+            .map_err(|e| DriverError::Configuration(format!("HTTP client: {}", chain(&e))))?;
+        self.client = Some(client);
+        Ok(())
+    }
+
+    fn connect(&mut self) -> BoxFuture<'static, Result<Session, DriverError>> {
+        let client = self.client.clone();
+        let probe = self.probe();
+        Box::pin(async move {
+            let client = client.ok_or(DriverError::Stopped)?;
+            probe.run(&client).await.map_err(DriverError::Connection)?;
+            Ok(Session { client })
+        })
+    }
+
+    async fn on_connected(&mut self, _: &mut Session, _: &Reporter) -> Result<(), DriverError> {
+        self.next_probe = Instant::now() + self.probe_interval();
+        Ok(())
+    }
+
+    async fn wake<'a>(&'a mut self, session: Option<&'a mut Session>) -> Due {
+        if session.is_none() {
+            return std::future::pending().await;
+        }
+        let next_poll = self
+            .endpoints
+            .values()
+            .filter(|e| e.spec.operation == Operation::Subscribe)
+            .map(|e| e.next_due)
+            .min();
+        match next_poll {
+            Some(poll) if poll < self.next_probe => {
+                tokio::time::sleep_until(poll.into()).await;
+                Due::Polls
+            }
+            _ => {
+                tokio::time::sleep_until(self.next_probe.into()).await;
+                Due::Probe
+            }
+        }
+    }
+
+    async fn work(
+        &mut self,
+        due: Due,
+        session: Option<&mut Session>,
+        report: &Reporter,
+    ) -> Result<(), DriverError> {
+        let Some(session) = session else {
+            return Ok(());
+        };
+        match due {
+            Due::Probe => {
+                self.next_probe = Instant::now() + self.probe_interval();
+                self.probe()
+                    .run(&session.client)
+                    .await
+                    .map_err(DriverError::Connection)
+            }
+            Due::Polls => self.poll_due(&session.client, report).await,
+        }
+    }
+
+    async fn add_endpoint(
+        &mut self,
+        spec: EndpointSpec,
+        _: Option<&mut Session>,
+        _: &Reporter,
+    ) -> Result<(), DriverError> {
+        let Address::Http(address) = spec.address.clone() else {
+            return Err(DriverError::Endpoint(
+                "an HTTP connection only runs HTTP endpoints".into(),
+            ));
+        };
+        let schedule = match &address.cron_expression {
+            Some(expression) => {
+                Some(commissioning::model::parse_cron(expression).map_err(DriverError::Endpoint)?)
+            }
+            None => None,
+        };
+        let next_due = match &schedule {
+            Some(schedule) => next_cron(schedule, Instant::now()),
+            None => Instant::now(),
+        };
+        self.endpoints.insert(
+            spec.id.clone(),
+            Endpoint {
+                spec,
+                address,
+                schedule,
+                next_due,
+            },
+        );
+        Ok(())
+    }
+
+    async fn remove_endpoint(&mut self, id: &str, _: Option<&mut Session>) {
+        self.endpoints.remove(id);
+    }
+
+    async fn request(
+        &mut self,
+        id: &str,
+        value: Json,
+        session: &mut Session,
+        _: &Reporter,
+    ) -> Result<Result<Json, Refusal>, DriverError> {
+        let Some(endpoint) = self.endpoints.get(id) else {
+            return Ok(Err(Refusal::new("the endpoint has been removed")));
+        };
+        let address = endpoint.address.clone();
+        if endpoint.spec.operation != Operation::Write {
+            return match self.fetch(&session.client, &address).await {
+                Fetched::Value(value) => Ok(Ok(value)),
+                Fetched::Refused(refusal) => Ok(Err(refusal)),
+                Fetched::Failed(Failure::Request(message)) => Ok(Err(Refusal::new(message))),
+                Fetched::Failed(Failure::Unreachable(message)) => {
+                    Err(DriverError::Connection(message))
+                }
+            };
+        }
+        let method = match address.method.unwrap_or(HttpWriteMethod::Post) {
+            HttpWriteMethod::Post => Method::POST,
+            HttpWriteMethod::Put => Method::PUT,
+            HttpWriteMethod::Patch => Method::PATCH,
+        };
+        let request = self.build_request(&session.client, method, &address);
+        let request = match &value {
+            // Text goes as it is; anything else as JSON.
+            Json::String(text) => request
+                .header(reqwest::header::CONTENT_TYPE, "text/plain; charset=utf-8")
+                .body(text.clone()),
+            other => request.json(other),
+        };
+        let timeout = self.request_timeout();
+        let answer = match request.send().await {
+            Ok(response) => read_body(response).await,
+            Err(error) => Err(error),
+        };
+        match answer {
+            Ok((status, body)) if status.is_success() => {
+                Ok(Ok(json!({"status": status.as_u16(), "body": body})))
+            }
+            Ok((status, body)) => Ok(Err(status_refusal(status, &body))),
+            Err(error) => match failure(&error, timeout) {
+                Failure::Unreachable(message) => Err(DriverError::Connection(message)),
+                Failure::Request(message) => Ok(Err(Refusal::new(message))),
+            },
+        }
+    }
+
+    async fn close(&mut self, _: Session) {}
+}
+
+/// One probe: any answer, whatever its status, means the server is there.
+struct Probe {
+    url: String,
+    method: Method,
+    timeout: Duration,
+}
+
+impl Probe {
+    async fn run(&self, client: &Client) -> Result<(), String> {
+        let sent = client
+            .request(self.method.clone(), &self.url)
+            .timeout(self.timeout)
+            .send()
+            .await;
+        match sent {
+            Ok(_) => Ok(()),
+            Err(error) if error.is_timeout() => Err(format!(
+                "{} {} got no answer within {} ms",
+                self.method,
+                self.url,
+                self.timeout.as_millis()
+            )),
+            Err(error) => Err(format!("{} {}: {}", self.method, self.url, chain(&error))),
+        }
+    }
+}
+
+impl HttpDriver {
+    fn probe(&self) -> Probe {
+        let timeout = match self.spec.probe_timeout {
+            0 => self.request_timeout(),
+            ms => Duration::from_millis(ms),
+        };
+        Probe {
+            url: format!("{}{}", self.base, self.spec.probe_path),
+            method: match self.spec.probe_method {
+                HttpProbeMethod::Get => Method::GET,
+                HttpProbeMethod::Head => Method::HEAD,
+            },
+            timeout,
+        }
+    }
+
+    /// GETs every subscribe endpoint that is due, all at once, and publishes what each got. A
+    /// server that cannot be reached loses the session; anything else is the endpoint's error.
+    async fn poll_due(&mut self, client: &Client, report: &Reporter) -> Result<(), DriverError> {
+        let now = Instant::now();
+        let due: Vec<String> = self
+            .endpoints
+            .iter()
+            .filter(|(_, e)| e.spec.operation == Operation::Subscribe && e.next_due <= now)
+            .map(|(id, _)| id.clone())
+            .collect();
+        let fetches = due
+            .iter()
+            .map(|id| self.fetch(client, &self.endpoints[id].address));
+        let outcomes = join_all(fetches).await;
+        let timestamp = envelope::now_millis();
+        let mut lost = None;
+        for (id, outcome) in due.iter().zip(outcomes) {
+            let Some(endpoint) = self.endpoints.get(id) else {
+                continue;
+            };
+            match outcome {
+                Fetched::Value(value) => {
+                    report.publish_data(&endpoint.spec, value, timestamp).await
+                }
+                Fetched::Refused(refusal) => report.endpoint_failed(id, refusal.message),
+                Fetched::Failed(Failure::Request(message)) => report.endpoint_failed(id, message),
+                Fetched::Failed(Failure::Unreachable(message)) => lost = Some(message),
+            }
+        }
+        let now = Instant::now();
+        for id in &due {
+            if let Some(endpoint) = self.endpoints.get_mut(id) {
+                endpoint.next_due = match &endpoint.schedule {
+                    Some(schedule) => next_cron(schedule, now),
+                    // Fixed rate, as for Modbus: slow answers do not stretch the period, and a
+                    // poll that fell behind runs once at once rather than in a burst.
+                    None => {
+                        let every =
+                            Duration::from_millis(endpoint.address.interval.unwrap_or(1000));
+                        (endpoint.next_due + every).max(now)
+                    }
+                };
+            }
+        }
+        match lost {
+            Some(message) => Err(DriverError::Connection(message)),
+            None => Ok(()),
+        }
+    }
+}
+
+fn next_cron(schedule: &cron::Schedule, now: Instant) -> Instant {
+    let wall = chrono::Utc::now();
+    schedule
+        .after(&wall)
+        .next()
+        .and_then(|at| (at - wall).to_std().ok())
+        .map_or(now + Duration::from_secs(3600), |wait| now + wait)
+}
