@@ -2,6 +2,7 @@
 //! permission check for every protected route in one middleware.
 
 mod accounts;
+pub mod data;
 pub mod dto;
 pub mod error;
 mod openapi;
@@ -108,10 +109,14 @@ fn is_logged_in(state: &ApiState, parts: &Parts) -> bool {
 }
 
 fn authenticate(state: &ApiState, parts: &Parts) -> ApiResult<Caller> {
+    authenticate_parts(&state.admin, parts)
+}
+
+fn authenticate_parts(admin: &Admin, parts: &Parts) -> ApiResult<Caller> {
     let token = token(parts).ok_or_else(|| {
         ApiError::from(admin::AdminError::Unauthenticated("send a token as `Authorization: Bearer <token>` or `?apiToken=`; get one from POST /api/login".into()))
     })?;
-    Ok(state.admin.caller(&token)?)
+    Ok(admin.caller(&token)?)
 }
 
 /// Token only: for what every logged-in user may do to themselves.

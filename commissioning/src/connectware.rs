@@ -245,6 +245,26 @@ pub const HTTP_ENDPOINT: Section = Section {
     ],
 };
 
+pub const HTTP_SERVER: Section = Section {
+    name: "Cybus::Server::Http",
+    source: "https://docs.cybus.io/documentation/industry-protocol-details/http-server/httpserver",
+    properties: &[
+        ("basePath", Implemented),
+        ("requestMaxBodySize", Implemented),
+    ],
+};
+
+pub const HTTP_NODE: Section = Section {
+    name: "Cybus::Node::Http",
+    source: "https://docs.cybus.io/documentation/industry-protocol-details/http-server/httpnode",
+    properties: &[
+        ("parent", Implemented),
+        ("method", Implemented),
+        ("route", Implemented),
+        ("topic", Extension),
+    ],
+};
+
 /// Every section, for the README's support matrix and the consistency test.
 pub const SECTIONS: &[&Section] = &[
     &CONNECTION,
@@ -259,6 +279,8 @@ pub const SECTIONS: &[&Section] = &[
     &MQTT_ENDPOINT,
     &HTTP_CONNECTION,
     &HTTP_ENDPOINT,
+    &HTTP_SERVER,
+    &HTTP_NODE,
 ];
 
 impl Section {

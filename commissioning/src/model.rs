@@ -923,6 +923,71 @@ pub struct Role {
     pub permissions: Vec<Permission>,
 }
 
+/// `Cybus::Server::Http`: routes on the gateway's own HTTP and HTTPS ports below
+/// `/data<basePath>`, one per `Cybus::Node::Http`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct HttpServer {
+    /// Between `/data` and each node's route: `/press` serves `/data/press/...`.
+    #[serde(default)]
+    pub base_path: String,
+    /// The largest request body accepted, in bytes (1-512000).
+    #[serde(default = "default_request_max_body_size")]
+    pub request_max_body_size: usize,
+}
+
+/// The most a `requestMaxBodySize` may be (Connectware's bound).
+pub const HTTP_SERVER_MAX_BODY: usize = 512_000;
+
+fn default_request_max_body_size() -> usize {
+    100_000
+}
+
+/// `Cybus::Node::Http`: one route of an HTTP server. POST and PUT publish the request body on
+/// the node's topic; GET answers the last message on it.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct HttpNode {
+    pub parent: ResourceRef,
+    pub method: HttpNodeMethod,
+    /// After the server's `basePath`: `/temperature`.
+    pub route: String,
+    /// Under the service's topic root; the node's id unless given.
+    #[serde(default)]
+    pub topic: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum HttpNodeMethod {
+    Post,
+    Put,
+    Get,
+}
+
+impl HttpNodeMethod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HttpNodeMethod::Post => "POST",
+            HttpNodeMethod::Put => "PUT",
+            HttpNodeMethod::Get => "GET",
+        }
+    }
+}
+
+/// The path an HTTP node serves: `/data`, the server's `basePath`, the node's `route`, with
+/// one `/` between them whatever the file wrote.
+pub fn http_node_path(base_path: &str, route: &str) -> String {
+    let mut path = String::from("/data");
+    for part in [base_path, route] {
+        for segment in part.split('/').filter(|s| !s.is_empty()) {
+            path.push('/');
+            path.push_str(segment);
+        }
+    }
+    path
+}
+
 /// A resource of any supported type.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "type", content = "properties")]
@@ -937,6 +1002,10 @@ pub enum ResourceKind {
     User(User),
     #[serde(rename = "Cybus::Role")]
     Role(Role),
+    #[serde(rename = "Cybus::Server::Http")]
+    HttpServer(HttpServer),
+    #[serde(rename = "Cybus::Node::Http")]
+    HttpNode(HttpNode),
 }
 
 impl ResourceKind {
@@ -947,14 +1016,18 @@ impl ResourceKind {
             ResourceKind::Mapping(_) => "Cybus::Mapping",
             ResourceKind::User(_) => "Cybus::User",
             ResourceKind::Role(_) => "Cybus::Role",
+            ResourceKind::HttpServer(_) => "Cybus::Server::Http",
+            ResourceKind::HttpNode(_) => "Cybus::Node::Http",
         }
     }
 }
 
-pub const RESOURCE_TYPES: [&str; 5] = [
+pub const RESOURCE_TYPES: [&str; 7] = [
     "Cybus::Connection",
     "Cybus::Endpoint",
     "Cybus::Mapping",
     "Cybus::User",
     "Cybus::Role",
+    "Cybus::Server::Http",
+    "Cybus::Node::Http",
 ];

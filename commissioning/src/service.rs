@@ -9,8 +9,9 @@ use serde_json::{Map, Value as Json};
 use crate::connectware;
 use crate::diagnostic::{Diagnostic, Pos, index, join};
 use crate::model::{
-    Connection, ConnectionShape, Endpoint, EndpointShape, Mapping, Operation, Qos, RESOURCE_TYPES,
-    ResourceKind, ResourceRef, Role, User,
+    Connection, ConnectionShape, Endpoint, EndpointShape, HTTP_SERVER_MAX_BODY, HttpNode,
+    HttpServer, Mapping, Operation, Qos, RESOURCE_TYPES, ResourceKind, ResourceRef, Role, User,
+    http_node_path,
 };
 use crate::params::{self, ParameterSpec};
 use crate::protocols;
@@ -533,6 +534,7 @@ fn load_tree(
         diagnostics.retain(|d| d.message.starts_with(crate::resolve::TOO_LARGE));
         return None;
     }
+    check_http_routes(service_id, &resources, diagnostics);
     let start_order = start_order(&resources, diagnostics);
     Some(Service {
         id: service_id.to_string(),
@@ -652,6 +654,8 @@ fn load_resource(
         "Cybus::Connection" => Some(&connectware::CONNECTION),
         "Cybus::Endpoint" => Some(&connectware::ENDPOINT),
         "Cybus::Mapping" => Some(&connectware::MAPPING),
+        "Cybus::Server::Http" => Some(&connectware::HTTP_SERVER),
+        "Cybus::Node::Http" => Some(&connectware::HTTP_NODE),
         _ => None,
     };
     if let Some(section) = section {
@@ -790,6 +794,59 @@ fn load_resource(
             positions,
             diagnostics,
         )?),
+        "Cybus::Server::Http" => {
+            let server: HttpServer =
+                typed(properties.clone(), &props_path, positions, diagnostics)?;
+            check_http_path(
+                &server.base_path,
+                true,
+                &join(&props_path, "basePath"),
+                positions,
+                diagnostics,
+            );
+            if !(1..=HTTP_SERVER_MAX_BODY).contains(&server.request_max_body_size) {
+                let p = join(&props_path, "requestMaxBodySize");
+                diagnostics.push(Diagnostic::new(
+                    &p,
+                    position_of(positions, &p),
+                    format!(
+                        "expected 1-{HTTP_SERVER_MAX_BODY} bytes, got {}",
+                        server.request_max_body_size
+                    ),
+                ));
+            }
+            ResourceKind::HttpServer(server)
+        }
+        "Cybus::Node::Http" => {
+            let node: HttpNode = typed(properties.clone(), &props_path, positions, diagnostics)?;
+            check_ref(
+                scope,
+                &node.parent,
+                "Cybus::Server::Http",
+                types,
+                &join(&props_path, "parent"),
+                positions,
+                diagnostics,
+            );
+            check_http_path(
+                &node.route,
+                false,
+                &join(&props_path, "route"),
+                positions,
+                diagnostics,
+            );
+            if let Some(topic) = &node.topic {
+                check_topic(
+                    topic,
+                    false,
+                    false,
+                    &join(&props_path, "topic"),
+                    positions,
+                    diagnostics,
+                );
+            }
+            ResourceKind::HttpNode(node)
+        }
         _ => return None,
     };
     let valid = !diagnostics[before..].iter().any(Diagnostic::is_error);
@@ -799,6 +856,72 @@ fn load_resource(
         properties,
         depends_on: out.local_refs.clone(),
     })
+}
+
+/// Two HTTP nodes of this service on one method and path: the second could never be reached.
+/// (Nodes of other services are checked when they start: a path belongs to the first.)
+fn check_http_routes(
+    service_id: &str,
+    resources: &BTreeMap<String, Resource>,
+    diagnostics: &mut Vec<Diagnostic>,
+) {
+    let mut seen: BTreeMap<(&str, String), &str> = BTreeMap::new();
+    for (id, resource) in resources {
+        let ResourceKind::HttpNode(node) = &resource.kind else {
+            continue;
+        };
+        if node.parent.service != service_id {
+            continue;
+        }
+        let Some(ResourceKind::HttpServer(server)) =
+            resources.get(&node.parent.resource).map(|r| &r.kind)
+        else {
+            continue;
+        };
+        let path = http_node_path(&server.base_path, &node.route);
+        if let Some(first) = seen.insert((node.method.as_str(), path.clone()), id) {
+            diagnostics.push(Diagnostic::new(
+                join("resources", id),
+                None,
+                format!(
+                    "{} {path} is already served by node `{first}`",
+                    node.method.as_str()
+                ),
+            ));
+        }
+    }
+}
+
+/// A `basePath` (may be empty or `/`) or `route`: `/`-separated segments of letters, digits and
+/// `-._~`, so a path is also a permission pattern without wildcards and nothing escapes
+/// `/data` with `..`.
+fn check_http_path(
+    text: &str,
+    may_be_empty: bool,
+    path: &str,
+    positions: &BTreeMap<String, Pos>,
+    diagnostics: &mut Vec<Diagnostic>,
+) {
+    let segments: Vec<&str> = text.split('/').filter(|s| !s.is_empty()).collect();
+    let unusable = |segment: &&&str| {
+        **segment == "."
+            || **segment == ".."
+            || !segment
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_' | '~'))
+    };
+    let problem = if segments.is_empty() && !may_be_empty {
+        Some("a route needs at least one segment, e.g. `/temperature`".to_string())
+    } else if !text.is_empty() && !text.starts_with('/') {
+        Some(format!("`{text}` must start with `/`"))
+    } else {
+        segments.iter().find(unusable).map(|bad| {
+            format!("`{bad}` in `{text}`: use letters, digits and `-._~` between the `/`")
+        })
+    };
+    if let Some(problem) = problem {
+        diagnostics.push(Diagnostic::new(path, position_of(positions, path), problem));
+    }
 }
 
 /// `${Cybus::MqttRoot}` in a mapping topic is expanded even without `!sub` (SPEC section 2).

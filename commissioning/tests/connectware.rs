@@ -206,11 +206,13 @@ fn fields_of<T: serde::de::DeserializeOwned>() -> Vec<String> {
         panic!("the probe deserialised");
     };
     let message = error.to_string();
+    // "expected `a`", "expected `a` or `b`", "expected one of `a`, `b`, `c`"
     let list = message
-        .split_once("expected one of ")
-        .map(|(_, list)| list)
+        .split_once("expected ")
+        .map(|(_, list)| list.trim_start_matches("one of "))
         .unwrap_or_else(|| panic!("{message}"));
     list.split(", ")
+        .flat_map(|part| part.split(" or "))
         .map(|name| name.trim_matches(['`', ' ']).to_string())
         .collect()
 }
@@ -234,6 +236,8 @@ fn the_schema_table_and_the_models_agree() {
             "Mqtt endpoint" => fields_of::<MqttAddress>(),
             "Http connection" => fields_of::<HttpConnection>(),
             "Http endpoint" => fields_of::<HttpAddress>(),
+            "Cybus::Server::Http" => fields_of::<HttpServer>(),
+            "Cybus::Node::Http" => fields_of::<HttpNode>(),
             // The resource shapes are private; their fields are checked through files above.
             _ => continue,
         };
@@ -269,4 +273,50 @@ fn valid_files_have_no_warnings() {
         .replace("      inputBuffering:\n        enabled: true\n", "");
     let service = load_with(&file, json!({})).expect("valid");
     assert!(service.warnings.is_empty(), "{:?}", service.warnings);
+}
+
+#[test]
+fn http_nodes_are_checked_where_they_are_written() {
+    let file = r#"
+metadata: {name: Intake}
+resources:
+  server:
+    type: Cybus::Server::Http
+    properties: {basePath: /press, requestMaxBodySize: 600000}
+  a:
+    type: Cybus::Node::Http
+    properties: {parent: !ref server, method: POST, route: /counter}
+  b:
+    type: Cybus::Node::Http
+    properties: {parent: !ref server, method: POST, route: counter/}
+  c:
+    type: Cybus::Node::Http
+    properties: {parent: !ref server, method: GET, route: /../api/users}
+  d:
+    type: Cybus::Node::Http
+    properties: {parent: !ref a, method: DELETE, route: /x}
+"#;
+    let problems = errors(&load_with(file, json!({})).expect_err("invalid"));
+    assert_eq!(
+        problems,
+        [
+            "resources.server.properties.requestMaxBodySize: expected 1-512000 bytes, got 600000 (line 6, column 56)",
+            "resources.b.properties.route: `counter/` must start with `/` (line 12, column 60)",
+            "resources.c.properties.route: `..` in `/../api/users`: use letters, digits and `-._~` between the `/` (line 15, column 59)",
+            "resources.d.properties.method: unknown value `DELETE`; expected one of `POST`, `PUT`, `GET` (line 18, column 42)",
+        ]
+    );
+    let duplicate = file
+        .replace("requestMaxBodySize: 600000", "requestMaxBodySize: 1000")
+        .replace("route: counter/", "route: /counter")
+        .replace("/../api/users", "/order")
+        .replace(
+            "parent: !ref a, method: DELETE",
+            "parent: !ref server, method: PUT",
+        );
+    let problems = errors(&load_with(&duplicate, json!({})).expect_err("invalid"));
+    assert_eq!(
+        problems,
+        ["resources.b: POST /data/press/counter is already served by node `a`"]
+    );
 }

@@ -14,6 +14,7 @@ fn examples_dir() -> PathBuf {
 fn parameters_for(file: &str) -> Map<String, Json> {
     let values = match file {
         "user-management.yml" => json!({"dashboardPassword": "a-long-dashboard-secret"}),
+        "http-intake.yml" => json!({"machinePassword": "a-press-secret"}),
         "aws-iot-core.yml" => json!({
             "iotEndpoint": "a1b2c3d4e5f6g7-ats.iot.eu-central-1.amazonaws.com",
             "thingName": "press-7",

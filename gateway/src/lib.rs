@@ -7,6 +7,7 @@ pub mod cli;
 pub mod data_dir;
 pub mod demo;
 pub mod http;
+pub mod http_nodes;
 pub mod logging;
 pub mod metrics;
 pub mod settings;
@@ -183,8 +184,10 @@ impl Gateway {
                 Some(broker) => broker.websocket_router(),
                 None => axum::Router::new(),
             };
+            let data = admin_api::data::router(admin.clone(), supervisor.http_nodes.clone());
             let app = websocket
                 .merge(api)
+                .merge(data)
                 .merge(metrics::router(metrics::Sources {
                     supervisor: supervisor.clone(),
                     broker: handle,

@@ -35,6 +35,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use crate::agent_board::{AgentBoard, work_topic};
+use crate::http_nodes::HttpNodes;
 
 /// Endpoint values waiting for the endpoint's rule chain; beyond this the chain is behind and
 /// values are dropped (the endpoint reports it).
@@ -64,6 +65,8 @@ enum Running {
     Mapping(Option<RunningChains>),
     /// Recorded but without a driver in this build; the reason says which part is missing.
     Unavailable(String),
+    /// An HTTP server, or an HTTP node with what it serves (`POST /data/press/counter`).
+    Served(Option<String>),
     /// Run by another process: the agent named (`None`: the gateway, seen from an agent).
     /// Endpoints keep their topic, so mappings here can name them.
     Elsewhere {
@@ -93,6 +96,8 @@ pub struct Supervisor {
     status: mpsc::Sender<(String, Bytes)>,
     /// What the agents report (gateway only).
     pub agents: Arc<AgentBoard>,
+    /// The routes of HTTP servers and nodes, served below `/data`.
+    pub http_nodes: Arc<HttpNodes>,
     /// Service to the agents that have its work now.
     assigned: Mutex<HashMap<String, BTreeSet<String>>>,
 }
@@ -109,6 +114,7 @@ impl Supervisor {
         let supervisor = Supervisor {
             place,
             agents: Arc::default(),
+            http_nodes: Arc::default(),
             assigned: Mutex::new(HashMap::new()),
             broker: OnceLock::new(),
             data_dir: data_dir.to_path_buf(),
@@ -269,6 +275,26 @@ impl Supervisor {
             ResourceKind::Mapping(mapping) => self.start_mapping(service, resource, mapping).await,
             ResourceKind::User(_) | ResourceKind::Role(_) => {
                 Ok(Running::Unavailable(String::new()))
+            }
+            ResourceKind::HttpServer(server) => {
+                self.http_nodes
+                    .add_server(&service.id, &resource.id, server);
+                Ok(Running::Served(None))
+            }
+            ResourceKind::HttpNode(node) => {
+                let topic = format!(
+                    "{}/{}",
+                    service.mqtt_root,
+                    node.topic.as_deref().unwrap_or(&resource.id)
+                );
+                let path = self
+                    .http_nodes
+                    .add_node(broker, &service.id, &resource.id, node, topic)
+                    .await?;
+                Ok(Running::Served(Some(format!(
+                    "serves {} {path}",
+                    node.method.as_str()
+                ))))
             }
         }
     }
@@ -492,6 +518,7 @@ impl ResourceRuntime for Supervisor {
                     }
                 }
                 Some(Running::Mapping(Some(chains))) => chains.stop().await,
+                Some(Running::Served(_)) => self.http_nodes.remove(service_id, resource_id),
                 Some(
                     Running::Mapping(None) | Running::Unavailable(_) | Running::Elsewhere { .. },
                 )
@@ -539,6 +566,7 @@ impl ResourceRuntime for Supervisor {
                 }
             }
             Some(Running::Mapping(None)) => status(ResourceState::Disabled, true, None),
+            Some(Running::Served(what)) => status(ResourceState::Running, true, what.clone()),
             Some(Running::Mapping(Some(chains))) => {
                 let stats = chains.stats();
                 let metrics = serde_json::to_value(&stats).ok();

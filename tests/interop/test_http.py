@@ -175,3 +175,30 @@ def test_a_5xx_and_a_slow_answer_are_errors_of_their_endpoint_and_a_wrong_ca_of_
         machine.kill()
         machine.wait()
         api(gw, "DELETE", "/api/services/brokencontroller", token)
+
+
+def test_a_machine_posts_to_an_http_node_of_the_real_binary(gw):
+    """commissioning-examples/http-intake.yml: Python's urllib as the machine, paho as the
+    subscriber."""
+    import base64
+    import urllib.request
+
+    token = login(gw)
+    status, body = api(gw, "POST", "/api/services", token,
+                       {"commissioningFile": example("http-intake.yml"),
+                        "parameters": {"machinePassword": "press-secret-1"}})
+    assert status == 201 and body["state"] == "enabled", body
+    admin = Client(gw, "admin", ADMIN_PASSWORD)
+    try:
+        assert admin.subscribe("services/pressintake/#").value == 1
+        credentials = base64.b64encode(b"pressintake.machine:press-secret-1").decode()
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{gw.http}/data/press/counter", data=b'{"parts": 5}', method="POST",
+            headers={"Authorization": f"Basic {credentials}", "Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=10) as response:
+            assert response.status == 204
+        counter = next_on(admin, "services/pressintake/counter")
+        assert counter["value"] == {"parts": 5}, counter
+    finally:
+        admin.close()
+        api(gw, "DELETE", "/api/services/pressintake", token)
