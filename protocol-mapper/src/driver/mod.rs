@@ -14,6 +14,7 @@
 mod endpoint;
 mod handle;
 mod machine;
+mod poll;
 mod reporter;
 #[cfg(test)]
 mod tests;
@@ -25,6 +26,7 @@ use serde_json::Value as Json;
 
 pub use endpoint::EndpointSpec;
 pub use handle::{ConnectionHandle, spawn};
+pub use poll::{Polled, PolledEndpoints};
 pub use reporter::Reporter;
 
 use crate::backoff::Backoff;

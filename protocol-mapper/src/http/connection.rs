@@ -5,7 +5,6 @@
 //! back-off; an answer that is not 2xx, or one that comes too late, is an error for that
 //! endpoint only, with the status.
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use broker::bus::Link;
@@ -19,7 +18,9 @@ use serde_json::{Value as Json, json};
 
 use super::body::{self, MAX_BODY};
 use crate::backoff::Backoff;
-use crate::driver::{self, ConnectionHandle, Driver, DriverError, EndpointSpec, Refusal, Reporter};
+use crate::driver::{
+    self, ConnectionHandle, Driver, DriverError, EndpointSpec, PolledEndpoints, Refusal, Reporter,
+};
 use crate::envelope;
 
 /// Starts an HTTP connection. `link` is the broker connection it publishes and subscribes
@@ -34,20 +35,13 @@ pub fn start(
     driver::spawn(HttpDriver::new(spec), service, resource, target, link)
 }
 
-struct Endpoint {
-    spec: EndpointSpec,
-    address: HttpAddress,
-    schedule: Option<cron::Schedule>,
-    next_due: Instant,
-}
-
 pub(crate) struct HttpDriver {
     spec: HttpConnection,
     /// `scheme://host:port` and the connection's `prefix`.
     base: String,
     /// Built in `prepare` from the TLS settings, which are checked once.
     client: Option<Client>,
-    endpoints: BTreeMap<String, Endpoint>,
+    endpoints: PolledEndpoints<HttpAddress>,
     next_probe: Instant,
 }
 
@@ -82,7 +76,7 @@ impl HttpDriver {
             base,
             spec,
             client: None,
-            endpoints: BTreeMap::new(),
+            endpoints: PolledEndpoints::default(),
             next_probe: Instant::now(),
         }
     }
@@ -254,12 +248,7 @@ impl Driver for HttpDriver {
         if session.is_none() {
             return std::future::pending().await;
         }
-        let next_poll = self
-            .endpoints
-            .values()
-            .filter(|e| e.spec.operation == Operation::Subscribe)
-            .map(|e| e.next_due)
-            .min();
+        let next_poll = self.endpoints.next_due();
         match next_poll {
             Some(poll) if poll < self.next_probe => {
                 tokio::time::sleep_until(poll.into()).await;
@@ -304,26 +293,9 @@ impl Driver for HttpDriver {
                 "an HTTP connection only runs HTTP endpoints".into(),
             ));
         };
-        let schedule = match &address.cron_expression {
-            Some(expression) => {
-                Some(commissioning::model::parse_cron(expression).map_err(DriverError::Endpoint)?)
-            }
-            None => None,
-        };
-        let next_due = match &schedule {
-            Some(schedule) => next_cron(schedule, Instant::now()),
-            None => Instant::now(),
-        };
-        self.endpoints.insert(
-            spec.id.clone(),
-            Endpoint {
-                spec,
-                address,
-                schedule,
-                next_due,
-            },
-        );
-        Ok(())
+        let (interval, cron) = (address.interval, address.cron_expression.clone());
+        self.endpoints
+            .insert(spec, address, interval, cron.as_deref())
     }
 
     async fn remove_endpoint(&mut self, id: &str, _: Option<&mut Session>) {
@@ -431,19 +403,12 @@ impl HttpDriver {
     /// server that cannot be reached loses the session; anything else is the endpoint's error.
     async fn poll_due(&mut self, client: &Client, report: &Reporter) -> Result<(), DriverError> {
         let now = Instant::now();
-        let due: Vec<String> = self
-            .endpoints
-            .iter()
-            .filter(|(_, e)| e.spec.operation == Operation::Subscribe && e.next_due <= now)
-            .map(|(id, _)| id.clone())
-            .collect();
-        let fetches = due
-            .iter()
-            .map(|id| self.fetch(client, &self.endpoints[id].address));
+        let due = self.endpoints.due(now);
+        let fetches = due.iter().map(|(_, address)| self.fetch(client, address));
         let outcomes = join_all(fetches).await;
         let timestamp = envelope::now_millis();
         let mut lost = None;
-        for (id, outcome) in due.iter().zip(outcomes) {
+        for ((id, _), outcome) in due.iter().zip(outcomes) {
             let Some(endpoint) = self.endpoints.get(id) else {
                 continue;
             };
@@ -457,32 +422,10 @@ impl HttpDriver {
             }
         }
         let now = Instant::now();
-        for id in &due {
-            if let Some(endpoint) = self.endpoints.get_mut(id) {
-                endpoint.next_due = match &endpoint.schedule {
-                    Some(schedule) => next_cron(schedule, now),
-                    // Fixed rate, as for Modbus: slow answers do not stretch the period, and a
-                    // poll that fell behind runs once at once rather than in a burst.
-                    None => {
-                        let every =
-                            Duration::from_millis(endpoint.address.interval.unwrap_or(1000));
-                        (endpoint.next_due + every).max(now)
-                    }
-                };
-            }
-        }
+        self.endpoints.polled_at(&due, now);
         match lost {
             Some(message) => Err(DriverError::Connection(message)),
             None => Ok(()),
         }
     }
-}
-
-fn next_cron(schedule: &cron::Schedule, now: Instant) -> Instant {
-    let wall = chrono::Utc::now();
-    schedule
-        .after(&wall)
-        .next()
-        .and_then(|at| (at - wall).to_std().ok())
-        .map_or(now + Duration::from_secs(3600), |wait| now + wait)
 }

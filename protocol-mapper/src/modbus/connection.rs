@@ -3,7 +3,6 @@
 //! the shared state machine reconnects; a device exception is an error for the endpoints of
 //! that request only.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -20,7 +19,9 @@ use tokio_modbus::{ExceptionCode, Slave};
 use super::batch::{self, Read};
 use super::codec;
 use crate::backoff::Backoff;
-use crate::driver::{self, ConnectionHandle, Driver, DriverError, EndpointSpec, Refusal, Reporter};
+use crate::driver::{
+    self, ConnectionHandle, Driver, DriverError, EndpointSpec, PolledEndpoints, Refusal, Reporter,
+};
 use crate::envelope;
 
 /// How long a request may take when the connection has no `socketTimeout`.
@@ -38,17 +39,10 @@ pub fn start(
     driver::spawn(ModbusDriver::new(spec), service, resource, target, link)
 }
 
-struct Endpoint {
-    spec: EndpointSpec,
-    address: ModbusAddress,
-    schedule: Option<cron::Schedule>,
-    next_due: Instant,
-}
-
 pub(crate) struct ModbusDriver {
     spec: ModbusConnection,
     timeout: Duration,
-    endpoints: BTreeMap<String, Endpoint>,
+    endpoints: PolledEndpoints<ModbusAddress>,
 }
 
 impl ModbusDriver {
@@ -58,7 +52,7 @@ impl ModbusDriver {
                 .socket_timeout
                 .map_or(DEFAULT_TIMEOUT, Duration::from_millis),
             spec,
-            endpoints: BTreeMap::new(),
+            endpoints: PolledEndpoints::default(),
         }
     }
 }
@@ -107,12 +101,7 @@ impl Driver for ModbusDriver {
     }
 
     async fn wake<'a>(&'a mut self, session: Option<&'a mut Context>) -> Due {
-        let next_due = self
-            .endpoints
-            .values()
-            .filter(|e| e.spec.operation == Operation::Subscribe)
-            .map(|e| e.next_due)
-            .min();
+        let next_due = self.endpoints.next_due();
         match (session, next_due) {
             (Some(_), Some(due)) => tokio::time::sleep_until(due.into()).await,
             _ => std::future::pending().await,
@@ -143,23 +132,9 @@ impl Driver for ModbusDriver {
                 "a Modbus connection only runs Modbus endpoints".into(),
             ));
         };
-        let schedule = match &address.cron_expression {
-            Some(expression) => {
-                Some(commissioning::model::parse_cron(expression).map_err(DriverError::Endpoint)?)
-            }
-            None => None,
-        };
-        let next_due = next_run(&address, schedule.as_ref(), Instant::now(), true);
-        self.endpoints.insert(
-            spec.id.clone(),
-            Endpoint {
-                spec,
-                address,
-                schedule,
-                next_due,
-            },
-        );
-        Ok(())
+        let (interval, cron) = (address.interval, address.cron_expression.clone());
+        self.endpoints
+            .insert(spec, address, interval, cron.as_deref())
     }
 
     async fn remove_endpoint(&mut self, id: &str, _: Option<&mut Context>) {
@@ -203,15 +178,10 @@ impl ModbusDriver {
         report: &Reporter,
     ) -> Result<(), DriverError> {
         let now = Instant::now();
-        let due: Vec<String> = self
-            .endpoints
-            .iter()
-            .filter(|(_, e)| e.spec.operation == Operation::Subscribe && e.next_due <= now)
-            .map(|(id, _)| id.clone())
-            .collect();
+        let due = self.endpoints.due(now);
         let reads: Vec<Read> = due
             .iter()
-            .map(|id| self.read_of(&self.endpoints[id].address))
+            .map(|(_, address)| self.read_of(address))
             .collect();
         let plan = batch::plan(
             &reads,
@@ -230,7 +200,7 @@ impl ModbusDriver {
                 .await?;
             let timestamp = envelope::now_millis();
             for member in request.members {
-                let id = &due[member];
+                let id = &due[member].0;
                 let read = reads[member];
                 let Some(endpoint) = self.endpoints.get(id) else {
                     continue;
@@ -249,17 +219,7 @@ impl ModbusDriver {
             }
         }
         let now = Instant::now();
-        for id in due {
-            if let Some(endpoint) = self.endpoints.get_mut(&id) {
-                endpoint.next_due = match endpoint.schedule {
-                    Some(_) => next_run(&endpoint.address, endpoint.schedule.as_ref(), now, false),
-                    // Fixed rate: the next poll is one interval after the previous one was due,
-                    // not after it finished, so slow answers do not stretch the period. A poll
-                    // that fell behind runs once at once rather than in a burst.
-                    None => (endpoint.next_due + interval(&endpoint.address)).max(now),
-                };
-            }
-        }
+        self.endpoints.polled_at(&due, now);
         Ok(())
     }
 
@@ -406,30 +366,4 @@ fn refusal(exception: ExceptionCode) -> Refusal {
         format!("Modbus exception {:#04x}: {exception}", u8::from(exception)),
         u8::from(exception),
     )
-}
-
-/// When a subscribe endpoint reads next: right away when added, then every `interval` ms
-/// (default 1000) or at the cron schedule's next time.
-fn next_run(
-    address: &ModbusAddress,
-    schedule: Option<&cron::Schedule>,
-    now: Instant,
-    first: bool,
-) -> Instant {
-    if let Some(schedule) = schedule {
-        let wall = chrono::Utc::now();
-        return schedule
-            .after(&wall)
-            .next()
-            .and_then(|at| (at - wall).to_std().ok())
-            .map_or(now + Duration::from_secs(3600), |wait| now + wait);
-    }
-    if first {
-        return now;
-    }
-    now + interval(address)
-}
-
-fn interval(address: &ModbusAddress) -> Duration {
-    Duration::from_millis(address.interval.unwrap_or(1000).max(1))
 }
