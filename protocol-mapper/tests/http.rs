@@ -14,7 +14,7 @@ use axum::Router;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::get;
-use broker::QoS;
+use broker::{Broker, LocalClient, QoS};
 use commissioning::model::{
     Address, ConnectionStrategy, ConnectionTargetState, HttpAddress, HttpBasicAuth, HttpConnection,
     HttpProbeMethod, HttpScheme, HttpWriteMethod, Operation,
@@ -154,6 +154,32 @@ fn endpoint(id: &str, operation: Operation, path: &str) -> EndpointSpec {
     }
 }
 
+/// An observer of `services/line/#` and the connection `line::rest` to the server at `addr`.
+async fn start_rest(broker: &Broker, addr: SocketAddr) -> (LocalClient, ConnectionHandle) {
+    let mut observer = broker
+        .handle()
+        .connect_local("test/observer")
+        .await
+        .unwrap();
+    observer
+        .subscribe("services/line/#", QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    let link = broker
+        .handle()
+        .connect_local("ironbridge/line/rest")
+        .await
+        .unwrap();
+    let rest = connection::start(
+        "line",
+        "rest",
+        connection_spec(addr),
+        ConnectionTargetState::Connected,
+        link,
+    );
+    (observer, rest)
+}
+
 async fn wait_for_state(handle: &ConnectionHandle, state: ConnectionState) {
     for _ in 0..200 {
         if handle.status().state == state {
@@ -189,27 +215,7 @@ async fn polls_reads_and_writes_with_status_and_survives_the_server_going_away()
         stop.clone(),
     )
     .await;
-    let mut observer = broker
-        .handle()
-        .connect_local("test/observer")
-        .await
-        .unwrap();
-    observer
-        .subscribe("services/line/#", QoS::AtLeastOnce)
-        .await
-        .unwrap();
-    let link = broker
-        .handle()
-        .connect_local("ironbridge/line/rest")
-        .await
-        .unwrap();
-    let rest = connection::start(
-        "line",
-        "rest",
-        connection_spec(addr),
-        ConnectionTargetState::Connected,
-        link,
-    );
+    let (mut observer, rest) = start_rest(&broker, addr).await;
     let mut query = endpoint("query", Operation::Read, "/query");
     if let Address::Http(address) = &mut query.address {
         address.query.insert("line".into(), "2".into());
@@ -328,27 +334,7 @@ async fn a_refused_write_answers_with_the_status_as_its_code() {
         CancellationToken::new(),
     )
     .await;
-    let mut observer = broker
-        .handle()
-        .connect_local("test/observer")
-        .await
-        .unwrap();
-    observer
-        .subscribe("services/line/#", QoS::AtLeastOnce)
-        .await
-        .unwrap();
-    let link = broker
-        .handle()
-        .connect_local("ironbridge/line/rest")
-        .await
-        .unwrap();
-    let rest = connection::start(
-        "line",
-        "rest",
-        connection_spec(addr),
-        ConnectionTargetState::Connected,
-        link,
-    );
+    let (mut observer, rest) = start_rest(&broker, addr).await;
     let mut patch = endpoint("state", Operation::Write, "/state");
     if let Address::Http(address) = &mut patch.address {
         address.method = Some(HttpWriteMethod::Patch);
