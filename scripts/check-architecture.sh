@@ -36,8 +36,8 @@ not_in_tree() {
 }
 
 not_word='(^|[^A-Za-z0-9_:])'
-only_in "${not_word}tokio_modbus::" 'protocol-mapper/src/modbus/' \
-    'only protocol-mapper/src/modbus/ imports tokio-modbus'
+only_in "${not_word}(tokio_modbus|tokio_serial)::" 'protocol-mapper/src/modbus/' \
+    'only protocol-mapper/src/modbus/ imports tokio-modbus and tokio-serial'
 # async-opcua is `opcua` in code, like the protocol modules named after it: look for its parts.
 only_in "${not_word}opcua::(types|client|server|crypto|core|nodes)::|use opcua(::|;)" \
     'protocol-mapper/src/opcua/' \
@@ -60,8 +60,8 @@ only_in "${not_word}(ConnectionParams|Address|Protocol)::(Modbus|Opcua|Mqtt|Http
 only_in "${not_word}(axum|utoipa|hyper)::" 'admin-api/src/|gateway/src/|broker/src/' \
     'only admin-api, the gateway and the broker (MQTT over WebSocket) speak HTTP'
 
-not_in_tree rule-engine tokio-modbus async-opcua rumqttc sqlx reqwest
-not_in_tree broker tokio-modbus async-opcua rumqttc sqlx reqwest
+not_in_tree rule-engine tokio-modbus tokio-serial async-opcua rumqttc sqlx reqwest
+not_in_tree broker tokio-modbus tokio-serial async-opcua rumqttc sqlx reqwest
 not_in_tree commissioning tokio tokio-modbus async-opcua rumqttc sqlx
 
 if [ "$failed" -ne 0 ]; then

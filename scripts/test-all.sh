@@ -16,6 +16,7 @@ step "System packages"
 missing=()
 command -v mosquitto_pub >/dev/null || missing+=(mosquitto-clients)
 command -v mosquitto >/dev/null || missing+=(mosquitto)
+command -v socat >/dev/null || missing+=(socat)  # serial lines for Modbus RTU tests
 python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
 command -v systemd-analyze >/dev/null || missing+=(systemd)
 if [ ${#missing[@]} -gt 0 ]; then

@@ -149,6 +149,8 @@ pub enum ConnectionParams {
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ModbusConnection {
+    /// For `tcp` and `rtuOverTcp`.
+    #[serde(default)]
     pub host: String,
     #[serde(default = "default_modbus_port")]
     pub port: u16,
@@ -163,10 +165,57 @@ pub struct ModbusConnection {
     pub max_batch_size: Option<u16>,
     #[serde(default)]
     pub connection_strategy: Option<ConnectionStrategy>,
+    /// `tcp` (the default), `rtu` on a serial line, or `rtuOverTcp` through a serial gateway.
+    #[serde(default)]
+    pub transport: ModbusTransport,
+    /// For `rtu`: the serial device, e.g. `/dev/ttyUSB0`.
+    #[serde(default)]
+    pub device: Option<String>,
+    #[serde(default = "default_baud_rate")]
+    pub baud_rate: u32,
+    /// 5-8.
+    #[serde(default = "default_data_bits")]
+    pub data_bits: u8,
+    #[serde(default)]
+    pub parity: ModbusParity,
+    /// 1 or 2.
+    #[serde(default = "default_stop_bits")]
+    pub stop_bits: u8,
 }
 
 fn default_modbus_port() -> u16 {
     502
+}
+fn default_baud_rate() -> u32 {
+    9600
+}
+fn default_data_bits() -> u8 {
+    8
+}
+fn default_stop_bits() -> u8 {
+    1
+}
+
+/// How Modbus frames travel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum ModbusTransport {
+    /// Modbus TCP (MBAP header).
+    #[default]
+    Tcp,
+    /// RTU frames on a serial line (`device`).
+    Rtu,
+    /// RTU frames in a TCP stream, as serial-to-Ethernet gateways pass them on.
+    RtuOverTcp,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ModbusParity {
+    #[default]
+    None,
+    Even,
+    Odd,
 }
 fn default_unit_id() -> u8 {
     1

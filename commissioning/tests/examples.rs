@@ -136,6 +136,43 @@ fn cron_expressions_are_checked_at_validation() {
 }
 
 #[test]
+fn each_modbus_transport_gets_what_it_needs() {
+    let file = r#"
+metadata: {name: Lines}
+resources:
+  serial:
+    type: Cybus::Connection
+    properties:
+      protocol: Modbus
+      connection: {transport: rtu, host: 10.0.0.5, dataBits: 9, stopBits: 3, parity: mark}
+  gateway:
+    type: Cybus::Connection
+    properties:
+      protocol: Modbus
+      connection: {transport: rtuOverTcp, device: /dev/ttyS0}
+  fine:
+    type: Cybus::Connection
+    properties:
+      protocol: Modbus
+      connection: {transport: rtu, device: /dev/ttyUSB0, baudRate: 19200, parity: even}
+"#;
+    let mut found = load_inline(file).expect_err("invalid");
+    found.sort();
+    assert_eq!(
+        found,
+        [
+            "resources.gateway.properties.connection.device: a serial device is only used with `transport: rtu` (line 13, column 51)",
+            "resources.gateway.properties.connection.host: missing required property `host` (the device or serial gateway) (line 13, column 19)",
+            "resources.serial.properties.connection.dataBits: expected 5-8, got 9 (line 8, column 62)",
+            "resources.serial.properties.connection.device: `transport: rtu` needs the serial `device`, e.g. /dev/ttyUSB0 (line 8, column 19)",
+            "resources.serial.properties.connection.host: `transport: rtu` talks to a serial `device`, not a host; use `rtuOverTcp` for a serial gateway (line 8, column 42)",
+            "resources.serial.properties.connection.parity: unknown value `mark`; expected one of `none`, `even`, `odd` (line 8, column 86)",
+            "resources.serial.properties.connection.stopBits: expected 1 or 2, got 3 (line 8, column 75)",
+        ]
+    );
+}
+
+#[test]
 fn mqtt_tls_material_is_checked_at_validation() {
     let file = "metadata: {name: Tls}\nresources:\n  cloud:\n    type: Cybus::Connection\n    properties:\n      protocol: Mqtt\n      connection:\n        host: h\n        scheme: mqtt\n        caCert: not a certificate\n        protocolVersion: 3\n  aws:\n    type: Cybus::Connection\n    properties:\n      protocol: Mqtt\n      connection: {host: h, scheme: mqtts, mutualAuthentication: true, clientCert: '-----BEGIN CERTIFICATE-----'}\n";
     let problems = load(file, "tls", &Map::new(), &Environment::offline()).expect_err("invalid");

@@ -10,7 +10,7 @@ mod common;
 use broker::{Broker, QoS};
 use commissioning::model::{
     Address, ConnectionStrategy, ConnectionTargetState, ModbusAddress, ModbusConnection,
-    ModbusDataType, Operation,
+    ModbusDataType, ModbusParity, ModbusTransport, Operation,
 };
 use common::{broker, next_on, send};
 use protocol_mapper::driver::{ConnectionHandle, EndpointSpec};
@@ -20,8 +20,14 @@ use serde_json::json;
 
 fn connection_spec(addr: SocketAddr) -> ModbusConnection {
     ModbusConnection {
+        transport: ModbusTransport::Tcp,
         host: addr.ip().to_string(),
         port: addr.port(),
+        device: None,
+        baud_rate: 9600,
+        data_bits: 8,
+        parity: ModbusParity::None,
+        stop_bits: 1,
         unit_id: 1,
         socket_timeout: Some(500),
         batch_read_enabled: true,

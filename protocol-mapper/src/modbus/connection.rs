@@ -1,4 +1,4 @@
-//! The Modbus TCP driver: polls its subscribe endpoints (batched when configured), reads and
+//! The Modbus driver (TCP, RTU over TCP, RTU on a serial line): polls its subscribe endpoints (batched when configured), reads and
 //! writes for `/req` and `/set`. A transport failure (I/O error, timeout) loses the session, and
 //! the shared state machine reconnects; a device exception is an error for the endpoints of
 //! that request only.
@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use broker::bus::Link;
 use commissioning::model::{
-    Address, ConnectionTargetState, ModbusAddress, ModbusConnection, ModbusDataType, Operation,
+    Address, ConnectionTargetState, ModbusAddress, ModbusConnection, ModbusDataType,
+    ModbusTransport, Operation,
 };
 use futures_util::future::BoxFuture;
 use serde_json::Value as Json;
@@ -42,12 +43,18 @@ pub fn start(
 pub(crate) struct ModbusDriver {
     spec: ModbusConnection,
     timeout: Duration,
+    /// RTU on a serial line: the silence between frames, and when the line last fell quiet.
+    frame_gap: Option<Duration>,
+    quiet_since: Option<Instant>,
     endpoints: PolledEndpoints<ModbusAddress>,
 }
 
 impl ModbusDriver {
     pub fn new(spec: ModbusConnection) -> ModbusDriver {
         ModbusDriver {
+            frame_gap: (spec.transport == ModbusTransport::Rtu)
+                .then(|| super::serial::frame_gap(&spec)),
+            quiet_since: None,
             timeout: spec
                 .socket_timeout
                 .map_or(DEFAULT_TIMEOUT, Duration::from_millis),
@@ -70,21 +77,14 @@ impl Driver for ModbusDriver {
     }
 
     fn connect(&mut self) -> BoxFuture<'static, Result<Context, DriverError>> {
-        let target = format!("{}:{}", self.spec.host, self.spec.port);
-        let unit = Slave(self.spec.unit_id);
+        let spec = self.spec.clone();
         let timeout = self.timeout;
         Box::pin(async move {
-            let attempt = async {
-                let addr: SocketAddr = tokio::net::lookup_host(&target)
-                    .await
-                    .map_err(|e| format!("cannot resolve {target}: {e}"))?
-                    .next()
-                    .ok_or_else(|| format!("{target} resolves to no address"))?;
-                tokio_modbus::client::tcp::connect_slave(addr, unit)
-                    .await
-                    .map_err(|e| format!("cannot connect to {target}: {e}"))
+            let target = match spec.transport {
+                ModbusTransport::Rtu => spec.device.clone().unwrap_or_default(),
+                _ => format!("{}:{}", spec.host, spec.port),
             };
-            tokio::time::timeout(timeout, attempt)
+            tokio::time::timeout(timeout, open(&spec, &target))
                 .await
                 .unwrap_or_else(|_| {
                     Err(format!(
@@ -170,7 +170,38 @@ impl Driver for ModbusDriver {
     }
 }
 
+/// Opens a session over the connection's transport: Modbus TCP, RTU frames over TCP (a
+/// serial gateway), or RTU on a serial line.
+async fn open(spec: &ModbusConnection, target: &str) -> Result<Context, String> {
+    let unit = Slave(spec.unit_id);
+    if spec.transport == ModbusTransport::Rtu {
+        let line = super::serial::open(spec)?;
+        return Ok(tokio_modbus::client::rtu::attach_slave(line, unit));
+    }
+    let addr: SocketAddr = tokio::net::lookup_host(target)
+        .await
+        .map_err(|e| format!("cannot resolve {target}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{target} resolves to no address"))?;
+    if spec.transport == ModbusTransport::RtuOverTcp {
+        let stream = tokio::net::TcpStream::connect(addr)
+            .await
+            .map_err(|e| format!("cannot connect to {target}: {e}"))?;
+        return Ok(tokio_modbus::client::rtu::attach_slave(stream, unit));
+    }
+    tokio_modbus::client::tcp::connect_slave(addr, unit)
+        .await
+        .map_err(|e| format!("cannot connect to {target}: {e}"))
+}
+
 impl ModbusDriver {
+    /// Waits out the silence the line needs since the last frame (RTU on a serial line only).
+    async fn pace(&mut self) {
+        if let (Some(gap), Some(quiet_since)) = (self.frame_gap, self.quiet_since) {
+            tokio::time::sleep_until((quiet_since + gap).into()).await;
+        }
+    }
+
     /// Reads every subscribe endpoint that is due, in as few requests as batching allows.
     async fn poll_due(
         &mut self,
@@ -235,13 +266,14 @@ impl ModbusDriver {
     /// One read on the wire. `Err` is a transport failure (the session is lost); `Ok(Err)` is
     /// the device refusing (an exception), which only concerns the endpoints of this read.
     async fn read(
-        &self,
+        &mut self,
         context: &mut Context,
         unit: u8,
         fc: u8,
         address: u16,
         count: u16,
     ) -> Result<Result<Data, Refusal>, DriverError> {
+        self.pace().await;
         context.set_slave(Slave(unit));
         let call = async {
             match fc {
@@ -263,19 +295,22 @@ impl ModbusDriver {
                     .map(|r| r.map(Data::Words)),
             }
         };
-        let answer = layers(tokio::time::timeout(self.timeout, call).await, self.timeout)?;
+        let answered = tokio::time::timeout(self.timeout, call).await;
+        self.quiet_since = Some(Instant::now());
+        let answer = layers(answered, self.timeout)?;
         Ok(answer.map_err(refusal))
     }
 
     /// Writes a value. `Err` is a transport failure; `Ok(Err)` an error for the caller (bad
     /// value or device exception) with the Modbus exception code when there is one.
     async fn write(
-        &self,
+        &mut self,
         context: &mut Context,
         target: &ModbusAddress,
         value: &Json,
     ) -> Result<Result<Json, Refusal>, DriverError> {
         let address = target.address;
+        self.pace().await;
         context.set_slave(Slave(target.unit_id.unwrap_or(self.spec.unit_id)));
         let encoded = match target.fc {
             5 | 15 => codec::encode_bits(value).map(Data::Bits),
@@ -307,7 +342,9 @@ impl ModbusDriver {
                 (_, Data::Bits(bits)) => context.write_multiple_coils(address, bits).await,
             }
         };
-        let answer = layers(tokio::time::timeout(self.timeout, call).await, self.timeout)?;
+        let answered = tokio::time::timeout(self.timeout, call).await;
+        self.quiet_since = Some(Instant::now());
+        let answer = layers(answered, self.timeout)?;
         Ok(answer.map(|()| value.clone()).map_err(refusal))
     }
 }
