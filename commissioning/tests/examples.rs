@@ -173,6 +173,46 @@ resources:
 }
 
 #[test]
+fn http_connections_and_endpoints_are_checked_at_validation() {
+    let file = r#"
+metadata: {name: Rest}
+resources:
+  api:
+    type: Cybus::Connection
+    properties:
+      protocol: Http
+      connection:
+        scheme: http
+        host: machine
+        prefix: api
+        caCert: not a certificate
+        headers: {"Bad Header": x, X-Key: "line1\nline2"}
+        oauthClientCredentials: {auth_url: u, client_id: c, client_secret: s}
+  poll:
+    type: Cybus::Endpoint
+    properties:
+      protocol: Http
+      connection: !ref api
+      read: {path: state, interval: 100, method: POST}
+"#;
+    let mut found = load_inline(file).expect_err("invalid");
+    found.sort();
+    assert_eq!(
+        found,
+        [
+            "resources.api.properties.connection.caCert: is only used with scheme https; the connection is not encrypted (line 12, column 17)",
+            "resources.api.properties.connection.headers.Bad Header: `Bad Header` is not a header name: use letters, digits and !#$%&'*+-.^_`|~ (line 13, column 33)",
+            "resources.api.properties.connection.headers.X-Key: the value of `X-Key` may hold only visible ASCII, spaces and tabs (line 13, column 43)",
+            "resources.api.properties.connection.prefix: `api` must start with `/` (line 11, column 17)",
+            "resources.poll.properties.read.interval: only a `subscribe` endpoint polls (line 20, column 37)",
+            "resources.poll.properties.read.method: only a `write` endpoint sends with a method; `subscribe` and `read` use GET (line 20, column 50)",
+            "resources.poll.properties.read.path: `state` must start with `/` (line 20, column 20)",
+            "warning: resources.api.properties.connection.oauthClientCredentials: ignored: Ironbridge does not implement `oauthClientCredentials` (OAuth 2.0 is not supported; send a token with `headers: {Authorization: Bearer ...}`) (line 14, column 33)",
+        ]
+    );
+}
+
+#[test]
 fn mqtt_tls_material_is_checked_at_validation() {
     let file = "metadata: {name: Tls}\nresources:\n  cloud:\n    type: Cybus::Connection\n    properties:\n      protocol: Mqtt\n      connection:\n        host: h\n        scheme: mqtt\n        caCert: not a certificate\n        protocolVersion: 3\n  aws:\n    type: Cybus::Connection\n    properties:\n      protocol: Mqtt\n      connection: {host: h, scheme: mqtts, mutualAuthentication: true, clientCert: '-----BEGIN CERTIFICATE-----'}\n";
     let problems = load(file, "tls", &Map::new(), &Environment::offline()).expect_err("invalid");

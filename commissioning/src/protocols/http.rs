@@ -28,6 +28,12 @@ pub(super) fn connection(
             *pem = None;
         }
     }
+    check_headers(
+        &connection.headers,
+        &join(path, "headers"),
+        positions,
+        diagnostics,
+    );
     let mut problem = |field: &str, message: String| {
         let p = join(path, field);
         diagnostics.push(Diagnostic::new(&p, position_of(positions, &p), message));
@@ -95,6 +101,12 @@ pub(super) fn address(
 ) -> Option<HttpAddress> {
     HTTP_ENDPOINT.take_ignored(&mut properties, path, positions, diagnostics);
     let address: HttpAddress = typed(properties, path, positions, diagnostics)?;
+    check_headers(
+        &address.headers,
+        &join(path, "headers"),
+        positions,
+        diagnostics,
+    );
     let mut problem = |field: &str, message: String| {
         let p = join(path, field);
         diagnostics.push(Diagnostic::new(&p, position_of(positions, &p), message));
@@ -127,4 +139,35 @@ pub(super) fn address(
         problem("cronExpression", e);
     }
     Some(address)
+}
+
+/// Header names are HTTP tokens and values visible ASCII (RFC 9110 section 5): a header that
+/// could not be sent is a problem of the file, not of every request.
+fn check_headers(
+    headers: &BTreeMap<String, String>,
+    path: &str,
+    positions: &BTreeMap<String, Pos>,
+    diagnostics: &mut Vec<Diagnostic>,
+) {
+    let token = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
+    for (name, value) in headers {
+        let p = join(path, name);
+        let problem = if name.is_empty() || !name.chars().all(token) {
+            Some(format!(
+                "`{name}` is not a header name: use letters, digits and !#$%&'*+-.^_`|~"
+            ))
+        } else if !value
+            .chars()
+            .all(|c| c == ' ' || c == '\t' || c.is_ascii_graphic())
+        {
+            Some(format!(
+                "the value of `{name}` may hold only visible ASCII, spaces and tabs"
+            ))
+        } else {
+            None
+        };
+        if let Some(problem) = problem {
+            diagnostics.push(Diagnostic::new(&p, position_of(positions, &p), problem));
+        }
+    }
 }
