@@ -1,6 +1,7 @@
 //! The HTTP/REST driver: polls its subscribe endpoints with GET, fetches read endpoints on
 //! `/req` and sends write endpoints' messages on `/set`. The session is "the server answers":
-//! a probe (`probeMethod` on `probePath`) opens it and repeats every `probeInterval`. A server
+//! a probe (`probeMethod` on `probePath`) opens it and runs again whenever `probeInterval` ms
+//! pass without an answer to a poll. A server
 //! that cannot be reached loses the session and the shared state machine reconnects with
 //! back-off; an answer that is not 2xx, or one that comes too late, is an error for that
 //! endpoint only, with the status.
@@ -408,6 +409,13 @@ impl HttpDriver {
         let outcomes = join_all(fetches).await;
         let timestamp = envelope::now_millis();
         let mut lost = None;
+        // An answer shows the server is there as well as a probe would.
+        if outcomes
+            .iter()
+            .any(|o| matches!(o, Fetched::Value(_) | Fetched::Refused(_)))
+        {
+            self.next_probe = Instant::now() + self.probe_interval();
+        }
         for ((id, _), outcome) in due.iter().zip(outcomes) {
             let Some(endpoint) = self.endpoints.get(id) else {
                 continue;
