@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use serde_json::Value as Json;
 
+use super::tls::{self, TlsMaterial};
 use crate::connectware::{HTTP_CONNECTION, HTTP_ENDPOINT};
 use crate::diagnostic::{Diagnostic, Pos, join};
 use crate::model::{HttpAddress, HttpConnection, HttpScheme, Operation, parse_cron};
@@ -28,6 +29,15 @@ pub(super) fn connection(
             *pem = None;
         }
     }
+    let material = TlsMaterial {
+        encrypted: connection.scheme == HttpScheme::Https,
+        encrypted_schemes: "https",
+        ca_cert: connection.ca_cert.as_deref(),
+        client_cert: connection.client_cert.as_deref(),
+        client_private_key: connection.client_private_key.as_deref(),
+        mutual_authentication: connection.mutual_authentication,
+    };
+    tls::check(&material, path, positions, diagnostics);
     check_headers(
         &connection.headers,
         &join(path, "headers"),
@@ -38,41 +48,6 @@ pub(super) fn connection(
         let p = join(path, field);
         diagnostics.push(Diagnostic::new(&p, position_of(positions, &p), message));
     };
-    let tls = connection.scheme == HttpScheme::Https;
-    for (field, value, marker) in [
-        ("caCert", &connection.ca_cert, "CERTIFICATE"),
-        ("clientCert", &connection.client_cert, "CERTIFICATE"),
-        (
-            "clientPrivateKey",
-            &connection.client_private_key,
-            "PRIVATE KEY",
-        ),
-    ] {
-        let Some(value) = value else { continue };
-        if !tls {
-            problem(
-                field,
-                "is only used with scheme https; the connection is not encrypted".into(),
-            );
-        } else if !value.contains("-----BEGIN") || !value.contains(marker) {
-            problem(
-                field,
-                format!("expected a PEM block (-----BEGIN ...{marker}-----)"),
-            );
-        }
-    }
-    if connection.client_cert.is_some() != connection.client_private_key.is_some() {
-        problem(
-            "clientCert",
-            "clientCert and clientPrivateKey go together (PEM)".into(),
-        );
-    }
-    if connection.mutual_authentication && connection.client_cert.is_none() {
-        problem(
-            "mutualAuthentication",
-            "mutual TLS needs clientCert and clientPrivateKey (PEM)".into(),
-        );
-    }
     for (field, value) in [
         ("prefix", &connection.prefix),
         ("probePath", &connection.probe_path),

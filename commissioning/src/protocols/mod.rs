@@ -7,6 +7,7 @@ mod http;
 mod modbus;
 mod mqtt;
 mod opcua;
+mod tls;
 
 use std::collections::BTreeMap;
 

@@ -5,10 +5,10 @@ use std::collections::BTreeMap;
 
 use serde_json::Value as Json;
 
+use super::tls::{self, TlsMaterial};
 use crate::connectware::{MQTT_CONNECTION, MQTT_ENDPOINT};
-use crate::diagnostic::{Diagnostic, Pos, join};
+use crate::diagnostic::{Diagnostic, Pos};
 use crate::model::{MqttAddress, MqttConnection, MqttScheme};
-use crate::resolve::position_of;
 use crate::typed::typed;
 
 pub(super) fn connection(
@@ -33,56 +33,20 @@ pub(super) fn address(
     typed(properties, path, positions, diagnostics)
 }
 
-/// TLS material of an MQTT connection: certificates need a TLS scheme, a client certificate
-/// needs its key (and the other way round), `mutualAuthentication` needs both, and each is PEM.
+/// TLS material of an MQTT connection, as for every client connection.
 fn check_tls(
     m: &MqttConnection,
     conn_path: &str,
     positions: &BTreeMap<String, Pos>,
     diagnostics: &mut Vec<Diagnostic>,
 ) {
-    let mut problem = |field: &str, message: String| {
-        let p = join(conn_path, field);
-        diagnostics.push(Diagnostic::new(&p, position_of(positions, &p), message));
+    let material = TlsMaterial {
+        encrypted: matches!(m.scheme, MqttScheme::Mqtts | MqttScheme::Wss),
+        encrypted_schemes: "mqtts or wss",
+        ca_cert: m.ca_cert.as_deref(),
+        client_cert: m.client_cert.as_deref(),
+        client_private_key: m.client_private_key.as_deref(),
+        mutual_authentication: m.mutual_authentication,
     };
-    let tls = matches!(m.scheme, MqttScheme::Mqtts | MqttScheme::Wss);
-    for (field, value, marker) in [
-        ("caCert", &m.ca_cert, "CERTIFICATE"),
-        ("clientCert", &m.client_cert, "CERTIFICATE"),
-        ("clientPrivateKey", &m.client_private_key, "PRIVATE KEY"),
-    ] {
-        let Some(value) = value else { continue };
-        if !tls {
-            problem(
-                field,
-                "is only used with scheme mqtts or wss; the connection is not encrypted".into(),
-            );
-        } else if !value.contains("-----BEGIN") || !value.contains(marker) {
-            problem(
-                field,
-                format!("expected a PEM block (-----BEGIN ...{marker}-----)"),
-            );
-        }
-    }
-    match (&m.client_cert, &m.client_private_key) {
-        (Some(_), None) => problem(
-            "clientPrivateKey",
-            "clientCert is given, so the matching clientPrivateKey is needed".into(),
-        ),
-        (None, Some(_)) => problem(
-            "clientCert",
-            "clientPrivateKey is given, so the matching clientCert is needed".into(),
-        ),
-        (None, None) if m.mutual_authentication => problem(
-            "mutualAuthentication",
-            "mutual TLS needs clientCert and clientPrivateKey (PEM)".into(),
-        ),
-        _ => {}
-    }
-    if m.mutual_authentication && !tls {
-        problem(
-            "mutualAuthentication",
-            "mutual TLS needs scheme mqtts or wss".into(),
-        );
-    }
+    tls::check(&material, conn_path, positions, diagnostics);
 }
