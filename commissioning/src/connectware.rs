@@ -218,12 +218,7 @@ pub const HTTP_CONNECTION: Section = Section {
         ("headers", Implemented),
         ("query", Implemented),
         ("auth", Implemented),
-        (
-            "oauthClientCredentials",
-            Ignored(
-                "OAuth 2.0 is not supported; send a token with `headers: {Authorization: Bearer ...}`",
-            ),
-        ),
+        ("oauthClientCredentials", Implemented),
         ("probeInterval", Implemented),
         ("probeTimeout", Implemented),
         ("probePath", Implemented),

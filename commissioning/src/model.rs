@@ -143,7 +143,8 @@ pub enum ConnectionParams {
     Modbus(ModbusConnection),
     Opcua(OpcuaConnection),
     Mqtt(MqttConnection),
-    Http(HttpConnection),
+    /// Boxed: its TLS, OAuth and probe settings make it the largest by far.
+    Http(Box<HttpConnection>),
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -384,6 +385,10 @@ pub struct HttpConnection {
     /// Basic authentication.
     #[serde(default)]
     pub auth: Option<HttpBasicAuth>,
+    /// OAuth 2.0 client credentials grant: a bearer token fetched from `auth_url` and renewed
+    /// before it expires.
+    #[serde(default)]
+    pub oauth_client_credentials: Option<OAuthClientCredentials>,
     /// Milliseconds between probes that tell whether the server is still there.
     #[serde(default = "default_probe_interval")]
     pub probe_interval: u64,
@@ -452,6 +457,23 @@ pub struct HttpBasicAuth {
     pub username: String,
     #[serde(default)]
     pub password: String,
+}
+
+/// Connectware spells these properties in snake case.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct OAuthClientCredentials {
+    pub auth_url: String,
+    pub client_id: String,
+    pub client_secret: String,
+    #[serde(default = "default_grant_type")]
+    pub grant_type: String,
+    #[serde(default)]
+    pub audience: Option<String>,
+}
+
+fn default_grant_type() -> String {
+    "client_credentials".into()
 }
 
 /// An HTTP endpoint: `subscribe` polls `path` every `interval` ms (or on `cronExpression`),

@@ -203,11 +203,11 @@ resources:
             "resources.api.properties.connection.caCert: is only used with scheme https; the connection is not encrypted (line 12, column 17)",
             "resources.api.properties.connection.headers.Bad Header: `Bad Header` is not a header name: use letters, digits and !#$%&'*+-.^_`|~ (line 13, column 33)",
             "resources.api.properties.connection.headers.X-Key: the value of `X-Key` may hold only visible ASCII, spaces and tabs (line 13, column 43)",
+            "resources.api.properties.connection.oauthClientCredentials.auth_url: `u` is not an http:// or https:// URL of the token endpoint (line 14, column 44)",
             "resources.api.properties.connection.prefix: `api` must start with `/` (line 11, column 17)",
             "resources.poll.properties.read.interval: only a `subscribe` endpoint polls (line 20, column 37)",
             "resources.poll.properties.read.method: only a `write` endpoint sends with a method; `subscribe` and `read` use GET (line 20, column 50)",
             "resources.poll.properties.read.path: `state` must start with `/` (line 20, column 20)",
-            "warning: resources.api.properties.connection.oauthClientCredentials: ignored: Ironbridge does not implement `oauthClientCredentials` (OAuth 2.0 is not supported; send a token with `headers: {Authorization: Bearer ...}`) (line 14, column 33)",
         ]
     );
 }

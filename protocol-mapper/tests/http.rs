@@ -1,7 +1,7 @@
 //! The HTTP driver against a real HTTP server (axum, in-process) and the real broker: polling
 //! JSON and text, headers, query variables and basic authentication, `/req` and `/set` answers
-//! with the status, a 5xx and a slow answer as errors of their endpoint, and the server going
-//! away and coming back.
+//! with the status, a 5xx and a slow answer as errors of their endpoint, the server going
+//! away and coming back, and OAuth 2.0 client credentials with tokens that expire.
 #![allow(clippy::unwrap_used)]
 
 use std::net::SocketAddr;
@@ -17,7 +17,7 @@ use axum::routing::get;
 use broker::{Broker, LocalClient, QoS};
 use commissioning::model::{
     Address, ConnectionStrategy, ConnectionTargetState, HttpAddress, HttpBasicAuth, HttpConnection,
-    HttpProbeMethod, HttpScheme, HttpWriteMethod, Operation,
+    HttpProbeMethod, HttpScheme, HttpWriteMethod, OAuthClientCredentials, Operation,
 };
 use common::{broker, next_on, send};
 use protocol_mapper::driver::{ConnectionHandle, EndpointSpec};
@@ -117,6 +117,7 @@ fn connection_spec(addr: SocketAddr) -> HttpConnection {
             username: "operator".into(),
             password: "secret".into(),
         }),
+        oauth_client_credentials: None,
         probe_interval: 200,
         probe_timeout: 300,
         probe_path: "/".into(),
@@ -356,4 +357,135 @@ async fn a_refused_write_answers_with_the_status_as_its_code() {
         "{answer}"
     );
     rest.stop().await;
+}
+
+/// An API behind OAuth 2.0: `/oauth/token` issues `tok-<n>` for the right client credentials,
+/// each valid for one second; `/api/v1/secure` answers only the newest token.
+fn oauth_app(issued: Arc<Mutex<u32>>) -> Router {
+    let tokens = issued.clone();
+    Router::new()
+        .route(
+            "/oauth/token",
+            axum::routing::post(move |body: String| {
+                let tokens = tokens.clone();
+                async move {
+                    let form: std::collections::HashMap<String, String> =
+                        url::form_urlencoded::parse(body.as_bytes()).into_owned().collect();
+                    let right = form.get("grant_type").map(String::as_str) == Some("client_credentials")
+                        && form.get("client_id").map(String::as_str) == Some("gateway")
+                        && form.get("client_secret").map(String::as_str) == Some("s3cret")
+                        && form.get("audience").map(String::as_str) == Some("machines");
+                    if !right {
+                        return (StatusCode::UNAUTHORIZED, "invalid_client".to_string());
+                    }
+                    let mut issued = tokens.lock().unwrap();
+                    *issued += 1;
+                    let answer = json!({"access_token": format!("tok-{issued}"), "token_type": "Bearer", "expires_in": 1});
+                    (StatusCode::OK, answer.to_string())
+                }
+            }),
+        )
+        .route(
+            "/api/v1/secure",
+            get(move |headers: HeaderMap| {
+                let issued = issued.clone();
+                async move {
+                    let newest = format!("Bearer tok-{}", *issued.lock().unwrap());
+                    match headers.get("authorization").is_some_and(|v| *v == *newest) {
+                        true => (StatusCode::OK, r#"{"ok": true}"#),
+                        false => (StatusCode::UNAUTHORIZED, "stale or missing token"),
+                    }
+                }
+            }),
+        )
+}
+
+#[tokio::test]
+async fn oauth_client_credentials_are_exchanged_for_tokens_renewed_before_they_expire() {
+    let broker = broker().await;
+    let issued = Arc::new(Mutex::new(0));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(axum::serve(listener, oauth_app(issued.clone())).into_future());
+    let mut spec = connection_spec(addr);
+    spec.auth = None;
+    spec.oauth_client_credentials = Some(OAuthClientCredentials {
+        auth_url: format!("http://{addr}/oauth/token"),
+        client_id: "gateway".into(),
+        client_secret: "s3cret".into(),
+        grant_type: "client_credentials".into(),
+        audience: Some("machines".into()),
+    });
+    let mut observer = broker
+        .handle()
+        .connect_local("test/observer")
+        .await
+        .unwrap();
+    observer
+        .subscribe("services/line/#", QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    let link = broker
+        .handle()
+        .connect_local("ironbridge/line/rest")
+        .await
+        .unwrap();
+    let rest = connection::start(
+        "line",
+        "rest",
+        spec.clone(),
+        ConnectionTargetState::Connected,
+        link,
+    );
+    rest.add_endpoint(endpoint("secure", Operation::Subscribe, "/secure"))
+        .await
+        .unwrap();
+    wait_for_state(&rest, ConnectionState::Connected).await;
+    assert_eq!(
+        next_on(&mut observer, "services/line/secure").await["value"],
+        json!({"ok": true})
+    );
+    // Tokens live one second: polls go on with renewed ones and never carry a stale token.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert!(
+        *issued.lock().unwrap() >= 3,
+        "{} tokens",
+        issued.lock().unwrap()
+    );
+    assert_eq!(rest.endpoint_error("secure"), None);
+    assert_eq!(
+        next_on(&mut observer, "services/line/secure").await["value"],
+        json!({"ok": true})
+    );
+    rest.stop().await;
+
+    // Wrong credentials: the connection does not come up and says why.
+    if let Some(oauth) = &mut spec.oauth_client_credentials {
+        oauth.client_secret = "wrong".into();
+    }
+    let link = broker
+        .handle()
+        .connect_local("ironbridge/line/wrong")
+        .await
+        .unwrap();
+    let wrong = connection::start(
+        "line",
+        "wrong",
+        spec,
+        ConnectionTargetState::Connected,
+        link,
+    );
+    for _ in 0..100 {
+        if wrong.status().last_error.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let error = wrong.status().last_error.unwrap_or_default();
+    assert!(
+        error.contains("refused the client credentials: HTTP 401 Unauthorized: invalid_client"),
+        "{error}"
+    );
+    assert_ne!(wrong.status().state, ConnectionState::Connected);
+    wrong.stop().await;
 }

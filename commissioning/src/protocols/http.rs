@@ -48,6 +48,26 @@ pub(super) fn connection(
         let p = join(path, field);
         diagnostics.push(Diagnostic::new(&p, position_of(positions, &p), message));
     };
+    if let Some(oauth) = &connection.oauth_client_credentials {
+        if !(oauth.auth_url.starts_with("https://") || oauth.auth_url.starts_with("http://")) {
+            problem(
+                "oauthClientCredentials.auth_url",
+                format!(
+                    "`{}` is not an http:// or https:// URL of the token endpoint",
+                    oauth.auth_url
+                ),
+            );
+        }
+        if oauth.grant_type != "client_credentials" {
+            problem(
+                "oauthClientCredentials.grant_type",
+                format!(
+                    "`{}`: only the client_credentials grant is supported",
+                    oauth.grant_type
+                ),
+            );
+        }
+    }
     for (field, value) in [
         ("prefix", &connection.prefix),
         ("probePath", &connection.probe_path),

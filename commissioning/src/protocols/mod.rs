@@ -37,9 +37,12 @@ pub(crate) fn connection(
         Protocol::Mqtt => {
             ConnectionParams::Mqtt(mqtt::connection(properties, path, positions, diagnostics)?)
         }
-        Protocol::Http => {
-            ConnectionParams::Http(http::connection(properties, path, positions, diagnostics)?)
-        }
+        Protocol::Http => ConnectionParams::Http(Box::new(http::connection(
+            properties,
+            path,
+            positions,
+            diagnostics,
+        )?)),
     })
 }
 

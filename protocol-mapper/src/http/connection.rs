@@ -18,6 +18,7 @@ use reqwest::{Client, Method, RequestBuilder, Response, StatusCode};
 use serde_json::{Value as Json, json};
 
 use super::body::{self, MAX_BODY};
+use super::oauth::{self, Token};
 use crate::backoff::Backoff;
 use crate::driver::{
     self, ConnectionHandle, Driver, DriverError, EndpointSpec, PolledEndpoints, Refusal, Reporter,
@@ -49,6 +50,8 @@ pub(crate) struct HttpDriver {
 /// The session: the server answered the last probe.
 pub(crate) struct Session {
     client: Client,
+    /// The bearer token of `oauthClientCredentials`, when the connection has them.
+    token: Option<Token>,
 }
 
 /// What came due.
@@ -94,7 +97,7 @@ impl HttpDriver {
     /// and query variables (the endpoint's win).
     fn build_request(
         &self,
-        client: &Client,
+        session: &Session,
         method: Method,
         address: &HttpAddress,
     ) -> RequestBuilder {
@@ -110,20 +113,26 @@ impl HttpDriver {
             url.push(if url.contains('?') { '&' } else { '?' });
             url.push_str(&encoded);
         }
-        let mut request = client.request(method, url).timeout(self.request_timeout());
+        let mut request = session
+            .client
+            .request(method, url)
+            .timeout(self.request_timeout());
         for (name, value) in &headers {
             request = request.header(name.as_str(), value.as_str());
         }
         if let Some(auth) = &self.spec.auth {
             request = request.basic_auth(&auth.username, Some(&auth.password));
         }
+        if let Some(token) = &session.token {
+            request = request.bearer_auth(&token.value);
+        }
         request
     }
 
     /// GET an endpoint's path: its value, or why there is none.
-    async fn fetch(&self, client: &Client, address: &HttpAddress) -> Fetched {
+    async fn fetch(&self, session: &Session, address: &HttpAddress) -> Fetched {
         let sent = self
-            .build_request(client, Method::GET, address)
+            .build_request(session, Method::GET, address)
             .send()
             .await;
         match sent {
@@ -164,7 +173,7 @@ fn failure(error: &reqwest::Error, timeout: Duration) -> Failure {
 }
 
 /// An error with its causes (reqwest's own text is only the outermost, "error sending request").
-fn chain(error: &(dyn std::error::Error + 'static)) -> String {
+pub(super) fn chain(error: &(dyn std::error::Error + 'static)) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {
@@ -233,10 +242,20 @@ impl Driver for HttpDriver {
     fn connect(&mut self) -> BoxFuture<'static, Result<Session, DriverError>> {
         let client = self.client.clone();
         let probe = self.probe();
+        let oauth = self.spec.oauth_client_credentials.clone();
+        let timeout = self.request_timeout();
         Box::pin(async move {
             let client = client.ok_or(DriverError::Stopped)?;
             probe.run(&client).await.map_err(DriverError::Connection)?;
-            Ok(Session { client })
+            let token = match &oauth {
+                Some(oauth) => Some(
+                    oauth::fetch(&client, oauth, timeout)
+                        .await
+                        .map_err(DriverError::Connection)?,
+                ),
+                None => None,
+            };
+            Ok(Session { client, token })
         })
     }
 
@@ -279,7 +298,10 @@ impl Driver for HttpDriver {
                     .await
                     .map_err(DriverError::Connection)
             }
-            Due::Polls => self.poll_due(&session.client, report).await,
+            Due::Polls => {
+                self.renew_token(session).await?;
+                self.poll_due(session, report).await
+            }
         }
     }
 
@@ -315,7 +337,8 @@ impl Driver for HttpDriver {
         };
         let address = endpoint.address.clone();
         if endpoint.spec.operation != Operation::Write {
-            return match self.fetch(&session.client, &address).await {
+            self.renew_token(session).await?;
+            return match self.fetch(session, &address).await {
                 Fetched::Value(value) => Ok(Ok(value)),
                 Fetched::Refused(refusal) => Ok(Err(refusal)),
                 Fetched::Failed(Failure::Request(message)) => Ok(Err(Refusal::new(message))),
@@ -329,7 +352,8 @@ impl Driver for HttpDriver {
             HttpWriteMethod::Put => Method::PUT,
             HttpWriteMethod::Patch => Method::PATCH,
         };
-        let request = self.build_request(&session.client, method, &address);
+        self.renew_token(session).await?;
+        let request = self.build_request(session, method, &address);
         let request = match &value {
             // Text goes as it is; anything else as JSON.
             Json::String(text) => request
@@ -402,13 +426,41 @@ impl HttpDriver {
 
     /// GETs every subscribe endpoint that is due, all at once, and publishes what each got. A
     /// server that cannot be reached loses the session; anything else is the endpoint's error.
-    async fn poll_due(&mut self, client: &Client, report: &Reporter) -> Result<(), DriverError> {
+    /// Asks for a new bearer token when the one in hand is about to expire or was refused. A
+    /// token endpoint that does not answer loses the session, like the server itself.
+    async fn renew_token(&self, session: &mut Session) -> Result<(), DriverError> {
+        let (Some(oauth), Some(token)) = (&self.spec.oauth_client_credentials, &session.token)
+        else {
+            return Ok(());
+        };
+        if token.is_due() {
+            let renewed = oauth::fetch(&session.client, oauth, self.request_timeout())
+                .await
+                .map_err(DriverError::Connection)?;
+            session.token = Some(renewed);
+        }
+        Ok(())
+    }
+
+    async fn poll_due(
+        &mut self,
+        session: &mut Session,
+        report: &Reporter,
+    ) -> Result<(), DriverError> {
         let now = Instant::now();
         let due = self.endpoints.due(now);
-        let fetches = due.iter().map(|(_, address)| self.fetch(client, address));
+        let fetches = due.iter().map(|(_, address)| self.fetch(session, address));
         let outcomes = join_all(fetches).await;
         let timestamp = envelope::now_millis();
         let mut lost = None;
+        // A refused token is renewed before the next request.
+        if outcomes
+            .iter()
+            .any(|o| matches!(o, Fetched::Refused(r) if r.code == Some(Json::from(401))))
+            && let Some(token) = &mut session.token
+        {
+            token.expire();
+        }
         // An answer shows the server is there as well as a probe would.
         if outcomes
             .iter()

@@ -3,3 +3,6 @@
 
 mod body;
 pub mod connection;
+mod oauth;
+
+use connection::chain;
