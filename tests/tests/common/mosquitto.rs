@@ -36,8 +36,6 @@ impl Mosquitto {
         )
         .expect("chmod");
         prepare(dir.path());
-        let port = free_port();
-        let config = dir.path().join("mosquitto.conf");
         let anonymous = if extra.contains("password_file") {
             "false"
         } else {
@@ -48,50 +46,84 @@ impl Mosquitto {
             listener.replace("{dir}", &folder),
             extra.replace("{dir}", &folder),
         );
-        let text = format!(
-            "per_listener_settings false\n\
-             persistence true\n\
-             persistence_location {dir}/\n\
-             autosave_interval 1\n\
-             max_queued_messages 0\n\
-             max_inflight_messages 0\n\
-             log_dest file {dir}/mosquitto.log\n\
-             log_type all\n\
-             allow_anonymous {anonymous}\n\
-             listener {port} 127.0.0.1\n\
-             {listener}\n\
-             {extra}\n",
-            dir = dir.path().display(),
-        );
-        std::fs::write(&config, text).expect("write mosquitto.conf");
+        let config = dir.path().join("mosquitto.conf");
         let mut mosquitto = Mosquitto {
             dir,
-            port,
+            port: 0,
             config,
             child: None,
         };
-        mosquitto.resume();
-        mosquitto
+        // A port free when chosen can be taken (by another test's listener) before Mosquitto
+        // binds it; then Mosquitto exits, and it starts again on another port.
+        for attempt in 1..=3 {
+            mosquitto.port = free_port();
+            let text = format!(
+                "per_listener_settings false\n\
+                 persistence true\n\
+                 persistence_location {dir}/\n\
+                 autosave_interval 1\n\
+                 max_queued_messages 0\n\
+                 max_inflight_messages 0\n\
+                 log_dest file {dir}/mosquitto.log\n\
+                 log_type all\n\
+                 allow_anonymous {anonymous}\n\
+                 listener {port} 127.0.0.1\n\
+                 {listener}\n\
+                 {extra}\n",
+                dir = folder,
+                port = mosquitto.port,
+            );
+            std::fs::write(&mosquitto.config, text).expect("write mosquitto.conf");
+            match mosquitto.try_resume() {
+                Ok(()) => return mosquitto,
+                Err(problem) if attempt < 3 && problem.contains("in use") => continue,
+                Err(problem) => panic!("{problem}"),
+            }
+        }
+        unreachable!("the last attempt returns or panics")
     }
 
     /// Starts Mosquitto (again) on the same port with the same persistence file.
     pub fn resume(&mut self) {
-        let child = Command::new("mosquitto")
+        self.try_resume()
+            .unwrap_or_else(|problem| panic!("{problem}"));
+    }
+
+    /// Starts Mosquitto and waits until it listens: its own log says it runs and the port
+    /// answers. An exit before that is an error with its log (a port taken says "in use").
+    fn try_resume(&mut self) -> Result<(), String> {
+        // The log is kept across restarts: this start's line is the next one.
+        let runs_before = self.log().matches(" running").count();
+        let mut child = Command::new("mosquitto")
             .arg("-c")
             .arg(&self.config)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("mosquitto (Debian package `mosquitto`) is installed");
-        self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "mosquitto did not listen on {} within 10 s; its log: {}",
-                self.port,
-                self.log()
-            );
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Err(format!(
+                    "mosquitto exited ({status}) before listening on {}; its log: {}",
+                    self.port,
+                    self.log()
+                ));
+            }
+            let running = self.log().matches(" running").count() > runs_before;
+            if running && std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                self.child = Some(child);
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!(
+                    "mosquitto did not listen on {} within 10 s; its log: {}",
+                    self.port,
+                    self.log()
+                ));
+            }
             std::thread::sleep(Duration::from_millis(20));
         }
     }
