@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use commissioning::model::Permission;
 
-use crate::access::{self, is_builtin_role};
+use crate::access::{self, DirectoryUser, is_builtin_role};
 use crate::auth::password::{self, MIN_PASSWORD_LENGTH};
 use crate::auth::token::Claims;
 use crate::error::{AdminError, AdminResult};
@@ -125,13 +125,7 @@ impl Admin {
         hours: Option<u64>,
         address: Option<IpAddr>,
     ) -> AdminResult<Login> {
-        self.check_password(name, password.as_bytes(), address)
-            .await?;
-        let directory = self.directory.load();
-        let user = directory
-            .users
-            .get(name)
-            .ok_or_else(|| AdminError::Unauthenticated("wrong user name or password".into()))?;
+        let user = self.user_by_password(name, password, address).await?;
         let hours = hours.unwrap_or(DEFAULT_TOKEN_HOURS);
         if hours == 0 || hours > MAX_TOKEN_HOURS {
             return Err(AdminError::Invalid(format!(
@@ -191,19 +185,30 @@ impl Admin {
         password: &str,
         address: Option<IpAddr>,
     ) -> AdminResult<Caller> {
-        self.check_password(name, password.as_bytes(), address)
-            .await?;
-        let directory = self.directory.load();
-        let user = directory
-            .users
-            .get(name)
-            .ok_or_else(|| AdminError::Unauthenticated("wrong user name or password".into()))?;
+        let user = self.user_by_password(name, password, address).await?;
         Ok(Caller {
             name: name.to_string(),
-            permissions: user.permissions.clone(),
+            permissions: user.permissions,
             token_id: String::new(),
             token_expires: 0,
         })
+    }
+
+    /// The account behind a user name and password, after the throttled check.
+    async fn user_by_password(
+        &self,
+        name: &str,
+        password: &str,
+        address: Option<IpAddr>,
+    ) -> AdminResult<DirectoryUser> {
+        self.check_password(name, password.as_bytes(), address)
+            .await?;
+        self.directory
+            .load()
+            .users
+            .get(name)
+            .cloned()
+            .ok_or_else(|| AdminError::Unauthenticated("wrong user name or password".into()))
     }
 
     pub async fn logout(&self, caller: &Caller) -> AdminResult<()> {

@@ -157,6 +157,11 @@ fn endpoint(id: &str, operation: Operation, path: &str) -> EndpointSpec {
 
 /// An observer of `services/line/#` and the connection `line::rest` to the server at `addr`.
 async fn start_rest(broker: &Broker, addr: SocketAddr) -> (LocalClient, ConnectionHandle) {
+    start_with(broker, connection_spec(addr)).await
+}
+
+/// An observer of `services/line/#` and the connection `line::rest` as `spec` says.
+async fn start_with(broker: &Broker, spec: HttpConnection) -> (LocalClient, ConnectionHandle) {
     let mut observer = broker
         .handle()
         .connect_local("test/observer")
@@ -171,13 +176,7 @@ async fn start_rest(broker: &Broker, addr: SocketAddr) -> (LocalClient, Connecti
         .connect_local("ironbridge/line/rest")
         .await
         .unwrap();
-    let rest = connection::start(
-        "line",
-        "rest",
-        connection_spec(addr),
-        ConnectionTargetState::Connected,
-        link,
-    );
+    let rest = connection::start("line", "rest", spec, ConnectionTargetState::Connected, link);
     (observer, rest)
 }
 
@@ -416,27 +415,7 @@ async fn oauth_client_credentials_are_exchanged_for_tokens_renewed_before_they_e
         grant_type: "client_credentials".into(),
         audience: Some("machines".into()),
     });
-    let mut observer = broker
-        .handle()
-        .connect_local("test/observer")
-        .await
-        .unwrap();
-    observer
-        .subscribe("services/line/#", QoS::AtLeastOnce)
-        .await
-        .unwrap();
-    let link = broker
-        .handle()
-        .connect_local("ironbridge/line/rest")
-        .await
-        .unwrap();
-    let rest = connection::start(
-        "line",
-        "rest",
-        spec.clone(),
-        ConnectionTargetState::Connected,
-        link,
-    );
+    let (mut observer, rest) = start_with(&broker, spec.clone()).await;
     rest.add_endpoint(endpoint("secure", Operation::Subscribe, "/secure"))
         .await
         .unwrap();
