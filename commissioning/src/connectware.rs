@@ -266,6 +266,39 @@ pub const HTTP_NODE: Section = Section {
     ],
 };
 
+// Connectware's page for the classic S7 protocol was not in the documentation we could read;
+// its S7+ page (below) documents `host`, `port` 102, `rack` 0 and `slot` 1 the same way, and
+// Connectware's published S7 files add `pollInterval` and `connectionStrategy`. The addresses
+// follow the notation those files use (nodes7's: `DB10,REAL4`, `DB1,X0.1`, `DB3,S20.10`), plus
+// the Step 7 form (`DB1.DBW0`); see `s7_address.rs`.
+pub const S7_CONNECTION: Section = Section {
+    name: "S7 connection",
+    source: "https://docs.cybus.io/documentation/industry-protocol-details/siemens-simatic-s7+/s7plusconnection",
+    properties: &[
+        ("host", Implemented),
+        ("port", Implemented),
+        ("rack", Implemented),
+        ("slot", Implemented),
+        ("pollInterval", Implemented),
+        ("connectionStrategy", Implemented),
+        ("localTSAP", Extension),
+        ("remoteTSAP", Extension),
+        ("pduSize", Extension),
+        ("requestTimeout", Extension),
+    ],
+};
+
+pub const S7_ENDPOINT: Section = Section {
+    name: "S7 endpoint",
+    source: "https://docs.cybus.io/documentation/industry-protocol-details/siemens-simatic-s7+/s7plusendpoint",
+    properties: &[
+        ("address", Implemented),
+        ("dataType", Implemented),
+        ("interval", Extension),
+        ("cronExpression", Extension),
+    ],
+};
+
 /// Every section, for the README's support matrix and the consistency test.
 pub const SECTIONS: &[&Section] = &[
     &CONNECTION,
@@ -280,6 +313,8 @@ pub const SECTIONS: &[&Section] = &[
     &MQTT_ENDPOINT,
     &HTTP_CONNECTION,
     &HTTP_ENDPOINT,
+    &S7_CONNECTION,
+    &S7_ENDPOINT,
     &HTTP_SERVER,
     &HTTP_NODE,
 ];

@@ -12,6 +12,7 @@ pub mod params;
 mod protocols;
 pub mod resolve;
 mod rules;
+pub mod s7_address;
 pub mod secrets;
 pub mod service;
 pub mod topic_pattern;

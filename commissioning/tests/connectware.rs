@@ -236,6 +236,8 @@ fn the_schema_table_and_the_models_agree() {
             "Mqtt endpoint" => fields_of::<MqttAddress>(),
             "Http connection" => fields_of::<HttpConnection>(),
             "Http endpoint" => fields_of::<HttpAddress>(),
+            "S7 connection" => fields_of::<S7Connection>(),
+            "S7 endpoint" => fields_of::<S7Address>(),
             "Cybus::Server::Http" => fields_of::<HttpServer>(),
             "Cybus::Node::Http" => fields_of::<HttpNode>(),
             // The resource shapes are private; their fields are checked through files above.

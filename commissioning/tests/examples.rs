@@ -173,6 +173,55 @@ resources:
 }
 
 #[test]
+fn s7_connections_and_addresses_are_checked_at_validation() {
+    let file = r#"
+metadata: {name: Plc}
+resources:
+  plc:
+    type: Cybus::Connection
+    properties:
+      protocol: S7
+      connection: {host: 10.0.0.7, rack: 9, slot: 1, pduSize: 4096}
+  typo:
+    type: Cybus::Endpoint
+    properties:
+      protocol: S7
+      connection: !ref plc
+      subscribe: {address: 'DB1,REL4'}
+  bit:
+    type: Cybus::Endpoint
+    properties:
+      protocol: S7
+      connection: !ref plc
+      write: {address: 'DB1,X0.9'}
+  wide:
+    type: Cybus::Endpoint
+    properties:
+      protocol: S7
+      connection: !ref plc
+      read: {address: DB1.DBW0, dataType: REAL}
+  fine:
+    type: Cybus::Endpoint
+    properties:
+      protocol: S7
+      connection: !ref plc
+      subscribe: {address: 'DB1,S20.10', interval: 250}
+"#;
+    let mut found = load_inline(file).expect_err("invalid");
+    found.sort();
+    assert_eq!(
+        found,
+        [
+            "resources.bit.properties.write.address: `DB1,X0.9`: bit 9 does not exist; bits are 0-7 (line 20, column 24)",
+            "resources.plc.properties.connection.pduSize: expected 240-960, got 4096 (line 8, column 63)",
+            "resources.plc.properties.connection.rack: expected 0-7, got 9 (line 8, column 42)",
+            "resources.typo.properties.subscribe.address: `DB1,REL4` is not an S7 address: `REL` is not an S7 type; write e.g. `DB10,REAL4`, `DB1,X0.1`, `DB3,S20.10`, `DB1,INT12.2` (an array of 2), `M200.0`, `MW10`, `I0.0`, `Q1.2` or the Step 7 form `DB1.DBW0`, `DB1.DBX0.1` (line 14, column 28)",
+            "resources.wide.properties.read.address: the address holds a WORD (2 bytes); REAL takes 4 bytes (line 26, column 23)",
+        ]
+    );
+}
+
+#[test]
 fn http_connections_and_endpoints_are_checked_at_validation() {
     let file = r#"
 metadata: {name: Rest}

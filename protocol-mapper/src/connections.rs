@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use broker::bus::{Link, RemoteBroker};
 use commissioning::model::{
     ConnectionParams, ConnectionTargetState, HttpConnection, ModbusConnection, MqttConnection,
-    OpcuaConnection,
+    OpcuaConnection, S7Connection,
 };
 
 use crate::driver::{ConnectionHandle, DriverError};
@@ -59,6 +59,7 @@ impl BuildConnection for ConnectionParams {
             ConnectionParams::Opcua(spec) => spec.build(cx),
             ConnectionParams::Mqtt(spec) => spec.build(cx),
             ConnectionParams::Http(spec) => spec.build(cx),
+            ConnectionParams::S7(spec) => spec.build(cx),
         }
     }
 }
@@ -85,6 +86,14 @@ impl BuildConnection for HttpConnection {
             cx.target,
             cx.link,
         );
+        Ok(handle.into())
+    }
+}
+
+impl BuildConnection for S7Connection {
+    fn build(&self, cx: ConnectionContext<'_>) -> Result<RunningConnection, DriverError> {
+        let handle =
+            crate::s7::connection::start(cx.service, cx.resource, self.clone(), cx.target, cx.link);
         Ok(handle.into())
     }
 }

@@ -1,4 +1,4 @@
-//! The protocol mapper: connections to machines (Modbus TCP, OPC UA) and to remote MQTT brokers,
+//! The protocol mapper: connections to machines (Modbus, OPC UA, HTTP, S7) and to remote MQTT brokers,
 //! and the endpoints read from and written to them.
 pub mod backoff;
 pub mod connections;
@@ -8,5 +8,6 @@ pub mod http;
 pub mod modbus;
 pub mod mqtt;
 pub mod opcua;
+pub mod s7;
 pub mod status;
 mod tls;

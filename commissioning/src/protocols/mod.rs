@@ -7,6 +7,7 @@ mod http;
 mod modbus;
 mod mqtt;
 mod opcua;
+mod s7;
 mod tls;
 
 use std::collections::BTreeMap;
@@ -43,6 +44,9 @@ pub(crate) fn connection(
             positions,
             diagnostics,
         )?)),
+        Protocol::S7 => {
+            ConnectionParams::S7(s7::connection(properties, path, positions, diagnostics)?)
+        }
     })
 }
 
@@ -68,6 +72,13 @@ pub(crate) fn address(
         }
         Protocol::Mqtt => Address::Mqtt(mqtt::address(properties, path, positions, diagnostics)?),
         Protocol::Http => Address::Http(http::address(
+            properties,
+            operation,
+            path,
+            positions,
+            diagnostics,
+        )?),
+        Protocol::S7 => Address::S7(s7::address(
             properties,
             operation,
             path,

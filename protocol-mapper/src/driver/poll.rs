@@ -1,5 +1,6 @@
-//! The endpoints of a driver that polls (Modbus, HTTP) and when each reads next: every
+//! The endpoints of a driver that polls (Modbus, HTTP, S7) and when each reads next: every
 //! `interval` ms (1000 unless given) at a fixed rate, or at the times of its `cronExpression`.
+//! Endpoints of one rate share one schedule, so a driver reads them together and can batch.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -38,8 +39,19 @@ impl<A> PolledEndpoints<A> {
         interval_ms: Option<u64>,
         cron_expression: Option<&str>,
     ) -> Result<(), DriverError> {
-        let poll =
+        let mut poll =
             PollSchedule::new(interval_ms, cron_expression).map_err(DriverError::Endpoint)?;
+        // An endpoint polled at the same rate as others joins their schedule, so endpoints
+        // added one after another are read together in one batch rather than each in a poll
+        // of its own a few microseconds apart.
+        if spec.operation == Operation::Subscribe
+            && let Some(group) = self
+                .polled()
+                .map(|(_, e)| &e.poll)
+                .find(|other| other.same_rate(&poll))
+        {
+            poll.next_due = group.next_due;
+        }
         self.endpoints.insert(
             spec.id.clone(),
             Polled {
@@ -123,6 +135,11 @@ impl PollSchedule {
         self.next_due
     }
 
+    /// Both poll at a fixed interval, the same one.
+    fn same_rate(&self, other: &PollSchedule) -> bool {
+        self.cron.is_none() && other.cron.is_none() && self.every == other.every
+    }
+
     fn is_due(&self, now: Instant) -> bool {
         self.next_due <= now
     }
@@ -162,6 +179,36 @@ mod tests {
         let late = start + Duration::from_millis(1000);
         poll.advance(late);
         assert_eq!(poll.next_due(), late);
+    }
+
+    #[test]
+    fn endpoints_of_one_rate_are_due_together() {
+        let spec = |id: &str| EndpointSpec {
+            id: id.into(),
+            topic: id.into(),
+            operation: Operation::Subscribe,
+            address: commissioning::model::Address::Mqtt(commissioning::model::MqttAddress {
+                topic: id.into(),
+                qos: None,
+                retain: false,
+            }),
+            qos: broker::QoS::AtMostOnce,
+            retain: false,
+            rules: None,
+        };
+        let mut endpoints = PolledEndpoints::default();
+        endpoints
+            .insert(spec("a"), (), Some(100), None)
+            .expect("valid");
+        std::thread::sleep(Duration::from_millis(5));
+        endpoints
+            .insert(spec("b"), (), Some(100), None)
+            .expect("valid");
+        endpoints
+            .insert(spec("c"), (), Some(250), None)
+            .expect("valid");
+        let first = endpoints.next_due().expect("due");
+        assert_eq!(endpoints.due(first).len(), 2, "a and b at once, c later");
     }
 
     #[test]
