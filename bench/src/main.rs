@@ -13,6 +13,7 @@ mod load;
 mod modbus;
 mod opcua;
 mod rules;
+mod s7;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -74,6 +75,22 @@ enum Command {
         /// Poll interval in milliseconds.
         #[arg(long, default_value_t = 100)]
         interval: u64,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+    },
+    /// CPU to subscriber through the gateway: S7 CPUs polled, each poll packed into few requests.
+    S7 {
+        #[arg(long, default_value_t = 5)]
+        cpus: usize,
+        /// REAL variables per CPU, one endpoint each.
+        #[arg(long, default_value_t = 1000)]
+        variables: usize,
+        /// Poll interval in milliseconds.
+        #[arg(long, default_value_t = 100)]
+        interval: u64,
+        /// PDU size the CPUs offer (240 for S7-300/1200, 480 for S7-400, 960 for S7-1500).
+        #[arg(long, default_value_t = 480)]
+        pdu: u16,
         #[arg(long, default_value_t = 10)]
         seconds: u64,
     },
@@ -213,6 +230,28 @@ async fn run(clients: &Clients, command: Command) -> anyhow::Result<()> {
                 seconds,
             };
             return modbus::run(
+                &ironbridge,
+                &clients.publishers,
+                &clients.subscribers,
+                options,
+            )
+            .await;
+        }
+        Command::S7 {
+            cpus,
+            variables,
+            interval,
+            pdu,
+            seconds,
+        } => {
+            let options = s7::Options {
+                cpus,
+                variables,
+                interval_ms: interval,
+                pdu_size: pdu,
+                seconds,
+            };
+            return s7::run(
                 &ironbridge,
                 &clients.publishers,
                 &clients.subscribers,

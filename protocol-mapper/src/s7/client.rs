@@ -73,13 +73,18 @@ impl Session {
                 settings.remote_tsap,
             ))
             .await?;
-        let answer = frame::read_frame(&mut session.reader).await?;
+        let tsap_hint = format!(
+            "check rack and slot (S7-1200/1500: slot 1, S7-300: slot 2) or the TSAPs (remote {:#06x})",
+            settings.remote_tsap
+        );
+        let answer = frame::read_frame(&mut session.reader)
+            .await
+            .map_err(|e| format!("{e} while opening the ISO connection; {tsap_hint}"))?;
         match frame::parse_tpdu(&answer)? {
             Tpdu::ConnectionConfirm => {}
             Tpdu::Disconnect { reason } => {
                 return Err(format!(
-                    "the CPU refused the connection to TSAP {:#06x} (reason {reason}); check rack and slot (S7-300: slot 2, S7-1200/1500: slot 1) or the TSAPs",
-                    settings.remote_tsap
+                    "the CPU refused the ISO connection (reason {reason}); {tsap_hint}"
                 ));
             }
             other => return Err(format!("expected a COTP connection confirm, got {other:?}")),
@@ -91,7 +96,8 @@ impl Session {
             .map_err(|e| format!("communication setup failed: {e}"))?;
         session.pdu_size = pdu::parse_setup_response(&pdu, reference)
             .map_err(|e| format!("communication setup failed: {e}"))?
-            .min(settings.pdu_size);
+            .min(settings.pdu_size)
+            .max(pdu::MIN_PDU);
         Ok(session)
     }
 

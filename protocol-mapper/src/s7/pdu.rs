@@ -26,6 +26,10 @@ const DATA_BIT: u8 = 0x03;
 const DATA_BYTE: u8 = 0x04;
 const DATA_INTEGER: u8 = 0x05;
 
+/// The smallest PDU a CPU may offer: room for a header and a few items. No CPU offers less
+/// than 240; a smaller offer is refused as malformed.
+pub const MIN_PDU: u16 = 64;
+
 /// Bytes of a job header; an acknowledgement adds the error class and code.
 pub const JOB_HEADER: usize = 10;
 pub const ACK_HEADER: usize = 12;
@@ -132,7 +136,7 @@ pub fn parse_setup_response(pdu: &[u8], reference: u16) -> Result<u16, PduError>
     match parameters {
         [SETUP_COMMUNICATION, _, _, _, _, _, hi, lo, ..] => {
             let size = u16::from_be_bytes([*hi, *lo]);
-            if size < 64 {
+            if size < MIN_PDU {
                 return Err(malformed(format!("the CPU offers a PDU of {size} bytes")));
             }
             Ok(size)
@@ -357,6 +361,32 @@ mod tests {
         for (pdu, expected) in cases {
             let error = parse_read_response(pdu, 3, 1).unwrap_err().to_string();
             assert!(error.contains(expected), "{error}");
+        }
+    }
+
+    /// The fuzz target's property, on every truncation and every single-byte change of a good
+    /// answer: no panic, and an accepted answer has the items asked for.
+    #[test]
+    fn damaged_answers_never_panic() {
+        let good = ack(3, &[4, 2], &[0xFF, 4, 0, 8, 0xAB, 0, 0xFF, 9, 0, 2, 1, 2]);
+        assert!(parse_read_response(&good, 3, 2).is_ok());
+        let mut damaged = Vec::new();
+        for end in 0..good.len() {
+            damaged.push(good[..end].to_vec());
+        }
+        for index in 0..good.len() {
+            for value in [0x00, 0x01, 0x7F, 0x80, 0xFF] {
+                let mut changed = good.clone();
+                changed[index] = value;
+                damaged.push(changed);
+            }
+        }
+        for pdu in damaged {
+            if let Ok(items) = parse_read_response(&pdu, 3, 2) {
+                assert_eq!(items.len(), 2);
+            }
+            let _ = parse_write_response(&pdu, 3);
+            let _ = parse_setup_response(&pdu, 3);
         }
     }
 

@@ -115,7 +115,7 @@ fn answer(job: &[u8], memory: &mut Memory, pdu_size: &mut u16) -> Option<Vec<u8>
     if job.get(..2)? != [0x32, 1] {
         return None;
     }
-    let reference = [job[4], job[5]];
+    let reference = [*job.get(4)?, *job.get(5)?];
     let parameters_len = usize::from(u16::from_be_bytes([*job.get(6)?, *job.get(7)?]));
     let parameters = job.get(10..10 + parameters_len)?;
     let data = job.get(10 + parameters_len..)?;
