@@ -193,7 +193,7 @@ resources:
     properties:
       protocol: S7
       connection: !ref plc
-      write: {address: 'DB1,X0.9'}
+      write: {address: 'DB1,X0.9', interval: 100}
   wide:
     type: Cybus::Endpoint
     properties:
@@ -213,6 +213,7 @@ resources:
         found,
         [
             "resources.bit.properties.write.address: `DB1,X0.9`: bit 9 does not exist; bits are 0-7 (line 20, column 24)",
+            "resources.bit.properties.write.interval: only a `subscribe` endpoint polls (line 20, column 46)",
             "resources.plc.properties.connection.pduSize: expected 240-960, got 4096 (line 8, column 63)",
             "resources.plc.properties.connection.rack: expected 0-7, got 9 (line 8, column 42)",
             "resources.typo.properties.subscribe.address: `DB1,REL4` is not an S7 address: `REL` is not an S7 type; write e.g. `DB10,REAL4`, `DB1,X0.1`, `DB3,S20.10`, `DB1,INT12.2` (an array of 2), `M200.0`, `MW10`, `I0.0`, `Q1.2` or the Step 7 form `DB1.DBW0`, `DB1.DBX0.1` (line 14, column 28)",

@@ -19,7 +19,7 @@ use commissioning::model::{
     Address, ConnectionStrategy, ConnectionTargetState, HttpAddress, HttpBasicAuth, HttpConnection,
     HttpProbeMethod, HttpScheme, HttpWriteMethod, OAuthClientCredentials, Operation,
 };
-use common::{broker, next_on, send};
+use common::{broker, endpoint_error, next_on, observer, send, wait_for_state};
 use protocol_mapper::driver::{ConnectionHandle, EndpointSpec};
 use protocol_mapper::http::connection;
 use protocol_mapper::status::ConnectionState;
@@ -162,15 +162,7 @@ async fn start_rest(broker: &Broker, addr: SocketAddr) -> (LocalClient, Connecti
 
 /// An observer of `services/line/#` and the connection `line::rest` as `spec` says.
 async fn start_with(broker: &Broker, spec: HttpConnection) -> (LocalClient, ConnectionHandle) {
-    let mut observer = broker
-        .handle()
-        .connect_local("test/observer")
-        .await
-        .unwrap();
-    observer
-        .subscribe("services/line/#", QoS::AtLeastOnce)
-        .await
-        .unwrap();
+    let observer = observer(broker, "services/line/#").await;
     let link = broker
         .handle()
         .connect_local("ironbridge/line/rest")
@@ -178,30 +170,6 @@ async fn start_with(broker: &Broker, spec: HttpConnection) -> (LocalClient, Conn
         .unwrap();
     let rest = connection::start("line", "rest", spec, ConnectionTargetState::Connected, link);
     (observer, rest)
-}
-
-async fn wait_for_state(handle: &ConnectionHandle, state: ConnectionState) {
-    for _ in 0..200 {
-        if handle.status().state == state {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!(
-        "still {:?} ({:?}), expected {state:?}",
-        handle.status().state,
-        handle.status().last_error
-    );
-}
-
-async fn endpoint_error(handle: &ConnectionHandle, id: &str) -> String {
-    for _ in 0..200 {
-        if let Some(error) = handle.endpoint_error(id) {
-            return error;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("no error on {id}");
 }
 
 #[tokio::test]

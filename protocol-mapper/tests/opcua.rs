@@ -15,7 +15,7 @@ use commissioning::model::{
     Address, ConnectionStrategy, ConnectionTargetState, MessageSecurityMode, OpcuaAddress,
     OpcuaConnection, OpcuaOptions, Operation, SecurityPolicy,
 };
-use common::{broker, next_on, send};
+use common::{broker, next_on, send, wait_for_state};
 use opcua::types::Variant;
 use protocol_mapper::driver::{ConnectionHandle, EndpointSpec};
 use protocol_mapper::opcua::connection;
@@ -113,20 +113,6 @@ async fn observer(broker: &Broker) -> LocalClient {
         .await
         .unwrap();
     client
-}
-
-async fn wait_for_state(handle: &ConnectionHandle, state: ConnectionState) {
-    for _ in 0..200 {
-        if handle.status().state == state {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!(
-        "still {:?} ({:?}), expected {state:?}",
-        handle.status().state,
-        handle.status().last_error
-    );
 }
 
 /// The connection's first `lastError`, waiting up to 10 s for it.

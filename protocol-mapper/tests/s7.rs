@@ -13,7 +13,7 @@ use broker::{Broker, LocalClient, QoS};
 use commissioning::model::{
     Address, ConnectionStrategy, ConnectionTargetState, Operation, S7Address, S7Connection,
 };
-use common::{broker, next_on, send};
+use common::{broker, endpoint_error, next_on, observer, send, wait_for_state};
 use protocol_mapper::driver::{ConnectionHandle, EndpointSpec};
 use protocol_mapper::s7::connection;
 use protocol_mapper::s7::simulator::{Memory, Simulator};
@@ -86,15 +86,7 @@ fn endpoint(id: &str, operation: Operation, address: &str) -> EndpointSpec {
 }
 
 async fn start(broker: &Broker, spec: S7Connection) -> (LocalClient, ConnectionHandle) {
-    let mut observer = broker
-        .handle()
-        .connect_local("test/observer")
-        .await
-        .unwrap();
-    observer
-        .subscribe("services/plc/#", QoS::AtLeastOnce)
-        .await
-        .unwrap();
+    let observer = observer(broker, "services/plc/#").await;
     let link = broker
         .handle()
         .connect_local("ironbridge/plc/s7")
@@ -102,20 +94,6 @@ async fn start(broker: &Broker, spec: S7Connection) -> (LocalClient, ConnectionH
         .unwrap();
     let handle = connection::start("plc", "s7", spec, ConnectionTargetState::Connected, link);
     (observer, handle)
-}
-
-async fn wait_for_state(handle: &ConnectionHandle, state: ConnectionState) {
-    for _ in 0..200 {
-        if handle.status().state == state {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!(
-        "still {:?} ({:?}), expected {state:?}",
-        handle.status().state,
-        handle.status().last_error
-    );
 }
 
 #[tokio::test]
@@ -277,15 +255,8 @@ async fn a_thousand_variables_take_a_handful_of_requests_and_a_bad_one_fails_alo
         next_on(&mut observer, "services/plc/last").await["value"],
         json!(0)
     );
-    let mut errors = (None, None);
-    for _ in 0..100 {
-        errors = (plc.endpoint_error("beyond"), plc.endpoint_error("nodb"));
-        if errors.0.is_some() && errors.1.is_some() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    let (beyond, nodb) = (errors.0.unwrap(), errors.1.unwrap());
+    let beyond = endpoint_error(&plc, "beyond").await;
+    let nodb = endpoint_error(&plc, "nodb").await;
     assert!(
         beyond.contains("0x05") && beyond.contains("out of range"),
         "{beyond}"

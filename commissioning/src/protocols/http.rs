@@ -7,7 +7,7 @@ use serde_json::Value as Json;
 use super::tls::{self, TlsMaterial};
 use crate::connectware::{HTTP_CONNECTION, HTTP_ENDPOINT};
 use crate::diagnostic::{Diagnostic, Pos, join};
-use crate::model::{HttpAddress, HttpConnection, HttpScheme, Operation, parse_cron};
+use crate::model::{HttpAddress, HttpConnection, HttpScheme, Operation};
 use crate::resolve::position_of;
 use crate::typed::typed;
 
@@ -115,24 +115,14 @@ pub(super) fn address(
             "only a `write` endpoint sends with a method; `subscribe` and `read` use GET".into(),
         );
     }
-    if operation != Operation::Subscribe {
-        for (field, given) in [
-            ("interval", address.interval.is_some()),
-            ("cronExpression", address.cron_expression.is_some()),
-        ] {
-            if given {
-                problem(field, "only a `subscribe` endpoint polls".into());
-            }
-        }
-    }
-    if address.interval == Some(0) {
-        problem("interval", "must be at least 1 ms".into());
-    }
-    if let Some(expression) = &address.cron_expression
-        && let Err(e) = parse_cron(expression)
-    {
-        problem("cronExpression", e);
-    }
+    super::check_polling(
+        operation,
+        address.interval,
+        address.cron_expression.as_deref(),
+        path,
+        positions,
+        diagnostics,
+    );
     Some(address)
 }
 

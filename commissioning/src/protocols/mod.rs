@@ -14,8 +14,9 @@ use std::collections::BTreeMap;
 
 use serde_json::Value as Json;
 
-use crate::diagnostic::{Diagnostic, Pos};
-use crate::model::{Address, ConnectionParams, Operation, Protocol};
+use crate::diagnostic::{Diagnostic, Pos, join};
+use crate::model::{Address, ConnectionParams, Operation, Protocol, parse_cron};
+use crate::resolve::position_of;
 
 /// A connection's `connection` properties.
 pub(crate) fn connection(
@@ -86,4 +87,57 @@ pub(crate) fn address(
             diagnostics,
         )?),
     })
+}
+
+/// A polled endpoint's schedule: a `cronExpression` that parses, and not together with an
+/// `interval` (which one would win is not obvious to whoever reads the file).
+fn check_schedule(
+    interval: Option<u64>,
+    cron_expression: Option<&str>,
+    path: &str,
+    positions: &BTreeMap<String, Pos>,
+    diagnostics: &mut Vec<Diagnostic>,
+) {
+    if let Some(expression) = cron_expression
+        && let Err(e) = parse_cron(expression)
+    {
+        let p = join(path, "cronExpression");
+        diagnostics.push(Diagnostic::new(&p, position_of(positions, &p), e));
+    }
+    if interval.is_some() && cron_expression.is_some() {
+        diagnostics.push(Diagnostic::new(
+            path,
+            position_of(positions, path),
+            "give `interval` or `cronExpression`, not both",
+        ));
+    }
+}
+
+/// The schedule of an endpoint of a protocol where only `subscribe` polls (HTTP, S7): as
+/// [`check_schedule`], an `interval` of at least 1 ms, and neither `interval` nor
+/// `cronExpression` on a `read` or `write` endpoint, which runs when asked.
+fn check_polling(
+    operation: Operation,
+    interval: Option<u64>,
+    cron_expression: Option<&str>,
+    path: &str,
+    positions: &BTreeMap<String, Pos>,
+    diagnostics: &mut Vec<Diagnostic>,
+) {
+    let mut problem = |field: &str, message: &str| {
+        let p = join(path, field);
+        diagnostics.push(Diagnostic::new(&p, position_of(positions, &p), message));
+    };
+    if interval == Some(0) {
+        problem("interval", "must be at least 1 ms");
+    }
+    if operation != Operation::Subscribe {
+        if interval.is_some() {
+            problem("interval", "only a `subscribe` endpoint polls");
+        }
+        if cron_expression.is_some() {
+            problem("cronExpression", "only a `subscribe` endpoint polls");
+        }
+    }
+    check_schedule(interval, cron_expression, path, positions, diagnostics);
 }

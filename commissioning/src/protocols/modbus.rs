@@ -126,19 +126,13 @@ fn check_address(
             ),
         ));
     }
-    if let Some(expression) = &a.cron_expression
-        && let Err(e) = crate::model::parse_cron(expression)
-    {
-        let p = join(path, "cronExpression");
-        diagnostics.push(Diagnostic::new(&p, position_of(positions, &p), e));
-    }
-    if a.interval.is_some() && a.cron_expression.is_some() {
-        diagnostics.push(Diagnostic::new(
-            path,
-            position_of(positions, path),
-            "give `interval` or `cronExpression`, not both",
-        ));
-    }
+    super::check_schedule(
+        a.interval,
+        a.cron_expression.as_deref(),
+        path,
+        positions,
+        diagnostics,
+    );
     if a.length == 0 || (a.fc <= 2 && a.length > 2000) || (matches!(a.fc, 3 | 4) && a.length > 125)
     {
         let p = join(path, "length");

@@ -6,7 +6,7 @@ use serde_json::Value as Json;
 
 use crate::connectware::{S7_CONNECTION, S7_ENDPOINT};
 use crate::diagnostic::{Diagnostic, Pos, join};
-use crate::model::{Operation, S7Address, S7Connection, parse_cron};
+use crate::model::{Operation, S7Address, S7Connection};
 use crate::resolve::position_of;
 use crate::s7_address::S7Type;
 use crate::typed::typed;
@@ -72,26 +72,13 @@ pub(super) fn address(
         (_, Err(e)) => problem("address", e),
         (_, Ok(_)) => {}
     }
-    if let Some(expression) = &address.cron_expression
-        && let Err(e) = parse_cron(expression)
-    {
-        problem("cronExpression", e);
-    }
-    if address.interval.is_some() && address.cron_expression.is_some() {
-        diagnostics.push(Diagnostic::new(
-            path,
-            position_of(positions, path),
-            "give `interval` or `cronExpression`, not both",
-        ));
-    }
-    if operation != Operation::Subscribe
-        && (address.interval.is_some() || address.cron_expression.is_some())
-    {
-        diagnostics.push(Diagnostic::warning(
-            path,
-            position_of(positions, path),
-            "`interval` and `cronExpression` only apply to `subscribe`; a read or write runs when asked",
-        ));
-    }
+    super::check_polling(
+        operation,
+        address.interval,
+        address.cron_expression.as_deref(),
+        path,
+        positions,
+        diagnostics,
+    );
     Some(address)
 }
