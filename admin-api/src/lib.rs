@@ -3,6 +3,7 @@
 
 mod accounts;
 pub mod data;
+pub mod discover;
 pub mod dto;
 pub mod error;
 mod openapi;
@@ -62,16 +63,36 @@ pub struct ApiState {
 
 /// The API under `/api` plus `/api/openapi.json`. Unknown `/api/...` paths get a JSON 404.
 pub fn router(admin: Arc<Admin>, health: HealthProbe) -> Router {
+    build(admin, health, None)
+}
+
+/// [`router`] with `/api/discover/...`, which browses devices through `discoverer`.
+pub fn router_with_discovery(
+    admin: Arc<Admin>,
+    health: HealthProbe,
+    discoverer: Arc<dyn discover::Discoverer>,
+) -> Router {
+    build(admin, health, Some(discoverer))
+}
+
+fn build(
+    admin: Arc<Admin>,
+    health: HealthProbe,
+    discoverer: Option<Arc<dyn discover::Discoverer>>,
+) -> Router {
     let max_body = admin.config.max_body_bytes;
     let state = ApiState { admin, health };
-    let protected = Router::new()
+    let mut protected = Router::new()
         .merge(accounts::protected_routes())
         .merge(services::routes())
-        .merge(system::protected_routes())
-        .route_layer(middleware::from_fn_with_state(
-            state.clone(),
-            require_permission,
-        ));
+        .merge(system::protected_routes());
+    if let Some(discoverer) = discoverer {
+        protected = protected.merge(discover::routes(discoverer));
+    }
+    let protected = protected.route_layer(middleware::from_fn_with_state(
+        state.clone(),
+        require_permission,
+    ));
     let self_service = accounts::self_service_routes()
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()

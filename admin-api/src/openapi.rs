@@ -7,7 +7,7 @@ use utoipa::{Modify, OpenApi};
 
 use crate::dto::*;
 use crate::error::{ErrorBody, ErrorDetail};
-use crate::{accounts, services, system};
+use crate::{accounts, discover, services, system};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -19,6 +19,7 @@ use crate::{accounts, services, system};
         services::list, services::install, services::details, services::reconfigure, services::delete,
         services::operate, services::status, services::dependencies, services::validate,
         system::info, system::health,
+        discover::opcua,
     ),
     components(schemas(ErrorBody, ErrorDetail, PermissionDto, DiagnosticDto)),
     modifiers(&BearerToken, &CommonErrors),

@@ -6,6 +6,7 @@
 
 pub mod connectware;
 pub mod diagnostic;
+pub mod discovery;
 pub mod model;
 pub mod opcua_address;
 pub mod params;

@@ -6,6 +6,7 @@ pub mod agent_board;
 pub mod cli;
 pub mod data_dir;
 pub mod demo;
+pub mod discovery;
 pub mod http;
 pub mod http_nodes;
 pub mod logging;
@@ -177,9 +178,11 @@ impl Gateway {
             let handle = broker.as_ref().map(Broker::handle);
             let probe = health_probe(handle.clone(), connector.clone(), supervisor.clone());
             let api_metrics = Arc::new(metrics::ApiMetrics::default());
-            let api = admin_api::router(admin.clone(), probe).route_layer(
-                axum::middleware::from_fn_with_state(api_metrics.clone(), metrics::track),
-            );
+            let discovery = Arc::new(discovery::GatewayDiscovery::new(&settings.data_dir));
+            let api =
+                admin_api::router_with_discovery(admin.clone(), probe, discovery).route_layer(
+                    axum::middleware::from_fn_with_state(api_metrics.clone(), metrics::track),
+                );
             let websocket = match &broker {
                 Some(broker) => broker.websocket_router(),
                 None => axum::Router::new(),

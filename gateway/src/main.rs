@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use commissioning::model::{MessageSecurityMode, SecurityPolicy};
 use gateway::cli::{self, Remote};
 use gateway::{LogFormat, Settings};
 use tokio_util::sync::CancellationToken;
@@ -73,6 +74,11 @@ enum Command {
         #[arg(long, value_enum)]
         log_format: Option<LogFormat>,
     },
+    /// Browse a device and print a commissioning file for what it offers (progress on stderr).
+    Discover {
+        #[command(subcommand)]
+        protocol: DiscoverCommand,
+    },
     /// Manage the services and users of a running gateway through its REST API.
     #[command(flatten)]
     Remote(Remote),
@@ -82,6 +88,47 @@ enum Command {
         #[command(flatten)]
         target: cli::client::Target,
     },
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum DiscoverCommand {
+    /// Browse an OPC UA server: one subscribe endpoint per variable, its data type as a comment;
+    /// the file passes `ironbridge validate` and installs as it is.
+    Opcua {
+        /// The server: opc.tcp://HOST[:PORT][/PATH]
+        url: String,
+        /// The node to start at, e.g. `ns=2;s=Machine` (default: the Objects folder).
+        #[arg(long)]
+        root: Option<String>,
+        /// Levels of objects below the root to browse.
+        #[arg(long, default_value_t = 10)]
+        depth: usize,
+        /// Nodes to visit at most.
+        #[arg(long, default_value_t = 10_000)]
+        max_nodes: usize,
+        /// None, Basic256Sha256, Aes128_Sha256_RsaOaep or Aes256_Sha256_RsaPss.
+        #[arg(long, default_value = "None", value_parser = serde_name::<SecurityPolicy>)]
+        security_policy: SecurityPolicy,
+        /// None, Sign or SignAndEncrypt.
+        #[arg(long, default_value = "None", value_parser = serde_name::<MessageSecurityMode>)]
+        security_mode: MessageSecurityMode,
+        #[arg(long)]
+        username: Option<String>,
+        #[arg(long, env = "IRONBRIDGE_OPCUA_PASSWORD", hide_env_values = true)]
+        password: Option<String>,
+        /// Also map every value below this topic, e.g. `acme/berlin/assembly/line1`.
+        #[arg(long)]
+        uns: Option<String>,
+        /// Where the client certificate is kept (for message security; the server must trust
+        /// it). A temporary folder when not given.
+        #[arg(long)]
+        pki_dir: Option<PathBuf>,
+    },
+}
+
+/// A setting given by the name a commissioning file uses for it.
+fn serde_name<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, String> {
+    serde_json::from_value(serde_json::Value::String(text.to_string())).map_err(|e| e.to_string())
 }
 
 fn main() -> ExitCode {
@@ -99,8 +146,86 @@ fn main() -> ExitCode {
             data_dir,
             log_format,
         } => agent(name, broker, data_dir, log_format),
+        Command::Discover { protocol } => discover(protocol),
         Command::Remote(command) => cli::run(command),
         Command::Health { target } => cli::health(&target),
+    }
+}
+
+fn discover(command: DiscoverCommand) -> ExitCode {
+    let DiscoverCommand::Opcua {
+        url,
+        root,
+        depth,
+        max_nodes,
+        security_policy,
+        security_mode,
+        username,
+        password,
+        uns,
+        pki_dir,
+    } = command;
+    let request = gateway::discovery::OpcuaRequest {
+        url,
+        root,
+        depth,
+        max_nodes,
+        security_policy,
+        security_mode,
+        username,
+        password,
+        uns,
+    };
+    let temporary = match pki_dir {
+        Some(_) => None,
+        None => match tempfile::tempdir() {
+            Ok(dir) => Some(dir),
+            Err(e) => {
+                eprintln!("error: cannot make a folder for the client certificate: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+    };
+    let pki = pki_dir.unwrap_or_else(|| {
+        temporary
+            .as_ref()
+            .map(|d| d.path().to_path_buf())
+            .unwrap_or_default()
+    });
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut last_report = std::time::Instant::now();
+    let progress = |visited: usize, variables: usize| {
+        if last_report.elapsed() >= std::time::Duration::from_secs(1) {
+            eprintln!("browsed {visited} nodes, {variables} variables so far");
+            last_report = std::time::Instant::now();
+        }
+    };
+    match runtime.block_on(gateway::discovery::opcua(&request, pki, progress)) {
+        Ok(found) => {
+            print!("{}", found.yaml);
+            eprintln!(
+                "browsed {} nodes: {} variables",
+                found.visited,
+                found.variables.len()
+            );
+            if let Some(why) = found.truncated {
+                eprintln!("note: {why}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

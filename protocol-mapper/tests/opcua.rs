@@ -415,3 +415,125 @@ async fn target_state_disconnected_never_opens_a_socket() {
     assert_eq!(plc.status().state, ConnectionState::Disconnected);
     plc.stop().await;
 }
+
+#[tokio::test]
+async fn discovery_lists_variables_with_types_and_writes_a_file_that_installs() {
+    use commissioning::discovery::{OpcuaServer, opcua_file};
+    use protocol_mapper::opcua::discover::{Options, discover};
+
+    let dir = tempfile::tempdir().unwrap();
+    let server = cnc("127.0.0.1:0", &dir.path().join("server")).await;
+    server.add_variable("Speed", 1200.5f64, false);
+    server.add_variable("Override", 100u16, true);
+    server.add_variable("Limits", Variant::from(vec![1i32, 2, 3]), false);
+    let options = Options {
+        connection: connection_spec(server.addr),
+        root: None,
+        max_depth: 5,
+        max_nodes: 1000,
+    };
+    let mut reports = 0;
+    let found = discover(&options, dir.path().join("client"), |_, _| reports += 1)
+        .await
+        .unwrap();
+    assert!(reports > 0);
+    assert_eq!(found.truncated, None);
+    let ns = server.namespace;
+    let mut variables: Vec<_> = found
+        .variables
+        .iter()
+        .map(|v| {
+            (
+                v.path.join("/"),
+                v.node_id.clone(),
+                v.data_type.clone(),
+                v.array,
+                v.writable,
+            )
+        })
+        .collect();
+    variables.sort();
+    // The server's own diagnostics object is skipped; only the machine's variables remain.
+    assert_eq!(
+        variables,
+        [
+            (
+                "Machine/Limits".into(),
+                format!("ns={ns};s=Machine.Limits"),
+                "Int32".into(),
+                true,
+                false
+            ),
+            (
+                "Machine/Override".into(),
+                format!("ns={ns};s=Machine.Override"),
+                "UInt16".into(),
+                false,
+                true
+            ),
+            (
+                "Machine/Speed".into(),
+                format!("ns={ns};s=Machine.Speed"),
+                "Double".into(),
+                false,
+                false
+            ),
+        ]
+    );
+
+    // The file it makes validates as it is.
+    let file = opcua_file(
+        &OpcuaServer {
+            host: server.addr.ip().to_string(),
+            port: server.addr.port(),
+            resource_path: None,
+            security: None,
+            username: None,
+        },
+        &found.variables,
+        Some("acme/berlin/line1"),
+    );
+    let service = commissioning::load_file(
+        &file,
+        None,
+        &serde_json::Map::new(),
+        &commissioning::Environment::offline(),
+    )
+    .unwrap_or_else(|d| panic!("{d:?}\n{file}"));
+    assert_eq!(service.resources.len(), 5, "{file}");
+    assert!(
+        file.contains("# Machine/Override (UInt16, writable)"),
+        "{file}"
+    );
+
+    // A bounded browse says that it stopped; a root that is not a node id is refused.
+    let small = Options {
+        max_nodes: 2,
+        ..options
+    };
+    let found = discover(&small, dir.path().join("client"), |_, _| {})
+        .await
+        .unwrap();
+    assert!(found.truncated.unwrap().contains("--max-nodes"));
+    let bad_root = Options {
+        root: Some("Machine".into()),
+        ..small
+    };
+    let error = discover(&bad_root, dir.path().join("client"), |_, _| {})
+        .await
+        .unwrap_err();
+    assert!(error.contains("not a node id"), "{error}");
+    server.stop().await;
+
+    // Nobody there: the error names the server.
+    let gone = Options {
+        connection: connection_spec("127.0.0.1:1".parse().unwrap()),
+        root: None,
+        max_depth: 5,
+        max_nodes: 10,
+    };
+    let error = discover(&gone, dir.path().join("client"), |_, _| {})
+        .await
+        .unwrap_err();
+    assert!(error.contains("127.0.0.1:1"), "{error}");
+}

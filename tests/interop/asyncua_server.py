@@ -12,6 +12,9 @@ urn:ironbridge:test:cnc (index 2) holds a Machine object:
   ns=2;s=Machine.Override        UInt16 100, writable
   ns=2;s=Machine.Program         String "O1000"
   ns=2;s=Machine.Offsets         Double[3]
+  ns=2;s=Machine.Tools.T1.Wear   Float 0.25 (a folder Tools with an object T1: nesting, for
+                                 discovery)
+  ns=2;s=Machine.Reset           a method (discovery skips it)
 """
 
 import asyncio
@@ -70,6 +73,12 @@ async def main():
     await override.set_writable()
     await machine.add_variable(ua.NodeId("Machine.Program", ns), ua.QualifiedName("Program", ns), "O1000")
     await machine.add_variable(ua.NodeId("Machine.Offsets", ns), ua.QualifiedName("Offsets", ns), [0.5, 1.5, 2.5])
+    tools = await machine.add_folder(ua.NodeId("Machine.Tools", ns), ua.QualifiedName("Tools", ns))
+    tool = await tools.add_object(ua.NodeId("Machine.Tools.T1", ns), ua.QualifiedName("T1", ns))
+    await tool.add_variable(ua.NodeId("Machine.Tools.T1.Wear", ns), ua.QualifiedName("Wear", ns),
+                            ua.Variant(0.25, ua.VariantType.Float))
+    await machine.add_method(ua.NodeId("Machine.Reset", ns), ua.QualifiedName("Reset", ns),
+                             lambda parent: [], [], [])
     async with server:
         print("ready", flush=True)
         while True:

@@ -547,6 +547,43 @@ impl OpcuaDriver {
     }
 }
 
+/// A session for a tool rather than a running connection (discovery): the client settings,
+/// certificate folder, security and identity a connection with `spec` would use. Close it with
+/// [`ToolSession::close`].
+pub(crate) struct ToolSession {
+    // The session's configuration lives in the client; keep it for the session's life.
+    _client: Client,
+    live: Live,
+}
+
+impl ToolSession {
+    pub(crate) async fn open(spec: &OpcuaConnection, pki_dir: PathBuf) -> Result<Self, String> {
+        let driver = OpcuaDriver::new(spec.clone(), pki_dir, format!("discovery of {}", spec.host));
+        let mut client = driver.client().await?;
+        let live = open_session(
+            &mut client,
+            &driver.url,
+            &spec.host,
+            driver.policy,
+            driver.mode,
+            driver.identity(),
+        )
+        .await?;
+        Ok(ToolSession {
+            _client: client,
+            live,
+        })
+    }
+
+    pub(crate) fn session(&self) -> &Session {
+        &self.live.session
+    }
+
+    pub(crate) async fn close(self) {
+        close(self.live).await;
+    }
+}
+
 /// Opens a session and waits until the server has activated it.
 async fn open_session(
     client: &mut Client,
