@@ -341,7 +341,7 @@ async fn yaml_install_with_query_parameters_and_validation_route() {
     assert_eq!(
         body["error"]["details"]["diagnostics"][0],
         json!({"path": "resources.a.type", "line": 3, "column": 13, "severity": "error",
-        "message": "unknown resource type `Cybus::Nope`; supported: Cybus::Connection, Cybus::Endpoint, Cybus::Mapping, Cybus::User, Cybus::Role, Cybus::Server::Http, Cybus::Node::Http"})
+        "message": "unknown resource type `Cybus::Nope`; supported: Cybus::Connection, Cybus::Endpoint, Cybus::Mapping, Cybus::User, Cybus::Role, Cybus::Server::Http, Cybus::Node::Http, Cybus::Server::Opcua, Cybus::Node::Opcua"})
     );
     let (status, _) = install(
         &api,

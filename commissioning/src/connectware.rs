@@ -266,6 +266,49 @@ pub const HTTP_NODE: Section = Section {
     ],
 };
 
+// The server page documents the port (4841), `hostname`, `resourcePath` (default
+// /UA/CybusOpcuaServer) and `securityModes` (SignAndEncrypt only by default); the other
+// properties are node-opcua's server options, which Connectware passes on.
+pub const OPCUA_SERVER: Section = Section {
+    name: "Cybus::Server::Opcua",
+    source: "https://docs.cybus.io/connectors/servers/opc-ua-server",
+    properties: &[
+        ("port", Implemented),
+        ("resourcePath", Implemented),
+        ("applicationUri", Implemented),
+        ("hostname", Implemented),
+        ("alternateHostname", Implemented),
+        ("allowAnonymous", Implemented),
+        ("securityPolicies", Implemented),
+        ("securityModes", Implemented),
+    ],
+};
+
+pub const OPCUA_NODE: Section = Section {
+    name: "Cybus::Node::Opcua",
+    source: "https://docs.cybus.io/documentation/industry-protocol-details/opc-ua/opc-ua-server/opcuanode",
+    properties: &[
+        ("parent", Implemented),
+        ("operation", Implemented),
+        ("nodeType", Implemented),
+        ("browseName", Implemented),
+        ("nodeId", Implemented),
+        ("dataType", Implemented),
+        ("valueRank", Implemented),
+        ("initialValue", Implemented),
+        ("topic", Extension),
+        (
+            "historize",
+            Ignored("the server keeps no history; clients read and subscribe to current values"),
+        ),
+        ("interpolation", Ignored("the server keeps no history")),
+        ("maxTimeInterval", Ignored("the server keeps no history")),
+        ("minTimeInterval", Ignored("the server keeps no history")),
+        ("inputArguments", Ignored("method nodes are not supported")),
+        ("outputArguments", Ignored("method nodes are not supported")),
+    ],
+};
+
 // Connectware's page for the classic S7 protocol was not in the documentation we could read;
 // its S7+ page (below) documents `host`, `port` 102, `rack` 0 and `slot` 1 the same way, and
 // Connectware's published S7 files add `pollInterval` and `connectionStrategy`. The addresses
@@ -317,6 +360,8 @@ pub const SECTIONS: &[&Section] = &[
     &S7_ENDPOINT,
     &HTTP_SERVER,
     &HTTP_NODE,
+    &OPCUA_SERVER,
+    &OPCUA_NODE,
 ];
 
 impl Section {

@@ -9,6 +9,7 @@ pub mod diagnostic;
 pub mod discovery;
 pub mod model;
 pub mod opcua_address;
+mod opcua_server;
 pub mod params;
 mod protocols;
 pub mod resolve;

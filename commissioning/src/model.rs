@@ -1150,6 +1150,10 @@ pub enum ResourceKind {
     HttpServer(HttpServer),
     #[serde(rename = "Cybus::Node::Http")]
     HttpNode(HttpNode),
+    #[serde(rename = "Cybus::Server::Opcua")]
+    OpcuaServer(OpcuaServer),
+    #[serde(rename = "Cybus::Node::Opcua")]
+    OpcuaNode(OpcuaNode),
 }
 
 impl ResourceKind {
@@ -1162,11 +1166,13 @@ impl ResourceKind {
             ResourceKind::Role(_) => "Cybus::Role",
             ResourceKind::HttpServer(_) => "Cybus::Server::Http",
             ResourceKind::HttpNode(_) => "Cybus::Node::Http",
+            ResourceKind::OpcuaServer(_) => "Cybus::Server::Opcua",
+            ResourceKind::OpcuaNode(_) => "Cybus::Node::Opcua",
         }
     }
 }
 
-pub const RESOURCE_TYPES: [&str; 7] = [
+pub const RESOURCE_TYPES: [&str; 9] = [
     "Cybus::Connection",
     "Cybus::Endpoint",
     "Cybus::Mapping",
@@ -1174,4 +1180,156 @@ pub const RESOURCE_TYPES: [&str; 7] = [
     "Cybus::Role",
     "Cybus::Server::Http",
     "Cybus::Node::Http",
+    "Cybus::Server::Opcua",
+    "Cybus::Node::Opcua",
 ];
+
+/// `Cybus::Server::Opcua`: the gateway's OPC UA server, one per gateway, at
+/// `opc.tcp://<hostname>:<port><resourcePath>`. Its address space is the `Cybus::Node::Opcua`
+/// resources of every service, below the Objects folder.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct OpcuaServer {
+    #[serde(default = "default_opcua_server_port")]
+    pub port: u16,
+    #[serde(default = "default_opcua_server_path")]
+    pub resource_path: String,
+    #[serde(default = "default_opcua_server_uri")]
+    pub application_uri: String,
+    /// The host name in the endpoint URLs and the server certificate.
+    #[serde(default = "default_opcua_server_hostname")]
+    pub hostname: String,
+    /// More names the certificate carries (other DNS names or addresses of the machine).
+    #[serde(default)]
+    pub alternate_hostname: Vec<String>,
+    #[serde(default)]
+    pub allow_anonymous: bool,
+    #[serde(default = "default_opcua_server_policies")]
+    pub security_policies: Vec<SecurityPolicy>,
+    #[serde(default = "default_opcua_server_modes")]
+    pub security_modes: Vec<MessageSecurityMode>,
+}
+
+fn default_opcua_server_port() -> u16 {
+    4841
+}
+fn default_opcua_server_path() -> String {
+    "/UA/CybusOpcuaServer".into()
+}
+fn default_opcua_server_uri() -> String {
+    "urn:ironbridge:opcua-server".into()
+}
+fn default_opcua_server_hostname() -> String {
+    "localhost".into()
+}
+fn default_opcua_server_policies() -> Vec<SecurityPolicy> {
+    vec![
+        SecurityPolicy::Basic256Sha256,
+        SecurityPolicy::Aes128Sha256RsaOaep,
+        SecurityPolicy::Aes256Sha256RsaPss,
+    ]
+}
+fn default_opcua_server_modes() -> Vec<MessageSecurityMode> {
+    vec![MessageSecurityMode::SignAndEncrypt]
+}
+
+impl OpcuaServer {
+    /// The endpoints offered: every policy with every mode, `None` only with `None`.
+    pub fn endpoints(&self) -> Vec<(SecurityPolicy, MessageSecurityMode)> {
+        let mut endpoints = Vec::new();
+        for policy in &self.security_policies {
+            for mode in &self.security_modes {
+                let plain = *policy == SecurityPolicy::None;
+                if plain == (*mode == MessageSecurityMode::None) {
+                    endpoints.push((*policy, *mode));
+                }
+            }
+        }
+        endpoints.dedup();
+        endpoints
+    }
+}
+
+/// `Cybus::Node::Opcua`: a folder (`Object`) or a `Variable` of the gateway's OPC UA server.
+/// A variable is fed from its topic (`serverProvides`: `{"value"}` or the whole payload), or
+/// publishes what clients write to it there (`serverReceives`), or both.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct OpcuaNode {
+    /// The server (for a top node) or the node above.
+    pub parent: ResourceRef,
+    pub node_type: OpcuaServerNodeType,
+    pub browse_name: String,
+    /// `ns=1;s=spindleSpeed`: the identifier is kept, in the gateway's namespace;
+    /// `<service>.<resource>` unless given.
+    #[serde(default)]
+    pub node_id: Option<String>,
+    #[serde(default)]
+    pub data_type: Option<OpcuaServerDataType>,
+    /// -1 (a scalar, the default) or 1 (an array).
+    #[serde(default = "scalar_rank")]
+    pub value_rank: i32,
+    #[serde(default)]
+    pub operation: Option<OpcuaNodeOperation>,
+    #[serde(default)]
+    pub initial_value: Option<Json>,
+    /// Under the service's topic root; the node's id unless given.
+    #[serde(default)]
+    pub topic: Option<String>,
+}
+
+fn scalar_rank() -> i32 {
+    -1
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+pub enum OpcuaServerNodeType {
+    Object,
+    Variable,
+    Method,
+}
+
+/// The built-in types a variable of the gateway's server can have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+pub enum OpcuaServerDataType {
+    Boolean,
+    SByte,
+    Byte,
+    Int16,
+    UInt16,
+    Int32,
+    UInt32,
+    Int64,
+    UInt64,
+    Float,
+    Double,
+    String,
+    DateTime,
+    ByteString,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum OpcuaNodeOperation {
+    /// Clients read (and subscribe to) the value the topic brings.
+    #[default]
+    ServerProvides,
+    /// Clients write; each write is published on the topic.
+    ServerReceives,
+    ServerProvidesReceives,
+}
+
+impl OpcuaNodeOperation {
+    pub fn provides(self) -> bool {
+        matches!(
+            self,
+            OpcuaNodeOperation::ServerProvides | OpcuaNodeOperation::ServerProvidesReceives
+        )
+    }
+    pub fn receives(self) -> bool {
+        matches!(
+            self,
+            OpcuaNodeOperation::ServerReceives | OpcuaNodeOperation::ServerProvidesReceives
+        )
+    }
+}

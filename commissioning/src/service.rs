@@ -10,8 +10,8 @@ use crate::connectware;
 use crate::diagnostic::{Diagnostic, Pos, index, join};
 use crate::model::{
     Connection, ConnectionShape, Endpoint, EndpointShape, HTTP_SERVER_MAX_BODY, HttpNode,
-    HttpServer, Mapping, Operation, Qos, RESOURCE_TYPES, ResourceKind, ResourceRef, Role, User,
-    http_node_path,
+    HttpServer, Mapping, OpcuaNode, OpcuaServer, Operation, Qos, RESOURCE_TYPES, ResourceKind,
+    ResourceRef, Role, User, http_node_path,
 };
 use crate::params::{self, ParameterSpec};
 use crate::protocols;
@@ -656,6 +656,8 @@ fn load_resource(
         "Cybus::Mapping" => Some(&connectware::MAPPING),
         "Cybus::Server::Http" => Some(&connectware::HTTP_SERVER),
         "Cybus::Node::Http" => Some(&connectware::HTTP_NODE),
+        "Cybus::Server::Opcua" => Some(&connectware::OPCUA_SERVER),
+        "Cybus::Node::Opcua" => Some(&connectware::OPCUA_NODE),
         _ => None,
     };
     if let Some(section) = section {
@@ -695,7 +697,7 @@ fn load_resource(
             check_ref(
                 scope,
                 &shape.connection,
-                "Cybus::Connection",
+                &["Cybus::Connection"],
                 types,
                 &join(&props_path, "connection"),
                 positions,
@@ -771,7 +773,7 @@ fn load_resource(
                 check_ref(
                     scope,
                     role,
-                    "Cybus::Role",
+                    &["Cybus::Role"],
                     types,
                     &index(&join(&props_path, "roles"), i),
                     positions,
@@ -822,7 +824,7 @@ fn load_resource(
             check_ref(
                 scope,
                 &node.parent,
-                "Cybus::Server::Http",
+                &["Cybus::Server::Http"],
                 types,
                 &join(&props_path, "parent"),
                 positions,
@@ -847,6 +849,36 @@ fn load_resource(
             }
             ResourceKind::HttpNode(node)
         }
+        "Cybus::Server::Opcua" => {
+            let server: OpcuaServer =
+                typed(properties.clone(), &props_path, positions, diagnostics)?;
+            crate::opcua_server::check_server(&server, &props_path, positions, diagnostics);
+            ResourceKind::OpcuaServer(server)
+        }
+        "Cybus::Node::Opcua" => {
+            let node: OpcuaNode = typed(properties.clone(), &props_path, positions, diagnostics)?;
+            check_ref(
+                scope,
+                &node.parent,
+                &["Cybus::Server::Opcua", "Cybus::Node::Opcua"],
+                types,
+                &join(&props_path, "parent"),
+                positions,
+                diagnostics,
+            );
+            crate::opcua_server::check_node(&node, &props_path, positions, diagnostics);
+            if let Some(topic) = &node.topic {
+                check_topic(
+                    topic,
+                    false,
+                    false,
+                    &join(&props_path, "topic"),
+                    positions,
+                    diagnostics,
+                );
+            }
+            ResourceKind::OpcuaNode(node)
+        }
         _ => return None,
     };
     let valid = !diagnostics[before..].iter().any(Diagnostic::is_error);
@@ -857,6 +889,10 @@ fn load_resource(
         depends_on: out.local_refs.clone(),
     })
 }
+
+/// What a mapping's `endpoint` may name: an endpoint, or a node of the gateway's OPC UA server
+/// (a mapping publishes into it, or subscribes to what clients write to it).
+const ENDPOINT_LIKE: &[&str] = &["Cybus::Endpoint", "Cybus::Node::Opcua"];
 
 /// Two HTTP nodes of this service on one method and path: the second could never be reached.
 /// (Nodes of other services are checked when they start: a path belongs to the first.)
@@ -1018,7 +1054,7 @@ fn expand_mqtt_root(value: &mut Json, root: &str) {
 fn check_ref(
     scope: &Scope<'_>,
     reference: &ResourceRef,
-    expected: &str,
+    expected: &[&str],
     types: &BTreeMap<String, String>,
     path: &str,
     positions: &BTreeMap<String, Pos>,
@@ -1033,12 +1069,15 @@ fn check_ref(
         }
     };
     if let Some(actual) = actual
-        && actual != expected
+        && !expected.contains(&actual.as_str())
     {
         diagnostics.push(Diagnostic::new(
             path,
             position_of(positions, path),
-            format!("`{reference}` is a {actual}; expected a {expected}"),
+            format!(
+                "`{reference}` is a {actual}; expected a {}",
+                expected.join(" or a ")
+            ),
         ));
     }
 }
@@ -1069,7 +1108,7 @@ fn check_mapping(
                 (Some(endpoint), None) => check_ref(
                     scope,
                     endpoint,
-                    "Cybus::Endpoint",
+                    ENDPOINT_LIKE,
                     types,
                     &join(&source_path, "endpoint"),
                     positions,
@@ -1104,7 +1143,7 @@ fn check_mapping(
                 check_ref(
                     scope,
                     connection,
-                    "Cybus::Connection",
+                    &["Cybus::Connection"],
                     types,
                     &join(&source_path, "connection"),
                     positions,
@@ -1124,7 +1163,7 @@ fn check_mapping(
             (Some(endpoint), None) => check_ref(
                 scope,
                 endpoint,
-                "Cybus::Endpoint",
+                ENDPOINT_LIKE,
                 types,
                 &join(&sink_path, "endpoint"),
                 positions,
@@ -1158,7 +1197,7 @@ fn check_mapping(
             check_ref(
                 scope,
                 connection,
-                "Cybus::Connection",
+                &["Cybus::Connection"],
                 types,
                 &join(&sink_path, "connection"),
                 positions,

@@ -240,6 +240,8 @@ fn the_schema_table_and_the_models_agree() {
             "S7 endpoint" => fields_of::<S7Address>(),
             "Cybus::Server::Http" => fields_of::<HttpServer>(),
             "Cybus::Node::Http" => fields_of::<HttpNode>(),
+            "Cybus::Server::Opcua" => fields_of::<OpcuaServer>(),
+            "Cybus::Node::Opcua" => fields_of::<OpcuaNode>(),
             // The resource shapes are private; their fields are checked through files above.
             _ => continue,
         };

@@ -223,6 +223,49 @@ resources:
 }
 
 #[test]
+fn opcua_server_nodes_are_checked_at_validation() {
+    let file = r#"
+metadata: {name: Ua}
+resources:
+  server:
+    type: Cybus::Server::Opcua
+    properties: {securityPolicies: [None], securityModes: [SignAndEncrypt]}
+  folder:
+    type: Cybus::Node::Opcua
+    properties: {parent: !ref server, nodeType: Object, browseName: Line, dataType: Double}
+  speed:
+    type: Cybus::Node::Opcua
+    properties: {parent: !ref folder, nodeType: Variable, browseName: Speed}
+  mode:
+    type: Cybus::Node::Opcua
+    properties: {parent: !ref folder, nodeType: Variable, browseName: Mode, dataType: Int32, initialValue: auto, historize: true}
+  reset:
+    type: Cybus::Node::Opcua
+    properties: {parent: !ref folder, nodeType: Method, browseName: Reset}
+  feed:
+    type: Cybus::Endpoint
+    properties:
+      protocol: Mqtt
+      connection: !ref server
+      subscribe: {topic: a}
+"#;
+    let mut found = load_inline(file).expect_err("invalid");
+    found.sort();
+    assert_eq!(
+        found,
+        [
+            "resources.feed.properties.connection: `cell::server` is a Cybus::Server::Opcua; expected a Cybus::Connection (line 23, column 19)",
+            "resources.folder.properties.dataType: only a `Variable` has this; an `Object` is a folder (line 9, column 85)",
+            "resources.mode.properties.initialValue: \"auto\" is not a value of type Int32 (line 15, column 108)",
+            "resources.reset.properties.nodeType: `Method` nodes are not supported: the server offers folders (`Object`) and `Variable`s (line 18, column 49)",
+            "resources.server.properties.securityModes: no endpoint results: securityPolicy None goes only with securityMode None, every other policy with Sign or SignAndEncrypt (line 6, column 59)",
+            "resources.speed.properties.dataType: a `Variable` needs its dataType, e.g. `Double` (line 12, column 17)",
+            "warning: resources.mode.properties.historize: ignored: Ironbridge does not implement `historize` (the server keeps no history; clients read and subscribe to current values) (line 15, column 125)",
+        ]
+    );
+}
+
+#[test]
 fn http_connections_and_endpoints_are_checked_at_validation() {
     let file = r#"
 metadata: {name: Rest}

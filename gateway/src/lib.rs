@@ -11,6 +11,7 @@ pub mod http;
 pub mod http_nodes;
 pub mod logging;
 pub mod metrics;
+pub mod opcua_server;
 pub mod settings;
 pub mod supervisor;
 
@@ -95,6 +96,9 @@ impl Gateway {
                 return Err(anyhow::Error::new(e).context("cannot start the admin API"));
             }
         };
+        supervisor
+            .opcua_server
+            .check_users_with(Arc::downgrade(&admin));
         let (broker, connector) = match start_broker(&broker_config, external, &admin) {
             Ok(started) => started,
             Err(e) => {

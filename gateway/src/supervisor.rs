@@ -22,7 +22,8 @@ use broker::codec::QoS;
 use broker::message::Message;
 use bytes::Bytes;
 use commissioning::model::{
-    ConnectionTargetState, Mapping, MappingTargetState, Operation, ResourceKind, ResourceRef,
+    ConnectionTargetState, Mapping, MappingTargetState, OpcuaServerNodeType, Operation,
+    ResourceKind, ResourceRef,
 };
 use commissioning::{Resource, Service};
 use protocol_mapper::connections::{BuildConnection, ConnectionContext};
@@ -36,6 +37,7 @@ use tracing::warn;
 
 use crate::agent_board::{AgentBoard, work_topic};
 use crate::http_nodes::HttpNodes;
+use crate::opcua_server::OpcuaServers;
 
 /// Endpoint values waiting for the endpoint's rule chain; beyond this the chain is behind and
 /// values are dropped (the endpoint reports it).
@@ -67,6 +69,9 @@ enum Running {
     Unavailable(String),
     /// An HTTP server, or an HTTP node with what it serves (`POST /data/press/counter`).
     Served(Option<String>),
+    /// The OPC UA server, or one of its nodes, with what it serves; a variable's topic is what
+    /// mappings publish to (and subscribe to for clients' writes).
+    OpcuaServed { what: String, topic: Option<String> },
     /// Run by another process: the agent named (`None`: the gateway, seen from an agent).
     /// Endpoints keep their topic, so mappings here can name them.
     Elsewhere {
@@ -98,6 +103,8 @@ pub struct Supervisor {
     pub agents: Arc<AgentBoard>,
     /// The routes of HTTP servers and nodes, served below `/data`.
     pub http_nodes: Arc<HttpNodes>,
+    /// The gateway's OPC UA server and its nodes.
+    pub opcua_server: OpcuaServers,
     /// Service to the agents that have its work now.
     assigned: Mutex<HashMap<String, BTreeSet<String>>>,
 }
@@ -115,6 +122,7 @@ impl Supervisor {
             place,
             agents: Arc::default(),
             http_nodes: Arc::default(),
+            opcua_server: OpcuaServers::new(data_dir),
             assigned: Mutex::new(HashMap::new()),
             broker: OnceLock::new(),
             data_dir: data_dir.to_path_buf(),
@@ -296,6 +304,29 @@ impl Supervisor {
                     node.method.as_str()
                 ))))
             }
+            ResourceKind::OpcuaServer(server) => {
+                let what = self
+                    .opcua_server
+                    .add_server(broker, &service.id, &resource.id, server)
+                    .await?;
+                Ok(Running::OpcuaServed { what, topic: None })
+            }
+            ResourceKind::OpcuaNode(node) => {
+                let topic = format!(
+                    "{}/{}",
+                    service.mqtt_root,
+                    node.topic.as_deref().unwrap_or(&resource.id)
+                );
+                let what = self
+                    .opcua_server
+                    .add_node(&service.id, &resource.id, node, topic.clone())
+                    .await?;
+                let variable = node.node_type == OpcuaServerNodeType::Variable;
+                Ok(Running::OpcuaServed {
+                    what,
+                    topic: variable.then_some(topic),
+                })
+            }
         }
     }
 
@@ -437,6 +468,9 @@ impl Supervisor {
     /// Where a mapping hears an endpoint: its data topic, or `/res` for read and write
     /// endpoints, whose results are answers.
     fn endpoint_output_topic(&self, endpoint: &ResourceRef) -> Result<String, String> {
+        if let Some(topic) = self.opcua_node_topic(endpoint) {
+            return Ok(topic);
+        }
         let (topic, operation) = self.endpoint_topic(endpoint)?;
         Ok(match operation {
             Operation::Subscribe => topic,
@@ -447,6 +481,9 @@ impl Supervisor {
     /// Where a mapping sends to an endpoint: `/set` of a write endpoint (a device write) or
     /// `/req` of a read endpoint (a read request).
     fn endpoint_input_topic(&self, endpoint: &ResourceRef) -> Result<String, String> {
+        if let Some(topic) = self.opcua_node_topic(endpoint) {
+            return Ok(topic);
+        }
         let (topic, operation) = self.endpoint_topic(endpoint)?;
         match operation {
             Operation::Write => Ok(format!("{topic}/set")),
@@ -454,6 +491,16 @@ impl Supervisor {
             Operation::Subscribe => Err(format!(
                 "endpoint {endpoint} subscribes to the device; publish to a write endpoint (or a read endpoint to trigger a read)"
             )),
+        }
+    }
+
+    /// A variable of the OPC UA server named as a mapping's endpoint: its one topic, which
+    /// feeds it and carries clients' writes.
+    fn opcua_node_topic(&self, endpoint: &ResourceRef) -> Option<String> {
+        let key = (endpoint.service.clone(), endpoint.resource.clone());
+        match self.running().get(&key) {
+            Some(Running::OpcuaServed { topic, .. }) => topic.clone(),
+            _ => None,
         }
     }
 
@@ -519,6 +566,9 @@ impl ResourceRuntime for Supervisor {
                 }
                 Some(Running::Mapping(Some(chains))) => chains.stop().await,
                 Some(Running::Served(_)) => self.http_nodes.remove(service_id, resource_id),
+                Some(Running::OpcuaServed { .. }) => {
+                    self.opcua_server.remove(service_id, resource_id).await;
+                }
                 Some(
                     Running::Mapping(None) | Running::Unavailable(_) | Running::Elsewhere { .. },
                 )
@@ -567,6 +617,9 @@ impl ResourceRuntime for Supervisor {
             }
             Some(Running::Mapping(None)) => status(ResourceState::Disabled, true, None),
             Some(Running::Served(what)) => status(ResourceState::Running, true, what.clone()),
+            Some(Running::OpcuaServed { what, .. }) => {
+                status(ResourceState::Running, true, Some(what.clone()))
+            }
             Some(Running::Mapping(Some(chains))) => {
                 let stats = chains.stats();
                 let metrics = serde_json::to_value(&stats).ok();

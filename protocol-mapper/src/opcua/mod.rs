@@ -1,6 +1,8 @@
-//! OPC UA client connections. The only module that talks to async-opcua.
+//! OPC UA: client connections, discovery and the gateway's own server. The only module that
+//! talks to async-opcua.
 pub mod connection;
 pub mod convert;
 pub mod discover;
 pub mod pki;
+pub mod server;
 pub mod simulator;
