@@ -1,6 +1,7 @@
 //! `ironbridge run --demo`: a packaging-line PLC (Modbus TCP) and a CNC machining centre
 //! (OPC UA) simulated in-process on loopback, with the two demo services installed against
-//! them, so a newcomer sees live data on `services/#` within seconds and nothing to set up.
+//! them, so a newcomer sees live data on `services/#` within seconds and nothing to set up; a
+//! third service serves the PLC's values from the gateway's own OPC UA server (port 4842).
 //!
 //! The services are ordinary commissioning files (`commissioning-examples/demo-*.yml`) installed
 //! through the same admin API as any other: they can be inspected, disabled or deleted, and
@@ -28,6 +29,7 @@ use tracing::{info, warn};
 /// The demo's commissioning files, also validated with the other examples.
 pub const PLC_SERVICE: &str = include_str!("../../commissioning-examples/demo-plc.yml");
 pub const CNC_SERVICE: &str = include_str!("../../commissioning-examples/demo-cnc.yml");
+pub const OPCUA_SERVICE: &str = include_str!("../../commissioning-examples/demo-opcua-server.yml");
 
 /// How often the simulated machines change their values.
 const TICK: Duration = Duration::from_millis(250);
@@ -41,6 +43,8 @@ pub struct DemoSettings {
     pub modbus_port: u16,
     /// The simulated CNC controller listens on 127.0.0.1 at this port (0 picks a free one).
     pub opcua_port: u16,
+    /// The gateway's own OPC UA server of the demo (the PLC's values) listens here.
+    pub opcua_server_port: u16,
 }
 
 impl Default for DemoSettings {
@@ -49,6 +53,7 @@ impl Default for DemoSettings {
             enabled: false,
             modbus_port: 5020,
             opcua_port: 4841,
+            opcua_server_port: 4842,
         }
     }
 }
@@ -57,6 +62,7 @@ impl Default for DemoSettings {
 pub struct Demo {
     plc: Simulator,
     cnc: OpcuaSimulator,
+    opcua_server_port: u16,
     stop: CancellationToken,
     machines: tokio::task::JoinHandle<()>,
 }
@@ -98,6 +104,7 @@ impl Demo {
         Ok(Demo {
             plc,
             cnc,
+            opcua_server_port: settings.opcua_server_port,
             stop,
             machines,
         })
@@ -116,7 +123,13 @@ impl Demo {
     pub async fn install_services(&self, admin: &Admin) -> anyhow::Result<()> {
         let plc = json!({"plcHost": "127.0.0.1", "plcPort": self.plc.addr.port()});
         let cnc = json!({"cncHost": "127.0.0.1", "cncPort": self.cnc.addr.port()});
-        for (file, parameters) in [(PLC_SERVICE, plc), (CNC_SERVICE, cnc)] {
+        let server = json!({"port": self.opcua_server_port});
+        // The OPC UA server's service maps the PLC service's endpoints: it comes after it.
+        for (file, parameters) in [
+            (PLC_SERVICE, plc),
+            (CNC_SERVICE, cnc),
+            (OPCUA_SERVICE, server),
+        ] {
             let parameters = parameters.as_object().cloned().unwrap_or_default();
             let id = commissioning::service_id_for(file, None, &parameters)
                 .map_err(|d| anyhow::anyhow!("a demo service does not load: {d:?}"))?;

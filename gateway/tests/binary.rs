@@ -315,6 +315,7 @@ fn validate_reports_problems_and_exit_codes() {
 async fn the_demo_shows_plc_and_cnc_data_to_anonymous_clients() {
     let data = tempfile::tempdir().unwrap();
     let (mqtt, http, modbus, opcua) = (free_port(), free_port(), free_port(), free_port());
+    let opcua_server = free_port();
     let start_demo = || {
         Command::new(env!("CARGO_BIN_EXE_ironbridge"))
             .args(["run", "--demo"])
@@ -323,6 +324,10 @@ async fn the_demo_shows_plc_and_cnc_data_to_anonymous_clients() {
             .env("IRONBRIDGE_HTTP_PORT", http.to_string())
             .env("IRONBRIDGE_DEMO_MODBUS_PORT", modbus.to_string())
             .env("IRONBRIDGE_DEMO_OPCUA_PORT", opcua.to_string())
+            .env(
+                "IRONBRIDGE_DEMO_OPCUA_SERVER_PORT",
+                opcua_server.to_string(),
+            )
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -375,9 +380,64 @@ async fn the_demo_shows_plc_and_cnc_data_to_anonymous_clients() {
         assert!(speed.as_f64().is_some(), "{speed}");
         let state = &seen["services/democnc/mill1/program/state"]["value"];
         assert!(state == "RUNNING" || state == "IDLE", "{state}");
+        // The gateway's own OPC UA server offers the line's values to OPC UA clients.
+        let browsed = demo_opcua_variables(opcua_server, data.path()).await;
+        assert_eq!(
+            browsed,
+            [
+                "PackagingLine/MotorRunning Boolean",
+                "PackagingLine/PartsProduced UInt32",
+                "PackagingLine/Pressure UInt16",
+                "PackagingLine/Temperature Double",
+                "PackagingLine/TemperatureSetpoint Double writable",
+            ],
+            "{run}"
+        );
         let (status, _) = terminate(&mut gateway);
         assert!(status.success(), "{run}: {status}");
     }
+}
+
+/// The variables of the demo's OPC UA server, browsed anonymously as a UaExpert user would.
+async fn demo_opcua_variables(port: u16, data: &std::path::Path) -> Vec<String> {
+    use commissioning::model::{
+        MessageSecurityMode, OpcuaConnection, OpcuaOptions, SecurityPolicy,
+    };
+    use protocol_mapper::opcua::discover::{Options, discover};
+    let options = Options {
+        connection: OpcuaConnection {
+            host: "127.0.0.1".into(),
+            port,
+            resource_path: Some("/ironbridge".into()),
+            username: None,
+            password: None,
+            options: Some(OpcuaOptions {
+                security_policy: Some(SecurityPolicy::None),
+                message_security_mode: Some(MessageSecurityMode::None),
+                connection_strategy: None,
+            }),
+            client_certificate: None,
+            client_private_key: None,
+            trusted_server_certificates: Vec::new(),
+            connection_strategy: None,
+        },
+        root: None,
+        max_depth: 3,
+        max_nodes: 100,
+    };
+    let found = discover(&options, data.join("viewer-pki"), |_, _| {})
+        .await
+        .unwrap();
+    let mut variables: Vec<String> = found
+        .variables
+        .iter()
+        .map(|v| {
+            let writable = if v.writable { " writable" } else { "" };
+            format!("{} {}{writable}", v.path.join("/"), v.data_type)
+        })
+        .collect();
+    variables.sort();
+    variables
 }
 
 /// Reads from `stream` until the peer closes it; the time that took, or `None` when it was
