@@ -12,6 +12,7 @@ mod install;
 mod load;
 mod modbus;
 mod opcua;
+mod opcua_server;
 mod rules;
 mod s7;
 
@@ -91,6 +92,17 @@ enum Command {
         /// PDU size the CPUs offer (240 for S7-300/1200, 480 for S7-400, 960 for S7-1500).
         #[arg(long, default_value_t = 480)]
         pdu: u16,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+    },
+    /// MQTT publisher to OPC UA client through the gateway's own OPC UA server.
+    OpcuaServer {
+        /// Variables, each fed from MQTT once a second.
+        #[arg(long, default_value_t = 10_000)]
+        variables: usize,
+        /// The client subscription's publishing interval, in milliseconds.
+        #[arg(long, default_value_t = 100)]
+        publish: u64,
         #[arg(long, default_value_t = 10)]
         seconds: u64,
     },
@@ -258,6 +270,18 @@ async fn run(clients: &Clients, command: Command) -> anyhow::Result<()> {
                 options,
             )
             .await;
+        }
+        Command::OpcuaServer {
+            variables,
+            publish,
+            seconds,
+        } => {
+            let options = opcua_server::Options {
+                variables,
+                publish_ms: publish,
+                seconds,
+            };
+            return opcua_server::run(&ironbridge, options).await;
         }
         Command::Opcua {
             items,

@@ -34,8 +34,8 @@ resources:
       port: !ref port
       resourcePath: /plant
       hostname: 127.0.0.1
-      securityPolicies: [None, Basic256Sha256]
-      securityModes: [None, SignAndEncrypt]
+      securityPolicies: [None, Basic256Sha256, Aes128_Sha256_RsaOaep, Aes256_Sha256_RsaPss]
+      securityModes: [None, Sign, SignAndEncrypt]
   machine:
     type: Cybus::Node::Opcua
     properties: {parent: !ref server, nodeType: Object, browseName: Machine}
@@ -88,10 +88,11 @@ def plant():
             stop_gateway(gw)
 
 
-def secure_client(port, key, cert, user="admin", password=ADMIN_PASSWORD):
+def secure_client(port, key, cert, user="admin", password=ADMIN_PASSWORD,
+                  security="Basic256Sha256,SignAndEncrypt"):
     client = UaClient(f"opc.tcp://127.0.0.1:{port}/plant", timeout=5)
     client.application_uri = "urn:ironbridge:test:uaclient"
-    client.set_security_string(f"Basic256Sha256,SignAndEncrypt,{cert},{key}")
+    client.set_security_string(f"{security},{cert},{key}")
     client.set_user(user)
     client.set_password(password)
     return client
@@ -123,9 +124,13 @@ def test_only_trusted_clients_of_gateway_users_get_in(plant):
     trust_rejected_certificates(data_dir)
     with pytest.raises(Exception):
         secure_client(port, key, cert, password="wrong-password").connect()
-    client = secure_client(port, key, cert)
-    client.connect()
-    client.disconnect()
+    # Every policy and mode the file offers, with a gateway user.
+    for policy in ("Basic256Sha256", "Aes128Sha256RsaOaep", "Aes256Sha256RsaPss"):  # asyncua spelling
+        for mode in ("Sign", "SignAndEncrypt"):
+            client = secure_client(port, key, cert, security=f"{policy},{mode}")
+            client.connect()
+            assert client.get_node("ns=2;s=Machine.Temperature").read_browse_name().Name == "Temperature"
+            client.disconnect()
 
 
 def test_browse_read_subscribe_and_write(plant):

@@ -389,6 +389,9 @@ impl Admin {
 
     pub fn report(&self, installed: &Installed) -> StatusReport {
         let enabled = installed.state == ServiceState::Enabled;
+        // Gathered once: a service of 10,000 resources would otherwise walk all of them for the
+        // message of each.
+        let secrets = installed.secrets();
         let resources: Vec<ResourceReport> = installed
             .service
             .start_order
@@ -406,7 +409,9 @@ impl Admin {
                         (
                             status.state,
                             status.in_target_state,
-                            status.message.map(|m| installed.masked(&m)),
+                            status
+                                .message
+                                .map(|m| commissioning::secrets::mask(&m, &secrets).into_owned()),
                             status.metrics,
                         )
                     }
