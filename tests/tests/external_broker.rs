@@ -93,6 +93,7 @@ async fn every_component_works_through_an_external_broker() {
     s.demo.enabled = true;
     s.demo.modbus_port = 0;
     s.demo.opcua_port = 0;
+    s.demo.opcua_server_port = common::free_port();
     let gw = Gateway::start(s).await.unwrap();
     assert!(
         gw.broker().is_none() && gw.mqtt_addr.is_none(),

@@ -1,5 +1,6 @@
 //! What operators watch: `/metrics` for Prometheus and `/api/system/health` for probes, on a
-//! gateway running the demo (two simulated machines, their services, a mapping).
+//! gateway running the demo (two simulated machines, their services, a mapping, the OPC UA
+//! server's service).
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -26,6 +27,7 @@ async fn metrics_and_health_cover_broker_api_connections_and_mappings() {
     s.demo.enabled = true;
     s.demo.modbus_port = 0;
     s.demo.opcua_port = 0;
+    s.demo.opcua_server_port = common::free_port();
     let gw = Gateway::start(s).await.unwrap();
 
     // Both demo connections come up; the mapping makes the twin.
@@ -116,7 +118,8 @@ async fn metrics_and_health_cover_broker_api_connections_and_mappings() {
         health["parts"]["connections"].get("notConnected").is_none(),
         "{health}"
     );
-    assert_eq!(health["parts"]["services"]["installed"], 2, "{health}");
+    // demoplc, democnc and demoopcua (the PLC's values on the gateway's OPC UA server).
+    assert_eq!(health["parts"]["services"]["installed"], 3, "{health}");
     assert_eq!(
         health["parts"]["forwarding"]["queuedMessages"], 0,
         "{health}"

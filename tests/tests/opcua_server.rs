@@ -19,7 +19,7 @@ use protocol_mapper::driver::EndpointSpec;
 use protocol_mapper::opcua::discover::{Options, discover};
 use serde_json::{Map, Value, json};
 
-use common::{example, next_on, settings};
+use common::{example, free_port, next_on, settings};
 
 fn server_file(port: u16) -> String {
     format!(
@@ -80,14 +80,6 @@ resources:
       browseName: Counter
       dataType: UInt32
 "#;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn client_spec(port: u16) -> OpcuaConnection {
     OpcuaConnection {

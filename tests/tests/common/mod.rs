@@ -85,3 +85,11 @@ pub async fn first_matching(
         .await
         .unwrap_or_else(|_| panic!("nothing wanted on {topic} within 5 s"))
 }
+
+/// A port nothing listens on now (for listeners that cannot take port 0).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap()
+}
