@@ -818,7 +818,8 @@ fn timestamp_millis(value: &DataValue) -> i64 {
         .map_or_else(envelope::now_millis, |t| t.as_chrono().timestamp_millis())
 }
 
-fn security_policy(policy: Policy) -> SecurityPolicy {
+/// The library's name for a security policy (the client's and the gateway's server's).
+pub(super) fn security_policy(policy: Policy) -> SecurityPolicy {
     match policy {
         Policy::None => SecurityPolicy::None,
         Policy::Basic256Sha256 => SecurityPolicy::Basic256Sha256,
@@ -827,7 +828,7 @@ fn security_policy(policy: Policy) -> SecurityPolicy {
     }
 }
 
-fn security_mode(mode: Mode) -> MessageSecurityMode {
+pub(super) fn security_mode(mode: Mode) -> MessageSecurityMode {
     match mode {
         Mode::None => MessageSecurityMode::None,
         Mode::Sign => MessageSecurityMode::Sign,

@@ -20,7 +20,6 @@ use commissioning::model::{
     MessageSecurityMode as Mode, OpcuaServerDataType, SecurityPolicy as Policy,
 };
 use futures_util::future::BoxFuture;
-use opcua::crypto::SecurityPolicy;
 use opcua::server::address_space::{AccessLevel, VariableBuilder};
 use opcua::server::authenticator::{
     AuthManager, Password, UserToken, user_pass_security_policy_id, user_pass_security_policy_uri,
@@ -39,6 +38,7 @@ use serde_json::Value as Json;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
+use super::connection::{security_mode, security_policy};
 use super::convert;
 
 /// The namespace of everything the services add.
@@ -408,23 +408,6 @@ impl AuthManager for Users {
             });
         }
         policies
-    }
-}
-
-fn security_policy(policy: Policy) -> SecurityPolicy {
-    match policy {
-        Policy::None => SecurityPolicy::None,
-        Policy::Basic256Sha256 => SecurityPolicy::Basic256Sha256,
-        Policy::Aes128Sha256RsaOaep => SecurityPolicy::Aes128Sha256RsaOaep,
-        Policy::Aes256Sha256RsaPss => SecurityPolicy::Aes256Sha256RsaPss,
-    }
-}
-
-fn security_mode(mode: Mode) -> MessageSecurityMode {
-    match mode {
-        Mode::None => MessageSecurityMode::None,
-        Mode::Sign => MessageSecurityMode::Sign,
-        Mode::SignAndEncrypt => MessageSecurityMode::SignAndEncrypt,
     }
 }
 
