@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-sources=(broker/src protocol-mapper/src rule-engine/src admin/src admin-api/src commissioning/src gateway/src)
+sources=(broker/src protocol-mapper/src rule-engine/src admin/src admin-api/src commissioning/src gateway/src console/src)
 failed=0
 
 # only_in PATTERN ALLOWED WHAT: code lines (not comments) matching PATTERN only in files whose
@@ -57,8 +57,17 @@ only_in "${not_word}(ConnectionParams|Address|Protocol)::(Modbus|Opcua|Mqtt|Http
     'only commissioning and the protocol mapper know which protocols exist'
 
 # The administration (service lifecycle, accounts, store) knows nothing of HTTP; admin-api calls it.
-only_in "${not_word}(axum|utoipa|hyper)::" 'admin-api/src/|gateway/src/|broker/src/' \
-    'only admin-api, the gateway and the broker (MQTT over WebSocket) speak HTTP'
+only_in "${not_word}(axum|utoipa|hyper)::" 'admin-api/src/|gateway/src/|broker/src/|console/src/' \
+    'only admin-api, the gateway, the broker (MQTT over WebSocket) and the web console speak HTTP'
+
+# Plants are offline: the console's pages, modules and styles load nothing from another origin.
+remote=$(grep -rnE "(from|import\(|src=|href=|url\()[[:space:]]*['\"(]?(https?:)?//" console/web \
+    --include='*.js' --include='*.html' --include='*.css' | cut -c1-200 || true)
+if [ -n "$remote" ]; then
+    echo "ARCHITECTURE invariant broken: the web console loads something from another origin:" >&2
+    echo "$remote" | sed 's/^/    /' >&2
+    failed=1
+fi
 
 not_in_tree rule-engine tokio-modbus tokio-serial async-opcua rumqttc sqlx reqwest
 not_in_tree broker tokio-modbus tokio-serial async-opcua rumqttc sqlx reqwest

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test of Ironbridge on a fresh Debian machine: installs what the tests need
-# (Mosquitto's clients, PostgreSQL, a Python virtual environment with paho-mqtt, pytest, pymodbus
-# and asyncua),
+# (Mosquitto's clients, PostgreSQL, Chromium for the web console's tests, a Python virtual
+# environment with paho-mqtt, pytest, pymodbus, asyncua and Playwright),
 # checks formatting and lints, runs the Rust test suites (the admin API suite twice: SQLite and
 # PostgreSQL) and the interoperability tests against the real binary. Exits non-zero on the
 # first failure.
@@ -17,6 +17,8 @@ missing=()
 command -v mosquitto_pub >/dev/null || missing+=(mosquitto-clients)
 command -v mosquitto >/dev/null || missing+=(mosquitto)
 command -v socat >/dev/null || missing+=(socat)  # serial lines for Modbus RTU tests
+# The web console's tests: Playwright drives Debian's Chromium (it cannot download its own).
+command -v chromium >/dev/null || missing+=(chromium)
 python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
 command -v systemd-analyze >/dev/null || missing+=(systemd)
 if [ ${#missing[@]} -gt 0 ]; then
@@ -48,7 +50,7 @@ pg_dir=$(cat "${TMPDIR:-/tmp}/ironbridge-pg-dir")
 trap 'scripts/start-postgres.sh stop "$pg_dir"' EXIT
 IRONBRIDGE_TEST_DATABASE_URL="$pg_url" cargo test -p admin-api --locked
 
-step "Interoperability and whole-system tests (paho-mqtt, mosquitto clients, REST) against the real binary"
+step "Interoperability and whole-system tests (paho-mqtt, mosquitto clients, REST, the web console in Chromium) against the real binary"
 cargo build -p gateway --locked
 IRONBRIDGE_BIN="$PWD/target/debug/ironbridge" .venv/bin/pytest -q tests/interop
 

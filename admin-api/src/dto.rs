@@ -140,6 +140,16 @@ pub struct InstallRequest {
     pub target_state: Option<String>,
 }
 
+/// Query of `PUT /api/services/{id}`.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[serde(rename_all = "camelCase")]
+#[into_params(parameter_in = Query)]
+pub struct ReconfigureQuery {
+    /// Only work out which resources would restart; change nothing.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ReconfigureRequest {
@@ -231,6 +241,19 @@ pub struct ValidateResponse {
     pub valid: bool,
     #[schema(value_type = Vec<DiagnosticDto>)]
     pub diagnostics: Vec<Diagnostic>,
+    /// The parameters the file declares, in file order, with their JSON-schema style
+    /// declaration (`type`, `default`, `enum`, `minimum`, ...): what a form asks for.
+    pub parameters: Vec<ParameterDto>,
+}
+
+/// One declared parameter of a commissioning file.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ParameterDto {
+    pub name: String,
+    /// The declaration as written: `type`, and any of `default`, `title`, `description`,
+    /// `enum`, `minimum`, `maximum`, `minLength`, `maxLength`, `pattern`, `format`.
+    #[schema(value_type = Object)]
+    pub schema: Json,
 }
 
 /// One problem in a commissioning file.

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Path, Query, Request, State};
-use axum::http::{StatusCode, header};
+use axum::http::{StatusCode, Uri, header};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{Map, Value as Json_};
@@ -191,29 +191,46 @@ pub async fn details(
     Ok(Json(detail(&state, &installed)))
 }
 
-/// New file and/or parameters; only resources whose resolved properties changed restart.
-#[utoipa::path(put, path = "/api/services/{id}", tag = "services", params(("id" = String, Path)), request_body = ReconfigureRequest,
+/// New file and/or parameters; only resources whose resolved properties changed restart. With
+/// `?dryRun=true` nothing changes: the answer is the service as it is, with the
+/// `changedResources` the reconfiguration would restart or remove.
+#[utoipa::path(put, path = "/api/services/{id}", tag = "services", params(("id" = String, Path), ReconfigureQuery), request_body = ReconfigureRequest,
     responses((status = 200, body = ServiceDetail), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)), security(("token" = [])))]
 pub async fn reconfigure(
     State(state): State<ApiState>,
     Authenticated(caller): Authenticated,
     Path(id): Path<String>,
+    uri: Uri,
     ApiJson(request): ApiJson<ReconfigureRequest>,
 ) -> ApiResult<Json<ServiceDetail>> {
+    let Query(query) = Query::<ReconfigureQuery>::try_from_uri(&uri)?;
     if request.commissioning_file.is_none() && request.parameters.is_none() {
         return Err(ApiError::bad_request(
             "give a new commissioningFile, new parameters, or both",
         ));
     }
-    let (installed, changed) = state
-        .admin
-        .reconfigure_service(
-            &id,
-            request.commissioning_file,
-            request.parameters,
-            &Authority::Caller(caller.permissions),
-        )
-        .await?;
+    let authority = Authority::Caller(caller.permissions);
+    let (installed, changed) = if query.dry_run {
+        state
+            .admin
+            .preview_reconfigure(
+                &id,
+                request.commissioning_file,
+                request.parameters,
+                &authority,
+            )
+            .await?
+    } else {
+        state
+            .admin
+            .reconfigure_service(
+                &id,
+                request.commissioning_file,
+                request.parameters,
+                &authority,
+            )
+            .await?
+    };
     let mut detail = detail(&state, &installed);
     detail.changed_resources = Some(changed);
     Ok(Json(detail))
@@ -291,8 +308,16 @@ pub async fn validate(
     Upload(input): Upload,
 ) -> ApiResult<Json<ValidateResponse>> {
     let diagnostics = state.admin.validate_service(&input).await;
+    let parameters = commissioning::declared_parameter_specs(&input.commissioning_file)
+        .into_iter()
+        .map(|(name, spec)| ParameterDto {
+            name,
+            schema: serde_json::to_value(spec).unwrap_or_default(),
+        })
+        .collect();
     Ok(Json(ValidateResponse {
         valid: !diagnostics.iter().any(commissioning::Diagnostic::is_error),
         diagnostics,
+        parameters,
     }))
 }

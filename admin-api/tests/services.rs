@@ -111,6 +111,46 @@ async fn lifecycle_install_status_operate_reconfigure_delete() {
         .unwrap()
         .insert(("lineplc".to_string(), "plc".to_string()), ());
 
+    // A dry run says what a reconfiguration would restart, and changes nothing.
+    let (status, body) = api
+        .call(
+            "PUT",
+            "/api/services/lineplc?dryRun=true",
+            Some(&admin),
+            Some(json!({"parameters": {"interval": 250}})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["changedResources"], json!(["temperature"]));
+    assert_eq!(
+        body["parameters"],
+        json!({}),
+        "the parameters stay as they were"
+    );
+    assert!(api.runtime.take().is_empty(), "a dry run restarts nothing");
+    let (status, body) = api
+        .call(
+            "PUT",
+            "/api/services/lineplc?dryRun=true",
+            Some(&admin),
+            Some(json!({"parameters": {"interval": 5}})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    let (status, body) = api
+        .call(
+            "PUT",
+            "/api/services/lineplc?dryRun=perhaps",
+            Some(&admin),
+            Some(json!({"parameters": {"interval": 250}})),
+        )
+        .await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (StatusCode::BAD_REQUEST, "bad_request"),
+        "{body}"
+    );
+
     // Reconfigure with a new parameter: only the endpoint using it restarts.
     let (status, body) = api
         .call(
@@ -313,7 +353,36 @@ async fn yaml_install_with_query_parameters_and_validation_route() {
             Some(json!({"commissioningFile": PLC})),
         )
         .await;
-    assert_eq!(body, json!({"valid": true, "diagnostics": []}));
+    // The declared parameters come back in file order, for forms that ask for them.
+    assert_eq!(
+        body,
+        json!({"valid": true, "diagnostics": [], "parameters": [
+            {"name": "host", "schema": {"type": "string", "default": "10.0.0.5"}},
+            {"name": "interval", "schema": {"type": "integer", "default": 1000, "minimum": 100.0}},
+        ]})
+    );
+    // A file with errors still declares its parameters; one that is not YAML declares none.
+    let (_, body) = api
+        .call(
+            "POST",
+            "/api/validate/service",
+            Some(&admin),
+            Some(json!({"commissioningFile": PLC.replace("port: 502", "port: 502, colour: red")})),
+        )
+        .await;
+    assert_eq!(
+        (body["valid"].clone(), body["parameters"][1]["name"].clone()),
+        (json!(false), json!("interval"))
+    );
+    let (_, body) = api
+        .call(
+            "POST",
+            "/api/validate/service",
+            Some(&admin),
+            Some(json!({"commissioningFile": "metadata: [unclosed"})),
+        )
+        .await;
+    assert_eq!(body["parameters"], json!([]));
     // A Connectware property Ironbridge does not implement is a warning: the file is valid.
     let (_, body) = api
         .call(

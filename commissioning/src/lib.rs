@@ -24,6 +24,6 @@ pub mod yaml;
 pub use diagnostic::{Diagnostic, Pos, Severity};
 pub use resolve::OtherServices;
 pub use service::{
-    Environment, Resource, Service, check_service_id, derive_service_id, load, load_file,
-    service_id_for,
+    Environment, Resource, Service, check_service_id, declared_parameter_specs, derive_service_id,
+    load, load_file, service_id_for,
 };

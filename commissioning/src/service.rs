@@ -274,6 +274,24 @@ pub fn load(
     }
 }
 
+/// The parameters a file declares, in the order the file lists them, for forms that ask for
+/// their values. Parameters whose declaration is broken are left out (validation reports them);
+/// a file that is not YAML declares none.
+pub fn declared_parameter_specs(source: &str) -> Vec<(String, ParameterSpec)> {
+    let Ok(root) = yaml::parse(source) else {
+        return Vec::new();
+    };
+    let mut specs: Vec<_> = declared_parameters(&root, &mut Vec::new())
+        .specs
+        .into_iter()
+        .collect();
+    specs.sort_by_key(|(_, (_, pos))| (pos.line, pos.column));
+    specs
+        .into_iter()
+        .map(|(name, (spec, _))| (name, spec))
+        .collect()
+}
+
 /// The `parameters:` section, typed.
 struct Declared {
     specs: BTreeMap<String, (ParameterSpec, Pos)>,

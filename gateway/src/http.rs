@@ -1,6 +1,7 @@
-//! The HTTP and HTTPS entry points: the admin API, `/metrics` and MQTT over WebSocket at `/mqtt`
-//! on one router, served with a connection limit and a header-read timeout so that clients that
-//! connect and say nothing cannot use up the gateway's file descriptors.
+//! The HTTP and HTTPS entry points: the web console at `/`, the admin API, `/metrics` and MQTT
+//! over WebSocket at `/mqtt` on one router, served with a connection limit and a header-read
+//! timeout so that clients that connect and say nothing cannot use up the gateway's file
+//! descriptors.
 
 use std::net::SocketAddr;
 use std::sync::Arc;

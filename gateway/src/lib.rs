@@ -195,6 +195,7 @@ impl Gateway {
             let app = websocket
                 .merge(api)
                 .merge(data)
+                .merge(web_console::router())
                 .merge(metrics::router(metrics::Sources {
                     supervisor: supervisor.clone(),
                     broker: handle,

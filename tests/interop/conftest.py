@@ -117,3 +117,12 @@ def gateway():
         finally:
             if gw.process.poll() is None:
                 stop_gateway(gw)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Keeps each phase's report on the test item, so fixtures can tell whether the test failed
+    (the console tests then save screenshots)."""
+    outcome = yield
+    report = outcome.get_result()
+    setattr(item, f"report_{report.when}", report)

@@ -359,3 +359,58 @@ async fn permission_changes_and_deletions_reach_open_connections() {
     );
     gw.shutdown().await;
 }
+
+/// Whether the broker accepts an MQTT 5 CONNECT with these credentials.
+async fn accepts(addr: SocketAddr, user: &str, password: &str) -> bool {
+    use rumqttc::v5::mqttbytes::v5::{ConnectReturnCode, Packet};
+    use rumqttc::v5::{Event, MqttOptions};
+    let mut options = MqttOptions::new("token-test", addr.ip().to_string(), addr.port());
+    options.set_credentials(user, password);
+    let (_client, mut events) = rumqttc::v5::AsyncClient::new(options, 10);
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), events.poll()).await {
+            Ok(Ok(Event::Incoming(Packet::ConnAck(ack)))) => {
+                return ack.code == ConnectReturnCode::Success;
+            }
+            Ok(Ok(_)) => continue,
+            Ok(Err(_)) => return false,
+            Err(_) => panic!("no CONNACK within 5 s"),
+        }
+    }
+}
+
+/// Scenario: the web console holds the user's API token, not the password, and logs into the
+/// broker (MQTT over WebSocket) with it. The token stands for its own user only, and not once it
+/// is revoked.
+#[tokio::test]
+async fn an_api_token_is_accepted_as_its_users_mqtt_password_until_revoked() {
+    let dir = tempfile::tempdir().unwrap();
+    let gw = gateway_with_users(dir.path()).await;
+    let addr = gw.mqtt_addr.unwrap();
+    let admin = gw.admin();
+    let alice = admin.login(ALICE.0, ALICE.1, None, None).await.unwrap();
+    let bob = admin.login(BOB.0, BOB.1, None, None).await.unwrap();
+
+    assert!(accepts(addr, "alice", &alice.token).await);
+    assert!(
+        accepts(addr, "alice", ALICE.1).await,
+        "the password still works"
+    );
+    assert!(
+        !accepts(addr, "alice", &bob.token).await,
+        "bob's token is not alice's"
+    );
+    assert!(!accepts(addr, "bob", &alice.token).await);
+    // A token with a changed signature, and something merely shaped like one.
+    let forged = format!("{}AAAA", &alice.token[..alice.token.len() - 4]);
+    assert!(!accepts(addr, "alice", &forged).await);
+    assert!(!accepts(addr, "alice", "eyJhbGciOiJub25lIn0.e30.").await);
+
+    let caller = admin.caller(&alice.token).unwrap();
+    admin.logout(&caller).await.unwrap();
+    assert!(
+        !accepts(addr, "alice", &alice.token).await,
+        "a revoked token"
+    );
+    gw.shutdown().await;
+}

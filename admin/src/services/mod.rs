@@ -96,6 +96,15 @@ pub struct ServiceInput {
 }
 
 /// The installed services as `!ref other::resource` sees them.
+/// A reconfiguration worked out and checked, not yet applied.
+struct Reconfiguration {
+    old: Installed,
+    file: String,
+    parameters: Map<String, Json>,
+    new_service: Service,
+    changed: Vec<String>,
+}
+
 struct InstalledServices<'a>(&'a BTreeMap<String, Installed>);
 
 impl OtherServices for InstalledServices<'_> {
@@ -270,35 +279,16 @@ impl Admin {
         authority: &Authority,
     ) -> AdminResult<(Installed, Vec<String>)> {
         let mut services = self.services.lock().await;
-        let old = services.get(id).cloned().ok_or_else(|| not_found(id))?;
-        let file = unmask_file(&old, file)?;
-        let parameters = unmask_parameters(&old, parameters);
-        let new_service = self
-            .resolve(
-                &services,
-                &file,
-                Some(id),
-                &parameters,
-                &old.record.mqtt_password,
-            )
-            .map_err(AdminError::InvalidFile)?;
-        self.check_service_grants(&new_service, &services, authority)?;
-        self.check_account_names(&new_service).await?;
-        // Another service must not lose a resource it references.
-        for other in services
-            .values()
-            .filter(|s| s.service.depends_on.contains(id))
-        {
-            for target in references_into(&other.service, id) {
-                if !new_service.resources.contains_key(&target) {
-                    return Err(AdminError::Conflict(format!(
-                        "service {:?} references {id}::{target}, which the new file removes",
-                        other.service.id
-                    )));
-                }
-            }
-        }
-        let changed = changed_resources(&old.service, &new_service);
+        let plan = self
+            .plan_reconfigure(&services, id, file, parameters, authority)
+            .await?;
+        let Reconfiguration {
+            old,
+            file,
+            parameters,
+            new_service,
+            changed,
+        } = plan;
         let mut installed = old.clone();
         installed.record.commissioning_file = file;
         installed.record.parameters = parameters;
@@ -339,6 +329,69 @@ impl Admin {
         self.publish_state(&installed);
         services.insert(id.to_string(), installed.clone());
         Ok((installed, changed))
+    }
+
+    /// What a reconfiguration would do, without doing it: the file and parameters it would
+    /// keep, and the resources it would restart or remove. Refused for the same reasons as the
+    /// reconfiguration itself.
+    pub async fn preview_reconfigure(
+        &self,
+        id: &str,
+        file: Option<String>,
+        parameters: Option<Map<String, Json>>,
+        authority: &Authority,
+    ) -> AdminResult<(Installed, Vec<String>)> {
+        let services = self.services.lock().await;
+        let plan = self
+            .plan_reconfigure(&services, id, file, parameters, authority)
+            .await?;
+        Ok((plan.old, plan.changed))
+    }
+
+    async fn plan_reconfigure(
+        &self,
+        services: &BTreeMap<String, Installed>,
+        id: &str,
+        file: Option<String>,
+        parameters: Option<Map<String, Json>>,
+        authority: &Authority,
+    ) -> AdminResult<Reconfiguration> {
+        let old = services.get(id).cloned().ok_or_else(|| not_found(id))?;
+        let file = unmask_file(&old, file)?;
+        let parameters = unmask_parameters(&old, parameters);
+        let new_service = self
+            .resolve(
+                services,
+                &file,
+                Some(id),
+                &parameters,
+                &old.record.mqtt_password,
+            )
+            .map_err(AdminError::InvalidFile)?;
+        self.check_service_grants(&new_service, services, authority)?;
+        self.check_account_names(&new_service).await?;
+        // Another service must not lose a resource it references.
+        for other in services
+            .values()
+            .filter(|s| s.service.depends_on.contains(id))
+        {
+            for target in references_into(&other.service, id) {
+                if !new_service.resources.contains_key(&target) {
+                    return Err(AdminError::Conflict(format!(
+                        "service {:?} references {id}::{target}, which the new file removes",
+                        other.service.id
+                    )));
+                }
+            }
+        }
+        let changed = changed_resources(&old.service, &new_service);
+        Ok(Reconfiguration {
+            old,
+            file,
+            parameters,
+            new_service,
+            changed,
+        })
     }
 
     pub async fn delete_service(&self, id: &str) -> AdminResult<()> {

@@ -1,0 +1,101 @@
+// What the explorer knows about the topics it receives: a tree of topic levels with message and
+// topic counts per branch, and per topic the last payload, its age and a short history of its
+// numeric value. Plain data updated in O(depth) per message; the page renders from it at its
+// own pace, so thousands of messages a second cost no rendering each.
+
+const decoder = new TextDecoder();
+
+function newNode(name, path) {
+  return { name, path, children: new Map(), sorted: null, entry: null, topics: 0, messages: 0 };
+}
+
+/** The number a payload carries: a bare number, or the `value` of a JSON object. */
+export function numericValue(text) {
+  const trimmed = text.trim();
+  if (trimmed === "") return null;
+  if (trimmed[0] === "{") {
+    try {
+      const value = JSON.parse(trimmed)?.value;
+      return typeof value === "number" && Number.isFinite(value) ? value : null;
+    } catch {
+      return null;
+    }
+  }
+  const number = Number(trimmed);
+  return Number.isFinite(number) ? number : null;
+}
+
+export class TopicStore {
+  constructor({ historyLength = 120 } = {}) {
+    this.historyLength = historyLength;
+    this.clear();
+  }
+
+  clear() {
+    this.root = newNode("", "");
+    this.entries = new Map();
+    this.version = 0;
+  }
+
+  /** Records one message; `now` in milliseconds. */
+  add(topic, payload, retained, now = Date.now()) {
+    let entry = this.entries.get(topic);
+    const isNew = !entry;
+    let node = this.root;
+    node.messages++;
+    if (isNew) node.topics++;
+    for (const level of topic.split("/")) {
+      let child = node.children.get(level);
+      if (!child) {
+        child = newNode(level, node === this.root ? level : `${node.path}/${level}`);
+        node.children.set(level, child);
+        node.sorted = null;
+      }
+      child.messages++;
+      if (isNew) child.topics++;
+      node = child;
+    }
+    if (isNew) {
+      entry = { topic, count: 0, history: [] };
+      this.entries.set(topic, entry);
+      node.entry = entry;
+    }
+    const text = decoder.decode(payload);
+    entry.text = text;
+    entry.bytes = payload.length;
+    entry.count++;
+    entry.lastAt = now;
+    entry.retained = retained;
+    const value = numericValue(text);
+    if (value !== null) {
+      entry.history.push([now, value]);
+      if (entry.history.length > this.historyLength) entry.history.shift();
+    }
+    this.version++;
+  }
+
+  node(path) {
+    let node = this.root;
+    for (const level of path.split("/")) {
+      node = node.children.get(level);
+      if (!node) return null;
+    }
+    return node;
+  }
+
+  /** The rows to show: every child of an expanded branch, depth first, levels sorted by name. */
+  rows(expanded) {
+    const rows = [];
+    const visit = (node, depth) => {
+      if (!node.sorted) {
+        node.sorted = [...node.children.values()].sort((a, b) => a.name.localeCompare(b.name));
+      }
+      for (const child of node.sorted) {
+        rows.push({ node: child, depth });
+        if (child.children.size && expanded.has(child.path)) visit(child, depth + 1);
+      }
+    };
+    visit(this.root, 0);
+    return rows;
+  }
+}
