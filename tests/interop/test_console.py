@@ -259,6 +259,16 @@ def test_explorer_shows_the_demo_values_live(page, demo):
     page.get_by_role("button", name="Resume").click()
     expect(detail).not_to_have_text(frozen, timeout=ARRIVES)
 
+    # The tree works from the keyboard: arrows move between rows, expand and collapse.
+    line1 = page.locator('.tree [data-topic="services/demoplc/line1"]')
+    line1.focus()
+    page.keyboard.press("ArrowLeft")
+    expect(line1).to_have_attribute("aria-expanded", "false")
+    page.keyboard.press("ArrowRight")
+    expect(line1).to_have_attribute("aria-expanded", "true")
+    page.keyboard.press("ArrowDown")
+    assert page.evaluate("() => document.activeElement.dataset.topic").startswith("services/demoplc/line1/")
+
     # A wildcard filter subscribes to that part of the tree only.
     page.get_by_label("Subscribe to").fill("services/+/mill1/#")
     page.get_by_role("button", name="Apply").click()

@@ -1,7 +1,8 @@
 // Roles: named sets of permissions given to users; built-in roles can be read, not changed.
 
 import { html, useState } from "../vendor/vendor.js";
-import { del, post, put } from "../lib/api.js";
+import { post, put } from "../lib/api.js";
+import { useListEditor } from "../lib/use-list-editor.js";
 import { allows } from "../lib/access.js";
 import { useResource } from "../lib/use-resource.js";
 import { ConfirmDialog, ErrorBanner, Field, Loading, Notice } from "../components/ui.js";
@@ -36,27 +37,9 @@ function RoleForm({ role, onSaved, onCancel }) {
 
 export function RolesPage({ session }) {
   const roles = useResource("/api/roles");
-  const [editing, setEditing] = useState(null);
-  const [deleting, setDeleting] = useState(null);
-  const [notice, setNotice] = useState(null);
-  const [error, setError] = useState(null);
+  const { editing, setEditing, deleting, setDeleting, notice, error, setError, saved, remove } =
+    useListEditor(roles, { pathOf: (r) => `/api/roles/${encodeURIComponent(r.name)}`, nameOf: (r) => r.name });
   const mayWrite = allows(session.permissions, "http", "write", "/api/roles");
-  const saved = (message) => {
-    setEditing(null);
-    setNotice(message);
-    roles.reload();
-  };
-  const remove = async () => {
-    const name = deleting.name;
-    setDeleting(null);
-    try {
-      await del(`/api/roles/${encodeURIComponent(name)}`);
-      setNotice(`Deleted ${name}.`);
-    } catch (err) {
-      setError(err);
-    }
-    roles.reload();
-  };
   return html`<section aria-labelledby="roles-title">
     <div class="title-row">
       <h1 id="roles-title">Roles</h1>

@@ -1,7 +1,8 @@
 // Users: list, create, edit roles and permissions, set a password, delete.
 
 import { html, useState } from "../vendor/vendor.js";
-import { del, post, put } from "../lib/api.js";
+import { post, put } from "../lib/api.js";
+import { useListEditor } from "../lib/use-list-editor.js";
 import { allows } from "../lib/access.js";
 import { useResource } from "../lib/use-resource.js";
 import { ConfirmDialog, ErrorBanner, Field, Loading, Notice } from "../components/ui.js";
@@ -62,28 +63,9 @@ function UserForm({ user, roles, onSaved, onCancel }) {
 export function UsersPage({ session }) {
   const users = useResource("/api/users");
   const roles = useResource("/api/roles");
-  const [editing, setEditing] = useState(null); // null, "new" or a user
-  const [deleting, setDeleting] = useState(null);
-  const [notice, setNotice] = useState(null);
-  const [error, setError] = useState(null);
+  const { editing, setEditing, deleting, setDeleting, notice, error, setError, saved, remove } =
+    useListEditor(users, { pathOf: (u) => `/api/users/${encodeURIComponent(u.username)}`, nameOf: (u) => u.username });
   const mayWrite = allows(session.permissions, "http", "write", "/api/users");
-
-  const saved = (message) => {
-    setEditing(null);
-    setNotice(message);
-    users.reload();
-  };
-  const remove = async () => {
-    const name = deleting.username;
-    setDeleting(null);
-    try {
-      await del(`/api/users/${encodeURIComponent(name)}`);
-      setNotice(`Deleted ${name}.`);
-    } catch (err) {
-      setError(err);
-    }
-    users.reload();
-  };
 
   return html`<section aria-labelledby="users-title">
     <div class="title-row">
