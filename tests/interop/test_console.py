@@ -101,6 +101,8 @@ def page(browser, demo, request):
     page = context.new_page()
     errors = []
     page.on("pageerror", lambda error: errors.append(str(error)))
+    console = []
+    page.on("console", lambda message: console.append(f"{message.type}: {message.text}"))
     yield page
     failed = any(
         getattr(request.node, f"report_{when}", None) is not None
@@ -110,6 +112,7 @@ def page(browser, demo, request):
     if failed:
         for path in save_screenshots(context, request.node.name):
             print(f"screenshot: {path}")
+        print("the page's console:", *console[-50:], sep="\n  ")
     context.close()
     assert not errors, f"the console threw: {errors}"
 
@@ -272,7 +275,8 @@ def test_explorer_shows_the_demo_values_live(page, demo):
     # A wildcard filter subscribes to that part of the tree only.
     page.get_by_label("Subscribe to").fill("services/+/mill1/#")
     page.get_by_role("button", name="Apply").click()
-    expect(page.locator('.tree [data-topic="services/democnc"]')).to_be_visible(timeout=ARRIVES)
+    # The mill's two topics (feed, spindle speed) have both arrived: expand everything.
+    expect(page.locator("#explorer-title + .muted")).to_have_text(re.compile(r"^2 topics"), timeout=ARRIVES)
     page.get_by_role("button", name="Expand all").click()
     expect(page.locator('.tree [data-topic="services/democnc/mill1/spindle/speed"]')).to_be_visible(timeout=ARRIVES)
     expect(page.locator('.tree [data-topic="services/demoplc"]')).to_have_count(0)
@@ -482,7 +486,7 @@ def test_the_console_modules_agree_with_the_gateway(page, demo):
     result = page.evaluate(
         """async () => {
             const { covers } = await import('/console/lib/access.js');
-            const { TopicStore, numericValue } = await import('/console/lib/topic-store.js');
+            const { TopicStore, numericValue, payloadValue } = await import('/console/lib/topic-store.js');
             const cases = [
                 ['#', 'a/b', true], ['#', '$SYS/broker/uptime', true], ['a/#', 'a', true],
                 ['a/#', 'a/b/c', true], ['a/#', 'b', false], ['a/+', 'a/b', true],
@@ -509,6 +513,8 @@ def test_the_console_modules_agree_with_the_gateway(page, demo):
                 history: temp.history.map(([, v]) => v),
                 rows: store.rows(new Set(['plant'])).map((r) => `${r.depth}:${r.node.name}`),
                 numbers: ['42', ' -1.5 ', '{"value": 3}', '{"value": "x"}', 'on', ''].map(numericValue),
+                summaries: ['{"timestamp": 1, "value": 64.5}', '{"value": true}', '{"value": "on"}', '{"a": 1}', 'running']
+                    .map((t) => payloadValue(t).summary),
             };
         }"""
     )
@@ -518,3 +524,5 @@ def test_the_console_modules_agree_with_the_gateway(page, demo):
     assert result["history"] == [2, 3, 4], "the history keeps the newest values"
     assert result["rows"] == ["0:plant", "1:line1", "1:line2"]
     assert result["numbers"] == [42, -1.5, 3, None, None, None]
+    # A row shows the value of the gateway's envelope, anything else as it came.
+    assert result["summaries"] == ["64.5", "true", "on", '{"a": 1}', "running"]

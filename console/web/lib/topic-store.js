@@ -9,20 +9,32 @@ function newNode(name, path) {
   return { name, path, children: new Map(), sorted: null, entry: null, topics: 0, messages: 0 };
 }
 
-/** The number a payload carries: a bare number, or the `value` of a JSON object. */
-export function numericValue(text) {
+/**
+ * What a payload carries: `summary`, the text a tree row shows (the `value` of a gateway
+ * envelope `{"timestamp", "value"}`, else the payload), and `number` when that is numeric.
+ */
+export function payloadValue(text) {
   const trimmed = text.trim();
-  if (trimmed === "") return null;
   if (trimmed[0] === "{") {
     try {
-      const value = JSON.parse(trimmed)?.value;
-      return typeof value === "number" && Number.isFinite(value) ? value : null;
+      const parsed = JSON.parse(trimmed);
+      if (parsed && typeof parsed === "object" && "value" in parsed) {
+        const value = parsed.value;
+        const number = typeof value === "number" && Number.isFinite(value) ? value : null;
+        return { summary: typeof value === "string" ? value : JSON.stringify(value), number };
+      }
     } catch {
-      return null;
+      // Not JSON after all: shown as it came.
     }
+    return { summary: text, number: null };
   }
-  const number = Number(trimmed);
-  return Number.isFinite(number) ? number : null;
+  const number = trimmed === "" ? NaN : Number(trimmed);
+  return { summary: text, number: Number.isFinite(number) ? number : null };
+}
+
+/** The number a payload carries: a bare number, or the `value` of a JSON object. */
+export function numericValue(text) {
+  return payloadValue(text).number;
 }
 
 export class TopicStore {
@@ -66,9 +78,10 @@ export class TopicStore {
     entry.count++;
     entry.lastAt = now;
     entry.retained = retained;
-    const value = numericValue(text);
-    if (value !== null) {
-      entry.history.push([now, value]);
+    const { summary, number } = payloadValue(text);
+    entry.summary = summary;
+    if (number !== null) {
+      entry.history.push([now, number]);
       if (entry.history.length > this.historyLength) entry.history.shift();
     }
     this.version++;

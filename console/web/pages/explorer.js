@@ -65,7 +65,7 @@ function TreeRow({ row, expanded, selected, onToggle, onSelect, now }) {
       onClick=${(e) => { if (branch) { e.stopPropagation(); onToggle(node.path); } }}>${branch ? (open ? "▾" : "▸") : ""}</span>
     <span class="name">${node.name || "(empty)"}</span>
     ${branch && html`<span class="counts" title="topics · messages">${count(node.topics)} · ${count(node.messages)}</span>`}
-    ${entry && html`<span class="value">${truncate(entry.text, 60)}</span>
+    ${entry && html`<span class="value" title=${truncate(entry.text, 300)}>${truncate(entry.summary, 60)}</span>
       <span class="age" title="since the last message">${age(entry.lastAt, now)}</span>`}
   </button>`;
 }
@@ -225,9 +225,19 @@ export function ExplorerPage({ session }) {
     schedule();
   }, (filter) => setRefused((r) => (r.includes(filter) ? r : [...r, filter])));
 
+  // A new subscription starts an empty tree. This runs after useWatch has replaced the old
+  // subscription, so no message of the old one lands in the new tree.
+  const filterKey = filters.join("\n");
+  const firstFilters = useRef(filterKey);
+  useEffect(() => {
+    if (filterKey === firstFilters.current) return;
+    firstFilters.current = null;
+    store.clear();
+    schedule();
+  }, [filterKey]);
+
   const applyFilter = (e) => {
     e.preventDefault();
-    store.clear();
     setRefused([]);
     setSelected(null);
     setFilters(parseFilters(filterText));

@@ -55,7 +55,7 @@ export function RolesPage({ session }) {
         <td>${r.name}${r.builtin && html` <span class="badge neutral">built-in</span>`}</td>
         <td><${PermissionList} permissions=${r.permissions} /></td>
         <td>${r.serviceId ?? "–"}</td>
-        <td class="row-actions">${mayWrite && !r.builtin && html`
+        <td class="row-actions">${r.serviceId ? html`<span class="muted">managed by its service</span>` : mayWrite && !r.builtin && html`
           <button onClick=${() => setEditing(r)} aria-label=${`Edit role ${r.name}`}>Edit</button>
           <button class="danger" onClick=${() => setDeleting(r)} aria-label=${`Delete role ${r.name}`}>Delete</button>`}</td>
       </tr>`)}</tbody>

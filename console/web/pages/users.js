@@ -84,7 +84,7 @@ export function UsersPage({ session }) {
         <td>${u.roles.join(", ") || html`<span class="muted">none</span>`}</td>
         <td><${PermissionList} permissions=${u.permissions} /></td>
         <td>${u.serviceId ?? "–"}</td>
-        <td class="row-actions">${mayWrite && html`
+        <td class="row-actions">${u.serviceId ? html`<span class="muted">managed by its service</span>` : mayWrite && html`
           <button onClick=${() => setEditing(u)} aria-label=${`Edit ${u.username}`}>Edit</button>
           <button class="danger" onClick=${() => setDeleting(u)} aria-label=${`Delete ${u.username}`}
             disabled=${u.username === session.username}>Delete</button>`}</td>
