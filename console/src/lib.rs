@@ -24,7 +24,8 @@ const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; \
     connect-src 'self'; \
     frame-ancestors 'none'; base-uri 'none'; form-action 'self'";
 
-/// `/` (the app's page) and `/console/...` (its modules, styles and vendored libraries).
+/// `/` (the app's page) and `/console/...` (its modules, styles and vendored libraries), gzipped
+/// for browsers that accept it.
 pub fn router() -> Router {
     Router::new()
         .route("/", get(|headers: HeaderMap| async move { serve("index.html", &headers) }))
@@ -34,6 +35,7 @@ pub fn router() -> Router {
                 serve(&path, &headers)
             }),
         )
+        .layer(tower_http::compression::CompressionLayer::new())
 }
 
 /// One embedded file, revalidated by its hash on every load (`no-cache` + `ETag`), so an upgraded
@@ -47,7 +49,8 @@ fn serve(path: &str, request: &HeaderMap) -> Response {
         )
             .into_response();
     };
-    let etag = format!("\"{}\"", hex(&file.metadata.sha256_hash()));
+    // Weak: the same tag names the plain and the gzipped bytes (RFC 9110, section 8.8.1).
+    let etag = format!("W/\"{}\"", hex(&file.metadata.sha256_hash()));
     let unchanged = request
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
@@ -127,6 +130,25 @@ mod tests {
         assert_eq!(again.status(), StatusCode::NOT_MODIFIED);
         let other = get("/console/app.js", Some(&etag)).await;
         assert_eq!(other.status(), StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn the_bundle_is_gzipped_for_browsers_that_accept_it() {
+        let request = Request::get("/console/vendor/vendor.js")
+            .header(header::ACCEPT_ENCODING, "gzip, deflate, br")
+            .body(Body::empty())
+            .unwrap();
+        let response = router().oneshot(request).await.unwrap();
+        assert_eq!(response.headers()[header::CONTENT_ENCODING], "gzip");
+        let size = response
+            .into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .len();
+        let plain = Assets::get("vendor/vendor.js").unwrap().data.len();
+        assert!(size * 2 < plain, "gzipped {size} of {plain} bytes");
     }
 
     #[tokio::test]
