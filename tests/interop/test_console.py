@@ -526,3 +526,25 @@ def test_the_console_modules_agree_with_the_gateway(page, demo):
     assert result["numbers"] == [42, -1.5, 3, None, None, None]
     # A row shows the value of the gateway's envelope, anything else as it came.
     assert result["summaries"] == ["64.5", "true", "on", '{"a": 1}', "running"]
+
+
+def test_a_dropped_file_is_loaded_and_validated(page, demo):
+    log_in(page, demo)
+    page.goto(demo.base + "/#/services/install")
+    fixed = FILE_WITH_MISTAKE.replace("intervall", "interval")
+    page.locator(".drop-zone").dispatch_event(
+        "drop",
+        {
+            "dataTransfer": page.evaluate_handle(
+                """(text) => {
+                    const transfer = new DataTransfer();
+                    transfer.items.add(new File([text], 'line.yml', { type: 'application/yaml' }));
+                    return transfer;
+                }""",
+                fixed,
+            )
+        },
+    )
+    expect(page.locator(".cm-content")).to_contain_text("name: Console Line")
+    expect(page.locator(".editor-toolbar .validation")).to_have_text("valid", timeout=ARRIVES)
+    expect(page.get_by_label("plcPort (integer)")).to_be_visible()
