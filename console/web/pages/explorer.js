@@ -228,10 +228,10 @@ export function ExplorerPage({ session }) {
   // A new subscription starts an empty tree. This runs after useWatch has replaced the old
   // subscription, so no message of the old one lands in the new tree.
   const filterKey = filters.join("\n");
-  const firstFilters = useRef(filterKey);
+  const shownFilters = useRef(filterKey);
   useEffect(() => {
-    if (filterKey === firstFilters.current) return;
-    firstFilters.current = null;
+    if (shownFilters.current === filterKey) return;
+    shownFilters.current = filterKey;
     store.clear();
     schedule();
   }, [filterKey]);
