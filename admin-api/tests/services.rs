@@ -41,6 +41,11 @@ async fn install(api: &TestApi, token: &str, body: Value) -> (StatusCode, Value)
         .await
 }
 
+/// `PUT` on a service path (with any query), as the administrator given.
+async fn reconfigure(api: &TestApi, token: &str, path: &str, body: Value) -> (StatusCode, Value) {
+    api.call("PUT", path, Some(token), Some(body)).await
+}
+
 #[tokio::test]
 async fn lifecycle_install_status_operate_reconfigure_delete() {
     let api = TestApi::start().await;
@@ -112,14 +117,13 @@ async fn lifecycle_install_status_operate_reconfigure_delete() {
         .insert(("lineplc".to_string(), "plc".to_string()), ());
 
     // A dry run says what a reconfiguration would restart, and changes nothing.
-    let (status, body) = api
-        .call(
-            "PUT",
-            "/api/services/lineplc?dryRun=true",
-            Some(&admin),
-            Some(json!({"parameters": {"interval": 250}})),
-        )
-        .await;
+    let (status, body) = reconfigure(
+        &api,
+        &admin,
+        "/api/services/lineplc?dryRun=true",
+        json!({"parameters": {"interval": 250}}),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["changedResources"], json!(["temperature"]));
     assert_eq!(
@@ -128,23 +132,21 @@ async fn lifecycle_install_status_operate_reconfigure_delete() {
         "the parameters stay as they were"
     );
     assert!(api.runtime.take().is_empty(), "a dry run restarts nothing");
-    let (status, body) = api
-        .call(
-            "PUT",
-            "/api/services/lineplc?dryRun=true",
-            Some(&admin),
-            Some(json!({"parameters": {"interval": 5}})),
-        )
-        .await;
+    let (status, body) = reconfigure(
+        &api,
+        &admin,
+        "/api/services/lineplc?dryRun=true",
+        json!({"parameters": {"interval": 5}}),
+    )
+    .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
-    let (status, body) = api
-        .call(
-            "PUT",
-            "/api/services/lineplc?dryRun=perhaps",
-            Some(&admin),
-            Some(json!({"parameters": {"interval": 250}})),
-        )
-        .await;
+    let (status, body) = reconfigure(
+        &api,
+        &admin,
+        "/api/services/lineplc?dryRun=perhaps",
+        json!({"parameters": {"interval": 250}}),
+    )
+    .await;
     assert_eq!(
         (status, error_code(&body)),
         (StatusCode::BAD_REQUEST, "bad_request"),
@@ -152,14 +154,13 @@ async fn lifecycle_install_status_operate_reconfigure_delete() {
     );
 
     // Reconfigure with a new parameter: only the endpoint using it restarts.
-    let (status, body) = api
-        .call(
-            "PUT",
-            "/api/services/lineplc",
-            Some(&admin),
-            Some(json!({"parameters": {"interval": 250}})),
-        )
-        .await;
+    let (status, body) = reconfigure(
+        &api,
+        &admin,
+        "/api/services/lineplc",
+        json!({"parameters": {"interval": 250}}),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["changedResources"], json!(["temperature"]));
     assert_eq!(
@@ -168,14 +169,13 @@ async fn lifecycle_install_status_operate_reconfigure_delete() {
     );
     assert_eq!(body["parameters"], json!({"interval": 250}));
     // An invalid reconfigure changes nothing.
-    let (status, body) = api
-        .call(
-            "PUT",
-            "/api/services/lineplc",
-            Some(&admin),
-            Some(json!({"parameters": {"interval": 5}})),
-        )
-        .await;
+    let (status, body) = reconfigure(
+        &api,
+        &admin,
+        "/api/services/lineplc",
+        json!({"parameters": {"interval": 5}}),
+    )
+    .await;
     assert_eq!(
         (status, error_code(&body)),
         (
@@ -192,27 +192,19 @@ async fn lifecycle_install_status_operate_reconfigure_delete() {
         .call("GET", "/api/services/lineplc", Some(&admin), None)
         .await;
     assert_eq!(detail["parameters"], json!({"interval": 250}));
-    let (status, _) = api
-        .call(
-            "PUT",
-            "/api/services/lineplc",
-            Some(&admin),
-            Some(json!({})),
-        )
-        .await;
+    let (status, _) = reconfigure(&api, &admin, "/api/services/lineplc", json!({})).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
 
     // A new file: the removed endpoint stops, the changed connection and the endpoint on it
     // restart (in reverse start order, then start order).
     let new_file = PLC.replace("  pressure:\n    type: Cybus::Endpoint\n    properties:\n      protocol: Modbus\n      connection: !ref plc\n      subscribe: {fc: 3, address: 10, interval: 500}\n", "").replace("port: 502", "port: 5020");
-    let (status, body) = api
-        .call(
-            "PUT",
-            "/api/services/lineplc",
-            Some(&admin),
-            Some(json!({"commissioningFile": new_file})),
-        )
-        .await;
+    let (status, body) = reconfigure(
+        &api,
+        &admin,
+        "/api/services/lineplc",
+        json!({"commissioningFile": new_file}),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(
         body["changedResources"],
@@ -534,14 +526,13 @@ async fn dependencies_between_services() {
     let without_plc = PLC
         .replace("  plc:\n", "  plc2:\n")
         .replace("!ref plc\n", "!ref plc2\n");
-    let (status, body) = api
-        .call(
-            "PUT",
-            "/api/services/lineplc",
-            Some(&admin),
-            Some(json!({"commissioningFile": without_plc})),
-        )
-        .await;
+    let (status, body) = reconfigure(
+        &api,
+        &admin,
+        "/api/services/lineplc",
+        json!({"commissioningFile": without_plc}),
+    )
+    .await;
     assert_eq!(
         status,
         StatusCode::CONFLICT,
@@ -617,14 +608,13 @@ async fn accounts_from_commissioning_files_come_and_go_with_the_service() {
         api.call("GET", "/api/users", Some(&token), None).await.0,
         StatusCode::FORBIDDEN
     );
-    let (status, _) = api
-        .call(
-            "PUT",
-            "/api/users/plantusers.dashboard",
-            Some(&admin),
-            Some(json!({"roles": []})),
-        )
-        .await;
+    let (status, _) = reconfigure(
+        &api,
+        &admin,
+        "/api/users/plantusers.dashboard",
+        json!({"roles": []}),
+    )
+    .await;
     assert_eq!(
         status,
         StatusCode::CONFLICT,
