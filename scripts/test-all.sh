@@ -12,6 +12,14 @@ step() { printf '\n==> %s\n' "$*"; }
 
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
+# A CI run builds everything once: incremental compilation would only add a gigabyte of caches.
+if [ -n "${CI:-}" ]; then export CARGO_INCREMENTAL=0; fi
+
+# Linkers die with SIGBUS, not a clear message, when the disk fills: say how much there was.
+disk_report() { df -h . | awk 'NR == 2 { print "disk: " $4 " free of " $2 " on " $6 }'; }
+step "Disk"
+disk_report
+
 step "System packages"
 missing=()
 command -v mosquitto_pub >/dev/null || missing+=(mosquitto-clients)
@@ -53,6 +61,10 @@ IRONBRIDGE_TEST_DATABASE_URL="$pg_url" cargo test -p admin-api --locked
 step "Interoperability and whole-system tests (paho-mqtt, mosquitto clients, REST, the web console in Chromium) against the real binary"
 cargo build -p gateway --locked
 IRONBRIDGE_BIN="$PWD/target/debug/ironbridge" .venv/bin/pytest -q tests/interop
+
+step "Disk after the build"
+disk_report
+du -sh target 2>/dev/null || true
 
 step "Deployment files (compose schema, systemd unit, Helm values, YAML style)"
 IRONBRIDGE_BIN="$PWD/target/debug/ironbridge" deploy/check.sh

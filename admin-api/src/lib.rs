@@ -1,4 +1,4 @@
-//! The REST API (SPEC section 8): one router per resource merged here, token checks and the
+//! The REST API (`/api`, described at `/api/openapi.json`): one router per resource merged here, token checks and the
 //! permission check for every protected route in one middleware.
 
 mod accounts;

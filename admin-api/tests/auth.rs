@@ -495,7 +495,7 @@ async fn system_routes_openapi_and_unknown_paths() {
     assert!(doc["components"]["schemas"]["ErrorBody"].is_object());
 }
 
-/// Anything a client sends gets a 4xx with the error body, never a 5xx (SPEC section 8).
+/// Anything a client sends gets a 4xx with the error body, never a 5xx.
 #[tokio::test]
 async fn malformed_requests_never_cause_server_errors() {
     let api = TestApi::start().await;

@@ -1,4 +1,4 @@
-//! The permission model of SPEC section 7, shared by the REST API and the MQTT broker: who holds
+//! The permission model, shared by the REST API and the MQTT broker: who holds
 //! which `{resource, operation, context}` and whether that covers a request.
 
 use std::collections::{BTreeSet, HashMap};

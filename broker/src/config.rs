@@ -51,7 +51,7 @@ pub struct BrokerConfig {
     pub autosave_interval_secs: u64,
     /// Read by the gateway, not by this broker: `mqtt(s)://[user:password@]host[:port]` of an
     /// existing broker that every gateway component connects to instead, with this broker not
-    /// started at all (SPEC section 11).
+    /// started at all.
     pub external: Option<String>,
 }
 

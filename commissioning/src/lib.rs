@@ -1,4 +1,4 @@
-//! Commissioning files: the YAML that declares a service (SPEC section 2).
+//! Commissioning files: the YAML that declares a service, in Cybus Connectware's format.
 //!
 //! [`load`] takes the file text, the service id and the parameter values and returns either a
 //! resolved, typed [`Service`] or every problem found, each with its YAML path and position.

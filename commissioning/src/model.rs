@@ -1,4 +1,4 @@
-//! Typed resources, with every property SPEC sections 2 and 4 name. Unknown properties are
+//! Typed resources, with every property the gateway implements. Unknown properties are
 //! rejected (`deny_unknown_fields`) so a typo is an error, not a silently ignored setting.
 
 use std::collections::BTreeMap;
@@ -806,7 +806,7 @@ pub struct ParseRule {
     pub format: String,
 }
 
-/// What `parse` reads the payload as (SPEC section 5).
+/// What `parse` reads the payload as.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ParseFormat {
     Json,
@@ -1006,7 +1006,7 @@ pub struct Sink {
     pub connection: Option<ResourceRef>,
 }
 
-/// `{resource, operation, context}`: the unit of every access decision (SPEC section 7).
+/// `{resource, operation, context}`: the unit of every access decision.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Permission {

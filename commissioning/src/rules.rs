@@ -1,4 +1,4 @@
-//! Install-time checks of rule chains (SPEC section 5): every JSONata expression compiles, every
+//! Install-time checks of rule chains: every JSONata expression compiles, every
 //! option is in range, every label template parses. The rule engine compiles the same text again
 //! when the mapping starts; nothing here runs an expression.
 

@@ -978,7 +978,7 @@ fn check_http_path(
     }
 }
 
-/// `${Cybus::MqttRoot}` in a mapping topic is expanded even without `!sub` (SPEC section 2).
+/// `${Cybus::MqttRoot}` in a mapping topic is expanded even without `!sub`.
 /// A service's topic root (`CYBUS_MQTT_ROOT`) is where its broker user may read and write
 /// everything, so it must be a concrete prefix: a wildcard would reach other services' topics,
 /// and `$`-topics belong to the broker. Returns the root without trailing slashes.

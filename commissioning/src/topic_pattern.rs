@@ -1,4 +1,4 @@
-//! Mapping topics (SPEC section 2): subscriptions with named wildcards (`factory/+machine/#rest`)
+//! Mapping topics: subscriptions with named wildcards (`factory/+machine/#rest`)
 //! and publish topics or labels that use what they bound (`out/$machine/{rest}`).
 //!
 //! Both are parsed once at install time; at run time a subscription binds the levels of a

@@ -367,7 +367,7 @@ mod tests {
         assert!(!s.tls_enabled());
         assert!(
             !s.broker.allow_anonymous,
-            "anonymous MQTT is off by default (SPEC 7)"
+            "anonymous MQTT is off by default"
         );
         assert_eq!(s.database.url, None);
     }

@@ -1,4 +1,4 @@
-//! Payloads of SPEC section 3: endpoint data, requests on `/req` and `/set`, answers on `/res`,
+//! Payloads: endpoint data, requests on `/req` and `/set`, answers on `/res`,
 //! and connection status. Pure.
 
 use serde_json::{Value as Json, json};

@@ -1,4 +1,4 @@
-//! Connection states (SPEC section 3), published retained on
+//! Connection states, published retained on
 //! `$SYS/ironbridge/services/<service>/connections/<resource>/status`.
 
 use serde::Serialize;

@@ -1,4 +1,4 @@
-//! A rule chain (SPEC section 5): the rules of a mapping entry or an endpoint, compiled once and
+//! A rule chain: the rules of a mapping entry or an endpoint, compiled once and
 //! run in order on each message. Synchronous and free of I/O; the task that owns a chain feeds
 //! it messages and the clock, and publishes what comes out.
 //!

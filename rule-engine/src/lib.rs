@@ -1,5 +1,4 @@
-//! Rule engine: `Cybus::Mapping` resources and the rule chains of mappings and endpoints
-//! (SPEC sections 2 and 5).
+//! Rule engine: `Cybus::Mapping` resources and the rule chains of mappings and endpoints.
 //!
 //! [`chain::Chain`] is the pure part: compiled rules and their state, fed messages and the
 //! clock. [`mapping`] runs chains as tasks on the in-process broker link. Expressions are

@@ -1,4 +1,4 @@
-"""Store-and-forward across a hard crash, as SPEC section 4 promises: Debian's Mosquitto stands
+"""Store-and-forward across a hard crash, as the README's "Forwarding to cloud brokers" promises: Debian's Mosquitto stands
 in for the cloud broker, the real `ironbridge` binary forwards to it, and paho plays both the
 plant publisher and the cloud application.
 

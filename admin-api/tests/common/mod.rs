@@ -217,7 +217,7 @@ impl TestApi {
     }
 }
 
-/// Asserts the SPEC error shape and returns the code.
+/// Asserts the API's error shape (`{"error": {"code", "message"}}`) and returns the code.
 pub fn error_code(body: &Value) -> &str {
     let code = body["error"]["code"]
         .as_str()

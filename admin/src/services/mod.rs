@@ -1,6 +1,6 @@
-//! Services: installed commissioning files, their lifecycle and their dependencies (SPEC
-//! section 6). Operations are serialised by one lock, so two requests never enable the same
-//! service at once; the current states are published separately so status reads never wait.
+//! Services: installed commissioning files, their lifecycle and their dependencies. Operations
+//! are serialised by one lock, so two requests never enable the same service at once; the
+//! current states are published separately so status reads never wait.
 //!
 //! Accounts (`Cybus::User`, `Cybus::Role`, the service's own broker user and default role) are
 //! created here; connections, endpoints and mappings are handed to the [`ResourceRuntime`] the

@@ -1,4 +1,4 @@
-//! Service states (SPEC section 6) and the one function that decides transitions.
+//! Service states and the one function that decides transitions.
 
 use serde::Serialize;
 

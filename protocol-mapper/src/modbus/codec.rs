@@ -1,4 +1,4 @@
-//! Modbus data types (SPEC section 4): registers and coils to JSON values and back. Pure.
+//! Modbus data types: registers and coils to JSON values and back. Pure.
 //!
 //! Registers travel high byte first. The names follow Connectware (and Node's Buffer readers
 //! over the bytes as received): `BE` reads those bytes big-endian, `LE` little-endian (the whole

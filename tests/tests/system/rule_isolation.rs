@@ -1,8 +1,5 @@
 //! Rules that compute up to their time limit run on workers of their own: the broker and the API
 //! answer meanwhile.
-#![allow(clippy::unwrap_used)]
-
-mod common;
 
 use std::time::{Duration, Instant};
 
@@ -11,7 +8,7 @@ use broker::{Message, QoS};
 use gateway::Gateway;
 use serde_json::Map;
 
-use common::{http_get, settings};
+use crate::common::{http_get, settings};
 
 /// Mappings whose expression computes until the 1 s limit stops it, more of them than a
 /// machine has cores.

@@ -1,9 +1,6 @@
-//! `broker.external` (SPEC 11): the built-in broker stays off and every component (device
+//! `broker.external`: the built-in broker stays off and every component (device
 //! connections, endpoint rules, mappings, the status publisher) is an MQTT client of an existing
 //! broker; Debian's Mosquitto, with a password, plays the plant's broker cluster.
-#![allow(clippy::unwrap_used)]
-
-mod common;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -12,8 +9,8 @@ use gateway::Gateway;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use serde_json::Value;
 
-use common::mosquitto::Mosquitto;
-use common::{http_get, settings};
+use crate::common::mosquitto::Mosquitto;
+use crate::common::{free_port, http_get, settings};
 
 /// Everything published on the broker, latest per topic.
 struct Observer {
@@ -93,7 +90,7 @@ async fn every_component_works_through_an_external_broker() {
     s.demo.enabled = true;
     s.demo.modbus_port = 0;
     s.demo.opcua_port = 0;
-    s.demo.opcua_server_port = common::free_port();
+    s.demo.opcua_server_port = free_port();
     let gw = Gateway::start(s).await.unwrap();
     assert!(
         gw.broker().is_none() && gw.mqtt_addr.is_none(),

@@ -1,9 +1,6 @@
 //! MQTT connections to a real remote broker (Debian's Mosquitto standing in for the cloud):
 //! forwarding with store-and-forward, commands coming back, username/password, TLS with a
 //! custom CA, mutual TLS as AWS IoT Core uses it, MQTT 5 over WebSocket, and a 30 s outage.
-#![allow(clippy::unwrap_used)]
-
-mod common;
 
 use std::path::Path;
 use std::time::Duration;
@@ -16,9 +13,9 @@ use rumqttc::{AsyncClient, Event, MqttOptions, Packet};
 use serde_json::{Map, Value, json};
 use tokio::sync::mpsc;
 
-use common::mosquitto::{Mosquitto, free_port};
-use common::pki::Pki;
-use common::{example, settings};
+use crate::common::mosquitto::Mosquitto;
+use crate::common::pki::Pki;
+use crate::common::{example, free_port, http_get, next_on, settings};
 
 async fn install(gw: &Gateway, file: String, parameters: Value) -> String {
     let installed = gw
@@ -146,7 +143,7 @@ async fn wait_for_status(
 
 /// The body of `GET /metrics` on the gateway's HTTP port.
 async fn get_metrics(gw: &Gateway) -> String {
-    let (status, body) = common::http_get(gw, "/metrics").await;
+    let (status, body) = http_get(gw, "/metrics").await;
     assert_eq!(status, 200, "{body}");
     body
 }
@@ -204,7 +201,7 @@ async fn the_cloud_forwarder_example_logs_in_forwards_and_brings_commands_back()
     cloud
         .publish("plant-1/commands/stop", r#"{"value": true}"#)
         .await;
-    let command = common::next_on(&mut commands, "services/cloudforwarder/commands/stop").await;
+    let command = next_on(&mut commands, "services/cloudforwarder/commands/stop").await;
     assert_eq!(command, json!({"value": true}));
 
     // The status counts what went up (the command echo of the service's own topics too) and
@@ -431,7 +428,7 @@ async fn the_aws_iot_core_example_speaks_mutual_tls_with_the_thing_name() {
         ("dt/press-7/press7/spindle/speed", &b"1500"[..])
     );
     cloud.publish("cmd/press-7/reset", "{}").await;
-    let command = common::next_on(&mut commands, "services/awsiotcore/commands/reset").await;
+    let command = next_on(&mut commands, "services/awsiotcore/commands/reset").await;
     assert_eq!(command, json!({}));
 
     // Without a client certificate the broker refuses the TLS handshake.

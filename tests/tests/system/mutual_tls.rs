@@ -1,11 +1,8 @@
-//! Mutual TLS on the MQTT listener (SPEC section 7): a client certificate signed by the
+//! Mutual TLS on the MQTT listener: a client certificate signed by the
 //! configured client CA logs the client in as the user named by the certificate's common name,
 //! with that user's permissions; clients without a certificate still use user name and password.
-#![allow(clippy::unwrap_used)]
 
-mod common;
-
-use common::pki::Pki;
+use crate::common::pki::Pki;
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;

@@ -1,6 +1,5 @@
 //! The whole gateway in-process (`gateway::Gateway`), every listener on a free port: MQTT over TCP
 //! and TLS, WebSocket routes, and the in-process link all reach the same broker.
-#![allow(clippy::unwrap_used)]
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;

@@ -1,16 +1,13 @@
 //! What operators watch: `/metrics` for Prometheus and `/api/system/health` for probes, on a
 //! gateway running the demo (two simulated machines, their services, a mapping, the OPC UA
 //! server's service).
-#![allow(clippy::unwrap_used)]
-
-mod common;
 
 use std::time::{Duration, Instant};
 
 use gateway::Gateway;
 use serde_json::Value;
 
-use common::{http_get, settings};
+use crate::common::{free_port, http_get, settings};
 
 /// The value of the sample `name{labels}` (or `name` without labels).
 fn sample(exposition: &str, series: &str) -> Option<f64> {
@@ -27,7 +24,7 @@ async fn metrics_and_health_cover_broker_api_connections_and_mappings() {
     s.demo.enabled = true;
     s.demo.modbus_port = 0;
     s.demo.opcua_port = 0;
-    s.demo.opcua_server_port = common::free_port();
+    s.demo.opcua_server_port = free_port();
     let gw = Gateway::start(s).await.unwrap();
 
     // Both demo connections come up; the mapping makes the twin.

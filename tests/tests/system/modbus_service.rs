@@ -1,9 +1,6 @@
 //! A commissioning file with a Modbus connection and endpoints, installed into the whole gateway:
 //! values from an in-process device appear on MQTT, `/set` writes reach the device, and the
 //! service status follows the device going away and coming back.
-#![allow(clippy::unwrap_used)]
-
-mod common;
 
 use std::time::Duration;
 
@@ -13,7 +10,7 @@ use gateway::Gateway;
 use protocol_mapper::modbus::simulator::Simulator;
 use serde_json::json;
 
-use common::{next_on, settings};
+use crate::common::{next_on, settings};
 
 const FILE: &str = r#"
 metadata: {name: Press Line}

@@ -2,23 +2,17 @@
 //! configuration of the test's choosing, stopped and started again on the same port with its
 //! persistence intact, killed when dropped.
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use super::free_port;
 
 pub struct Mosquitto {
     pub dir: tempfile::TempDir,
     pub port: u16,
     config: PathBuf,
     child: Option<Child>,
-}
-
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
 }
 
 impl Mosquitto {

@@ -3,9 +3,6 @@
 //! follows: browse, read, subscribe, write): values published on MQTT reach subscribed clients
 //! with their timestamp, a client's write is published on MQTT, a second service adds nodes
 //! to the one server and takes them away when it is deleted, and a second server is refused.
-#![allow(clippy::unwrap_used)]
-
-mod common;
 
 use std::time::Duration;
 
@@ -19,7 +16,7 @@ use protocol_mapper::driver::EndpointSpec;
 use protocol_mapper::opcua::discover::{Options, discover};
 use serde_json::{Map, Value, json};
 
-use common::{example, free_port, next_on, settings};
+use crate::common::{example, free_port, next_on, settings};
 
 fn server_file(port: u16) -> String {
     format!(

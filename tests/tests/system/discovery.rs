@@ -1,9 +1,6 @@
 //! Discovery in the whole gateway: the in-process OPC UA server is browsed the way
 //! `ironbridge discover opcua` and `POST /api/discover/opcua` browse it, the file written from
 //! it installs unchanged, and its values arrive on MQTT under the service and the UNS tree.
-#![allow(clippy::unwrap_used)]
-
-mod common;
 
 use admin::services::{Authority, ServiceInput, ServiceState};
 use broker::QoS;
@@ -13,7 +10,7 @@ use gateway::discovery::{OpcuaRequest, opcua};
 use protocol_mapper::opcua::simulator::{OpcuaSimulator, SimulatorConfig, Variant};
 use serde_json::json;
 
-use common::{next_on, settings};
+use crate::common::{next_on, settings};
 
 #[tokio::test]
 async fn a_discovered_file_installs_and_delivers_the_servers_values() {

@@ -2,13 +2,11 @@
 //! reproducing an attack that worked before it was fixed: taking over another user's persistent
 //! session by its client id (MQTT 3.1.1 and 5.0), and permissions or users removed while their
 //! connections stay open.
-#![allow(clippy::unwrap_used)]
-
-mod common;
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::common::settings;
 use admin::accounts::UserChange;
 use broker::{LocalClient, Message, QoS};
 use commissioning::model::{AccessContext, AccessOperation, Permission};
@@ -28,7 +26,7 @@ fn mqtt(resource: &str, operation: AccessOperation) -> Permission {
 
 /// A gateway with `alice` (readWrite on `secret/#`) and `bob` (readWrite on `public/#` only).
 async fn gateway_with_users(dir: &std::path::Path) -> Gateway {
-    let gw = Gateway::start(common::settings(dir, "admin-password-1"))
+    let gw = Gateway::start(settings(dir, "admin-password-1"))
         .await
         .unwrap();
     let admin = gw.admin();

@@ -1,9 +1,6 @@
 //! `Cybus::Server::Http` and `Cybus::Node::Http` in the whole gateway: a machine posts to
 //! `/data/...` with basic authentication or a token, the body arrives on MQTT, GET answers the
 //! last value, and everything a client can get wrong is answered with its status.
-#![allow(clippy::unwrap_used)]
-
-mod common;
 
 use admin::services::{Authority, ServiceInput, ServiceState};
 use base64::Engine as _;
@@ -11,7 +8,7 @@ use broker::{Message, QoS};
 use gateway::Gateway;
 use serde_json::{Value, json};
 
-use common::{example, next_on, settings};
+use crate::common::{example, next_on, settings};
 
 /// One HTTP/1.0 request: the status, the headers (lower-cased names) and the body.
 async fn call(

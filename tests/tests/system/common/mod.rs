@@ -1,6 +1,5 @@
 //! What the in-process whole-gateway tests share: settings with free loopback ports and waits
 //! for messages on the in-process link.
-#![allow(dead_code)]
 
 pub mod mosquitto;
 pub mod pki;
@@ -13,9 +12,7 @@ use broker::LocalClient;
 use gateway::settings::Settings;
 use serde_json::Value;
 
-/// Embedded defaults (anonymous MQTT off), data in `dir`, every listener on a free loopback port.
 /// The text of a file in `commissioning-examples/`.
-#[allow(dead_code)] // Not every test binary installs examples.
 pub fn example(name: &str) -> String {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../commissioning-examples")
@@ -24,7 +21,6 @@ pub fn example(name: &str) -> String {
 }
 
 /// GET `path` on the gateway's HTTP listener without a token: the status code and the body.
-#[allow(dead_code)] // Not every test binary reads HTTP.
 pub async fn http_get(gw: &gateway::Gateway, path: &str) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(gw.http_addr.unwrap())
@@ -43,6 +39,7 @@ pub async fn http_get(gw: &gateway::Gateway, path: &str) -> (u16, String) {
     (status, body.to_string())
 }
 
+/// Embedded defaults (anonymous MQTT off), data in `dir`, every listener on a free loopback port.
 pub fn settings(dir: &Path, admin_password: &str) -> Settings {
     let mut s = Settings {
         data_dir: dir.to_path_buf(),

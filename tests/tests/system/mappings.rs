@@ -1,8 +1,5 @@
 //! The commissioning examples with mappings, installed into the whole gateway (real broker, real
 //! admin API, simulated Modbus device): what their README promises is what subscribers see.
-#![allow(clippy::unwrap_used)]
-
-mod common;
 
 use std::time::Duration;
 
@@ -12,7 +9,7 @@ use gateway::Gateway;
 use protocol_mapper::modbus::simulator::Simulator;
 use serde_json::{Map, Value, json};
 
-use common::{example, first_matching, next_on, settings};
+use crate::common::{example, first_matching, next_on, settings};
 
 async fn install(gw: &Gateway, file: &str, parameters: Value) -> String {
     let installed = gw
