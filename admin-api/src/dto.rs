@@ -209,9 +209,11 @@ pub struct ResourceDto {
     pub state: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
-    /// Counters: the store-and-forward queue of an MQTT connection (`queuedMessages`,
-    /// `queuedBytes`, `droppedQueueFull`, `delivered`, `deliveredPerSecond`, ...), or messages
-    /// through a mapping (`received`, `published`, `dropped`).
+    /// Counters. Of every connection, what it did since it started (`values`, `lastValueAt`,
+    /// `endpointErrors`, `requests`, `requestsFailed`, `failedAttempts`, `sessionsLost`), and
+    /// of an MQTT connection also its store-and-forward queue (`queuedMessages`, `queuedBytes`,
+    /// `droppedQueueFull`, `delivered`, `deliveredPerSecond`, ...); of a mapping the messages
+    /// through it (`received`, `published`, `dropped`).
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
     pub metrics: Option<serde_json::Value>,

@@ -1,5 +1,6 @@
 //! `GET /metrics` in the Prometheus text format: the broker, the REST API, the process, every
-//! connection (state, and for MQTT connections the store-and-forward queue) and every mapping.
+//! connection (state, values, errors, requests, reconnects, and for MQTT connections the
+//! store-and-forward queue) and every mapping.
 //! Readable without a token, as Prometheus scrapers expect; it names services, resources and
 //! API routes, never payloads, parameters or credentials.
 
@@ -19,6 +20,8 @@ use broker::BrokerHandle;
 use broker::metrics::Metrics;
 
 use broker::bus::ForwardingStats;
+
+use protocol_mapper::driver::TrafficStats;
 
 use crate::supervisor::{ResourceMetrics, Supervisor};
 
@@ -417,6 +420,7 @@ fn resource_families(x: &mut Exposition, resources: &[ResourceMetrics]) {
         "1 while the connection is connected",
         connections,
     );
+    connection_traffic_families(x, resources, labelled);
     let forwarding: Vec<_> = resources
         .iter()
         .filter_map(|r| Some((labelled(r), r.forwarding.as_ref()?)))
@@ -508,6 +512,70 @@ fn resource_families(x: &mut Exposition, resources: &[ResourceMetrics]) {
     );
 }
 
+/// What every connection did, whatever its protocol.
+fn connection_traffic_families(
+    x: &mut Exposition,
+    resources: &[ResourceMetrics],
+    labelled: impl Fn(&ResourceMetrics) -> String,
+) {
+    let traffic: Vec<_> = resources
+        .iter()
+        .filter_map(|r| Some((labelled(r), r.traffic?)))
+        .collect();
+    type Field = fn(&TrafficStats) -> u64;
+    let counters: [(&str, &str, Field); 4] = [
+        (
+            "ironbridge_connection_values_total",
+            "Values read or received from the device and published",
+            |t| t.values,
+        ),
+        (
+            "ironbridge_connection_endpoint_errors_total",
+            "Failed reads, subscriptions and values of the connection's endpoints",
+            |t| t.endpoint_errors,
+        ),
+        (
+            "ironbridge_connection_failed_attempts_total",
+            "Attempts to connect that failed",
+            |t| t.failed_attempts,
+        ),
+        (
+            "ironbridge_connection_lost_total",
+            "Sessions that were up and then lost",
+            |t| t.sessions_lost,
+        ),
+    ];
+    for (name, help, field) in counters {
+        x.family(
+            name,
+            "counter",
+            help,
+            traffic.iter().map(|(labels, t)| (labels.clone(), field(t))),
+        );
+    }
+    x.family(
+        "ironbridge_connection_requests_total",
+        "counter",
+        "/req and /set messages answered, by outcome",
+        traffic.iter().flat_map(|(labels, t)| {
+            [
+                ("ok", t.requests.saturating_sub(t.requests_failed)),
+                ("error", t.requests_failed),
+            ]
+            .map(|(outcome, value)| (format!("{labels},outcome=\"{outcome}\""), value))
+        }),
+    );
+    x.family(
+        "ironbridge_connection_last_value_timestamp_seconds",
+        "gauge",
+        "When the connection last published a value (Unix time)",
+        traffic.iter().filter_map(|(labels, t)| {
+            let at = t.last_value_at?;
+            Some((labels.clone(), at as f64 / 1000.0))
+        }),
+    );
+}
+
 /// Label values escape backslash, quote and newline (the exposition format's rules).
 fn escape(value: &str) -> String {
     value
@@ -548,6 +616,7 @@ mod tests {
                 dropped_queue_full: 2,
                 ..ForwardingStats::default()
             }),
+            traffic: Some(TrafficStats::default()),
             mapping: None,
         }]));
         assert!(text.contains("# TYPE ironbridge_forward_queue_messages gauge\n"));
@@ -566,6 +635,44 @@ mod tests {
         assert!(
             !text.contains("ironbridge_process_open_fds "),
             "absent, not 0"
+        );
+    }
+
+    #[test]
+    fn every_connection_reports_its_traffic() {
+        let text = render(&snapshot(vec![ResourceMetrics {
+            service: "press".into(),
+            resource: "plc".into(),
+            connected: Some(true),
+            forwarding: None,
+            traffic: Some(TrafficStats {
+                values: 120,
+                last_value_at: Some(1_796_544_000_250),
+                endpoint_errors: 3,
+                requests: 5,
+                requests_failed: 2,
+                failed_attempts: 4,
+                sessions_lost: 1,
+            }),
+            mapping: None,
+        }]));
+        let labels = "service=\"press\",resource=\"plc\"";
+        for sample in [
+            format!("ironbridge_connection_values_total{{{labels}}} 120\n"),
+            format!("ironbridge_connection_endpoint_errors_total{{{labels}}} 3\n"),
+            format!("ironbridge_connection_failed_attempts_total{{{labels}}} 4\n"),
+            format!("ironbridge_connection_lost_total{{{labels}}} 1\n"),
+            format!("ironbridge_connection_requests_total{{{labels},outcome=\"ok\"}} 3\n"),
+            format!("ironbridge_connection_requests_total{{{labels},outcome=\"error\"}} 2\n"),
+            format!(
+                "ironbridge_connection_last_value_timestamp_seconds{{{labels}}} 1796544000.25\n"
+            ),
+        ] {
+            assert!(text.contains(&sample), "{sample} missing from\n{text}");
+        }
+        assert!(
+            !text.contains("ironbridge_forward_queue_messages{"),
+            "no store-and-forward queue outside MQTT connections"
         );
     }
 

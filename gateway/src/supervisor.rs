@@ -27,7 +27,7 @@ use commissioning::model::{
 };
 use commissioning::{Resource, Service};
 use protocol_mapper::connections::{BuildConnection, ConnectionContext};
-use protocol_mapper::driver::{ConnectionHandle, DriverError, EndpointSpec};
+use protocol_mapper::driver::{ConnectionHandle, DriverError, EndpointSpec, TrafficStats};
 use protocol_mapper::mqtt::QueueLimits;
 use protocol_mapper::status::ConnectionState;
 use rule_engine::{EntrySpec, PublishSpec, RunningChains, SourceSpec};
@@ -395,6 +395,22 @@ impl Supervisor {
     }
 }
 
+/// A connection's counters for the status route: what it did (every protocol), and for MQTT
+/// connections the store-and-forward queue, in one object.
+fn connection_metrics(
+    handle: &ConnectionHandle,
+    remote: Option<&RemoteBroker>,
+) -> Option<serde_json::Value> {
+    let mut metrics = serde_json::to_value(handle.traffic()).ok()?;
+    if let (Some(all), Some(serde_json::Value::Object(forwarding))) = (
+        metrics.as_object_mut(),
+        remote.and_then(|r| serde_json::to_value(r.stats()).ok()),
+    ) {
+        all.extend(forwarding);
+    }
+    Some(metrics)
+}
+
 /// What `/metrics` shows of one resource.
 #[derive(Debug, Clone)]
 pub struct ResourceMetrics {
@@ -402,6 +418,8 @@ pub struct ResourceMetrics {
     pub resource: String,
     /// Connections only.
     pub connected: Option<bool>,
+    /// Connections only.
+    pub traffic: Option<TrafficStats>,
     /// MQTT connections only.
     pub forwarding: Option<ForwardingStats>,
     /// Mappings and endpoints with rules.
@@ -415,26 +433,29 @@ impl Supervisor {
         let mut all: Vec<ResourceMetrics> = running
             .iter()
             .filter_map(|((service, resource), running)| {
-                let (connected, forwarding, mapping) = match running {
-                    Running::Connection { handle, remote } => (
-                        Some(handle.status().state == ConnectionState::Connected),
-                        remote.as_ref().map(RemoteBroker::stats),
-                        None,
-                    ),
-                    Running::Mapping(Some(chains)) => (None, None, Some(chains.stats())),
-                    Running::Endpoint {
-                        rules: Some(chains),
-                        ..
-                    } => (None, None, Some(chains.stats())),
-                    _ => return None,
-                };
-                Some(ResourceMetrics {
+                let mut metrics = ResourceMetrics {
                     service: service.clone(),
                     resource: resource.clone(),
-                    connected,
-                    forwarding,
-                    mapping,
-                })
+                    connected: None,
+                    traffic: None,
+                    forwarding: None,
+                    mapping: None,
+                };
+                match running {
+                    Running::Connection { handle, remote } => {
+                        metrics.connected =
+                            Some(handle.status().state == ConnectionState::Connected);
+                        metrics.traffic = Some(handle.traffic());
+                        metrics.forwarding = remote.as_ref().map(RemoteBroker::stats);
+                    }
+                    Running::Mapping(Some(chains))
+                    | Running::Endpoint {
+                        rules: Some(chains),
+                        ..
+                    } => metrics.mapping = Some(chains.stats()),
+                    _ => return None,
+                }
+                Some(metrics)
             })
             .collect();
         all.sort_by(|a, b| (&a.service, &a.resource).cmp(&(&b.service, &b.resource)));
@@ -605,9 +626,7 @@ impl ResourceRuntime for Supervisor {
                     ConnectionTargetState::Disconnected => ConnectionState::Disconnected,
                 };
                 ResourceStatus {
-                    metrics: remote
-                        .as_ref()
-                        .and_then(|r| serde_json::to_value(r.stats()).ok()),
+                    metrics: connection_metrics(handle, remote.as_ref()),
                     ..status(
                         resource_state(current.state),
                         current.state == wanted,

@@ -231,6 +231,11 @@ def test_install_shows_the_mistake_at_its_line_then_installs_the_fixed_file(page
     expect(page).to_have_url(re.compile(r"#/services/consoleline$"))
     expect(page.locator('tr[data-resource="plc"]')).to_contain_text("connected", timeout=ARRIVES)
     expect(page.locator('tr[data-resource="temperature"]')).to_contain_text("running")
+    # The connection's counters, in words: values read, and how long ago the last one came.
+    plc = page.locator('tr[data-resource="plc"]')
+    expect(plc.locator('[data-metric="values"] dt')).to_have_text("values")
+    expect(plc.locator('[data-metric="values"] dd')).not_to_have_text("0", timeout=ARRIVES)
+    expect(plc.locator('[data-metric="lastValueAt"]')).to_contain_text(re.compile(r"last value\s*\d+ s ago"))
 
     # What was installed is what the editor showed, with the parameter from the form.
     detail = api(demo, "GET", "/api/services/consoleline", token=admin_token(demo))

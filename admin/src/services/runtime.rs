@@ -99,8 +99,8 @@ pub struct ResourceStatus {
     /// False makes the service `deviated`.
     pub in_target_state: bool,
     pub message: Option<String>,
-    /// Counters worth showing an operator: store-and-forward queues of MQTT connections,
-    /// messages through mappings.
+    /// Counters worth showing an operator: what a connection did (and the store-and-forward
+    /// queue of an MQTT connection), messages through mappings.
     pub metrics: Option<serde_json::Value>,
 }
 

@@ -7,17 +7,30 @@ import { allows } from "../lib/access.js";
 import { del, post, request } from "../lib/api.js";
 import { useWatch } from "../lib/live.js";
 import { debounce, useResource } from "../lib/use-resource.js";
-import { dateTime } from "../lib/format.js";
+import { age, bytes, count, dateTime } from "../lib/format.js";
 import { Badge, ConfirmDialog, ErrorBanner, Loading, Notice } from "../components/ui.js";
 import { ServiceFileForm, parameterValues } from "../components/service-file-form.js";
 
 const METRICS_EVERY_MS = 2000;
 
+// The gateway names counters in camelCase (`requestsFailed`, `lastValueAt`); people read words,
+// times as ages and sizes in units.
+function metricLabel(key) {
+  return key.replace(/At$/, "").replace(/([A-Z])/g, " $1").toLowerCase();
+}
+
+function metricValue(key, value) {
+  if (typeof value !== "number") return String(value ?? "–");
+  if (key.endsWith("At")) return `${age(value)} ago`;
+  if (/Bytes$/.test(key)) return bytes(value);
+  return count(value);
+}
+
 function Metrics({ metrics }) {
   if (!metrics || typeof metrics !== "object") return html`<span class="muted">–</span>`;
   return html`<dl class="metrics">
-    ${Object.entries(metrics).map(([key, value]) => html`<div>
-      <dt>${key}</dt><dd>${typeof value === "number" ? value.toLocaleString("en-US") : String(value ?? "–")}</dd>
+    ${Object.entries(metrics).map(([key, value]) => html`<div data-metric=${key}>
+      <dt>${metricLabel(key)}</dt><dd>${metricValue(key, value)}</dd>
     </div>`)}
   </dl>`;
 }

@@ -1,6 +1,7 @@
 //! The supervisor's handle on a running connection, and starting one.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use broker::bus::Link;
 use commissioning::model::ConnectionTargetState;
@@ -8,6 +9,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::machine::{self, Command};
+use super::traffic::{Traffic, TrafficStats};
 use super::{Driver, DriverError, EndpointSpec, Reporter};
 use crate::status::{ConnectionState, ConnectionStatus, connection_status_topic};
 
@@ -19,6 +21,7 @@ pub struct ConnectionHandle {
     commands: mpsc::Sender<Command>,
     status: watch::Receiver<ConnectionStatus>,
     endpoint_errors: watch::Receiver<BTreeMap<String, String>>,
+    traffic: Arc<Traffic>,
     stop: CancellationToken,
     task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
     pub target: ConnectionTargetState,
@@ -50,6 +53,11 @@ impl ConnectionHandle {
         self.status.borrow().clone()
     }
 
+    /// What the connection has done since it started.
+    pub fn traffic(&self) -> TrafficStats {
+        self.traffic.stats()
+    }
+
     /// The last error of an endpoint, if its last read, subscription or request failed.
     pub fn endpoint_error(&self, id: &str) -> Option<String> {
         self.endpoint_errors.borrow().get(id).cloned()
@@ -78,18 +86,21 @@ pub fn spawn<D: Driver>(
     let (status_tx, status) = watch::channel(ConnectionStatus::new(ConnectionState::Connecting));
     let (errors_tx, endpoint_errors) = watch::channel(BTreeMap::new());
     let stop = CancellationToken::new();
+    let traffic = Arc::new(Traffic::default());
     let reporter = Reporter::new(
         format!("{service}::{resource}"),
         connection_status_topic(service, resource),
         link.into(),
         status_tx,
         errors_tx,
+        traffic.clone(),
     );
     let run = machine::run(driver, target, commands_rx, stop.clone(), reporter);
     ConnectionHandle {
         commands,
         status,
         endpoint_errors,
+        traffic,
         stop,
         task: std::sync::Mutex::new(Some(tokio::spawn(run))),
         target,

@@ -220,6 +220,7 @@ impl<D: Driver> Machine<D> {
             return;
         }
         debug!(connection = %self.report.label, error = %error, "{} connect failed", D::PROTOCOL);
+        self.report.traffic.attempt_failed();
         // The first attempts stay `connecting`, later ones `reconnecting`; only the error is
         // news.
         let state = self.report.state();
@@ -232,6 +233,7 @@ impl<D: Driver> Machine<D> {
         match std::mem::replace(&mut self.phase, Phase::Down) {
             Phase::Connected(session) => {
                 warn!(connection = %self.report.label, error = %error, "{} connection lost", D::PROTOCOL);
+                self.report.traffic.session_lost();
                 self.driver.close(session).await;
                 self.report
                     .set_state(ConnectionState::Reconnecting, Some(error.to_string()))
@@ -294,6 +296,7 @@ impl<D: Driver> Machine<D> {
             Ok(request) => request,
             Err(error) => {
                 let answer = envelope::error(None, &error, None, envelope::now_millis());
+                self.report.traffic.request_answered(false);
                 self.report.answer(&response_topic, answer).await;
                 return;
             }
@@ -305,6 +308,7 @@ impl<D: Driver> Machine<D> {
                 None,
                 envelope::now_millis(),
             );
+            self.report.traffic.request_answered(false);
             self.report.answer(&response_topic, answer).await;
             return;
         };
@@ -313,6 +317,9 @@ impl<D: Driver> Machine<D> {
             .request(&endpoint, request.value, session, &self.report)
             .await;
         let now = envelope::now_millis();
+        self.report
+            .traffic
+            .request_answered(matches!(outcome, Ok(Ok(_))));
         let (answer, lost) = match outcome {
             Ok(Ok(value)) => (envelope::result(request.id, value, now), None),
             Ok(Err(refusal)) => (

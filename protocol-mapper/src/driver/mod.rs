@@ -18,6 +18,7 @@ mod poll;
 mod reporter;
 #[cfg(test)]
 mod tests;
+mod traffic;
 
 use std::future::Future;
 
@@ -28,6 +29,7 @@ pub use endpoint::EndpointSpec;
 pub use handle::{ConnectionHandle, spawn};
 pub use poll::{Polled, PolledEndpoints};
 pub use reporter::Reporter;
+pub use traffic::TrafficStats;
 
 use crate::backoff::Backoff;
 

@@ -2,6 +2,7 @@
 //! endpoints.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use broker::bus::Link;
 use broker::{Message, QoS};
@@ -10,6 +11,7 @@ use tokio::sync::watch;
 use tracing::warn;
 
 use super::EndpointSpec;
+use super::traffic::Traffic;
 use crate::envelope;
 use crate::status::{ConnectionState, ConnectionStatus};
 
@@ -22,6 +24,8 @@ pub struct Reporter {
     pub(super) link: Link,
     status: watch::Sender<ConnectionStatus>,
     errors: watch::Sender<BTreeMap<String, String>>,
+    /// What the connection has done, shared with its handle.
+    pub(super) traffic: Arc<Traffic>,
 }
 
 impl Reporter {
@@ -31,6 +35,7 @@ impl Reporter {
         link: Link,
         status: watch::Sender<ConnectionStatus>,
         errors: watch::Sender<BTreeMap<String, String>>,
+        traffic: Arc<Traffic>,
     ) -> Reporter {
         Reporter {
             label,
@@ -38,6 +43,7 @@ impl Reporter {
             link,
             status,
             errors,
+            traffic,
         }
     }
 
@@ -114,6 +120,7 @@ impl Reporter {
             );
             let _ = self.link.publish(message).await;
         }
+        self.traffic.value_published();
         self.clear_error(&endpoint.id);
     }
 
@@ -133,6 +140,7 @@ impl Reporter {
 
     /// Records an endpoint's error, logging it once when it first appears or changes.
     pub fn endpoint_failed(&self, id: &str, error: String) {
+        self.traffic.endpoint_failed();
         if self.errors.borrow().get(id) != Some(&error) {
             warn!(connection = %self.label, endpoint = %id, error = %error, "Endpoint failed");
             self.errors.send_modify(|errors| {

@@ -325,6 +325,12 @@ async fn failed_attempts_back_off_and_every_state_is_published_with_the_last_err
         rig.calls(),
         ["prepare", "on_connected 3", "close 3", "on_connected 4"]
     );
+    let traffic = rig.handle.traffic();
+    assert_eq!(
+        (traffic.failed_attempts, traffic.sessions_lost),
+        (2, 1),
+        "{traffic:?}"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -434,6 +440,18 @@ async fn requests_reach_the_driver_only_while_connected_and_every_one_is_answere
     // A removed endpoint's requests go nowhere.
     rig.handle.remove_endpoint("line::speed").await;
     assert!(rig.calls().contains(&"remove line::speed".to_string()));
+
+    // Five answers: one result; not connected, refused, malformed and vanished are errors.
+    let traffic = rig.handle.traffic();
+    assert_eq!(
+        (
+            traffic.requests,
+            traffic.requests_failed,
+            traffic.sessions_lost
+        ),
+        (5, 4, 1),
+        "{traffic:?}"
+    );
 }
 
 #[tokio::test(start_paused = true)]

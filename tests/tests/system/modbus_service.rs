@@ -118,7 +118,17 @@ async fn a_modbus_service_publishes_writes_and_reports_its_connection() {
     let device = Simulator::start_with(addr, bank).await.unwrap();
     while next_on(&mut watcher, connection_topic).await["state"] != "connected" {}
     next_on(&mut watcher, "services/pressline/press/speed").await;
-    assert!(!admin.status("pressline").await.unwrap().deviated);
+    let status = admin.status("pressline").await.unwrap();
+    assert!(!status.deviated);
+
+    // The connection's counters tell the story: values read, the one write, the lost session.
+    let plc = status.resources.iter().find(|r| r.id == "plc").unwrap();
+    let counters = plc.metrics.as_ref().unwrap();
+    assert!(counters["values"].as_u64().unwrap() >= 2, "{counters}");
+    assert!(counters["lastValueAt"].as_i64().unwrap() > 0, "{counters}");
+    assert_eq!(counters["requests"], 1, "{counters}");
+    assert_eq!(counters["requestsFailed"], 0, "{counters}");
+    assert_eq!(counters["sessionsLost"], 1, "{counters}");
 
     // Disabling closes the connection: the device sees no more requests.
     admin

@@ -80,6 +80,39 @@ async fn metrics_and_health_cover_broker_api_connections_and_mappings() {
     assert!(sample(&metrics, "ironbridge_process_resident_memory_bytes").unwrap() > 1e6);
     assert!(sample(&metrics, "ironbridge_process_open_fds").unwrap() > 0.0);
 
+    // Every connection, whatever its protocol, counts what it did: the demo PLC (Modbus) and
+    // the CNC (OPC UA) publish values.
+    for (service, resource) in [("demoplc", "plc"), ("democnc", "cnc")] {
+        let labels = format!("service=\"{service}\",resource=\"{resource}\"");
+        let values = format!("ironbridge_connection_values_total{{{labels}}}");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let metrics = loop {
+            let (_, metrics) = http_get(&gw, "/metrics").await;
+            if sample(&metrics, &values) > Some(0.0) {
+                break metrics;
+            }
+            assert!(Instant::now() < deadline, "{service}: no values\n{metrics}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        let last = sample(
+            &metrics,
+            &format!("ironbridge_connection_last_value_timestamp_seconds{{{labels}}}"),
+        )
+        .unwrap();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64();
+        assert!(now - last < 30.0, "{service}: last value {last}, now {now}");
+        assert_eq!(
+            sample(
+                &metrics,
+                &format!("ironbridge_connection_lost_total{{{labels}}}")
+            ),
+            Some(0.0)
+        );
+    }
+
     // REST calls are counted by route pattern and status, with their latency.
     let (status, _) = http_get(&gw, "/api/services/demoplc").await;
     assert_eq!(status, 401, "no token");
