@@ -219,7 +219,14 @@ impl Admin {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(caller.token_id.clone(), caller.token_expires);
+        // MQTT sessions opened with this token as the password end now.
+        self.recheck_sessions();
         Ok(())
+    }
+
+    /// Whether a token seen valid before still is: not expired and not revoked since.
+    pub(crate) fn token_is_valid(&self, token_id: &str, expires_at: i64) -> bool {
+        expires_at > now_secs() && !self.is_revoked(token_id)
     }
 
     fn is_revoked(&self, token_id: &str) -> bool {

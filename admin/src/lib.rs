@@ -207,6 +207,12 @@ impl Admin {
         self.directory_changes.subscribe()
     }
 
+    /// Makes the broker's connections check their credentials again, as after a change of the
+    /// directory: for credentials that end without one (a token revoked or expired).
+    pub(crate) fn recheck_sessions(&self) {
+        self.directory_changes.send_replace(());
+    }
+
     pub fn uptime_secs(&self) -> u64 {
         self.started.elapsed().as_secs()
     }

@@ -45,6 +45,20 @@ pub struct UserPrincipal {
     /// The hook's version of the user's credentials (raised on a password change); the hook
     /// compares it in [`AuthHook::is_current`].
     pub generation: i64,
+    /// Set when the client logged in with a credential that ends on its own (an API token as
+    /// the password) rather than with the user's password. The hook checks it again in
+    /// [`AuthHook::is_current`], and signals [`AuthHook::changes`] when it expires, so the
+    /// connection ends with it.
+    pub expiring: Option<ExpiringCredential>,
+}
+
+/// A credential that is valid until a given time, or until the hook revokes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExpiringCredential {
+    /// The hook's id of it (an API token's `jti`), to look up whether it was revoked.
+    pub id: String,
+    /// Unix seconds.
+    pub expires_at: i64,
 }
 
 impl Principal {
@@ -53,6 +67,22 @@ impl Principal {
             name: name.into(),
             id: id.into(),
             generation,
+            expiring: None,
+        }))
+    }
+
+    /// A user who logged in with `credential` instead of their password.
+    pub fn user_with_expiring_credential(
+        name: impl Into<String>,
+        id: impl Into<String>,
+        generation: i64,
+        credential: ExpiringCredential,
+    ) -> Principal {
+        Principal::User(Arc::new(UserPrincipal {
+            name: name.into(),
+            id: id.into(),
+            generation,
+            expiring: Some(credential),
         }))
     }
 
@@ -108,8 +138,9 @@ pub trait AuthHook: Send + Sync + 'static {
         false
     }
 
-    /// Is `principal` still valid (the user exists, same account, same credentials)? Asked by
-    /// every connection when [`AuthHook::changes`] signals; `false` disconnects it.
+    /// Is `principal` still valid (the user exists, same account, same credentials, an expiring
+    /// credential neither expired nor revoked)? Asked by every connection when
+    /// [`AuthHook::changes`] signals; `false` disconnects it.
     fn is_current(&self, _principal: &Principal) -> bool {
         true
     }

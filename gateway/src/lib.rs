@@ -264,10 +264,10 @@ fn start_broker(
         info!(broker = %external.display_url(), "Using the external broker; the built-in broker is off");
         return Ok((None, Connector::External(Arc::new(external))));
     }
-    let auth = Arc::new(admin::broker_auth::UserAuth {
-        admin: admin.clone(),
-        allow_anonymous: config.allow_anonymous,
-    });
+    let auth = Arc::new(admin::broker_auth::UserAuth::new(
+        admin.clone(),
+        config.allow_anonymous,
+    ));
     let broker = Broker::start(config.clone(), auth)?;
     let connector = Connector::Local(broker.handle());
     Ok((Some(broker), connector))

@@ -6,12 +6,14 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use crate::common::settings;
 use admin::accounts::UserChange;
 use broker::{LocalClient, Message, QoS};
 use commissioning::model::{AccessContext, AccessOperation, Permission};
 use gateway::Gateway;
+use rumqttc::v5::mqttbytes::v5::DisconnectReasonCode;
 use tokio::sync::mpsc;
+
+use crate::common::settings;
 
 const ALICE: (&str, &str) = ("alice", "alice-password");
 const BOB: (&str, &str) = ("bob", "bob-password-1");
@@ -379,7 +381,8 @@ async fn accepts(addr: SocketAddr, user: &str, password: &str) -> bool {
 
 /// Scenario: the web console holds the user's API token, not the password, and logs into the
 /// broker (MQTT over WebSocket) with it. The token stands for its own user only, and not once it
-/// is revoked.
+/// is revoked: logging out ends the sessions it opened. (Its expiry does the same; tokens live
+/// an hour at least, so the admin crate tests that with a short one.)
 #[tokio::test]
 async fn an_api_token_is_accepted_as_its_users_mqtt_password_until_revoked() {
     let dir = tempfile::tempdir().unwrap();
@@ -404,11 +407,70 @@ async fn an_api_token_is_accepted_as_its_users_mqtt_password_until_revoked() {
     assert!(!accepts(addr, "alice", &forged).await);
     assert!(!accepts(addr, "alice", "eyJhbGciOiJub25lIn0.e30.").await);
 
+    // Logging out ends the sessions opened with the token, not those opened with the password.
+    let (_console, mut by_token) = connected(addr, "alice-console", "alice", &alice.token).await;
+    let (_hmi, mut by_password) = connected(addr, "alice-hmi", "alice", ALICE.1).await;
     let caller = admin.caller(&alice.token).unwrap();
     admin.logout(&caller).await.unwrap();
+    assert_eq!(
+        disconnect_reason(&mut by_token).await,
+        Some(DisconnectReasonCode::NotAuthorized)
+    );
     assert!(
         !accepts(addr, "alice", &alice.token).await,
         "a revoked token"
     );
+    let still_open = tokio::time::timeout(Duration::from_secs(1), by_password.poll()).await;
+    assert!(
+        still_open.is_err() || still_open.unwrap().is_ok(),
+        "the password's session goes on"
+    );
     gw.shutdown().await;
+}
+
+/// An MQTT 5 client connected (CONNACK received) with these credentials; its event loop runs
+/// while the client is kept.
+async fn connected(
+    addr: SocketAddr,
+    client_id: &str,
+    user: &str,
+    password: &str,
+) -> (rumqttc::v5::AsyncClient, rumqttc::v5::EventLoop) {
+    use rumqttc::v5::mqttbytes::v5::{ConnectReturnCode, Packet};
+    use rumqttc::v5::{Event, MqttOptions};
+    let mut options = MqttOptions::new(client_id, addr.ip().to_string(), addr.port());
+    options.set_credentials(user, password);
+    let (client, mut events) = rumqttc::v5::AsyncClient::new(options, 10);
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), events.poll()).await {
+            Ok(Ok(Event::Incoming(Packet::ConnAck(ack)))) => {
+                assert_eq!(ack.code, ConnectReturnCode::Success);
+                return (client, events);
+            }
+            Ok(Ok(_)) => continue,
+            other => panic!("{user} not connected: {other:?}"),
+        }
+    }
+}
+
+/// The reason of the DISCONNECT the broker sends within 5 s (`None`: it closed the connection
+/// without one).
+async fn disconnect_reason(events: &mut rumqttc::v5::EventLoop) -> Option<DisconnectReasonCode> {
+    use rumqttc::v5::{ConnectionError, StateError};
+    let wait = async {
+        loop {
+            match events.poll().await {
+                Ok(_) => continue,
+                // rumqttc reports the server's DISCONNECT as the error that ends its loop.
+                Err(ConnectionError::MqttState(StateError::ServerDisconnect {
+                    reason_code,
+                    ..
+                })) => return Some(reason_code),
+                Err(_) => return None,
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), wait)
+        .await
+        .expect("the broker ends the session within 5 s")
 }
