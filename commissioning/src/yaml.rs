@@ -1,5 +1,8 @@
-//! Loads YAML into a tree that keeps every tag and every position. saphyr parses; this module only
-//! converts its nodes into ours (string keys, no aliases, duplicate keys refused).
+//! Loads YAML into a tree that keeps every tag and every position. saphyr parses and expands
+//! aliases (`*name`, within its node budget against "billion laughs"); this module converts its
+//! nodes into ours (string keys, duplicate keys refused) and applies merge keys (`<<`).
+
+use std::collections::HashSet;
 
 use saphyr::{LoadableYamlNode, MarkedYamlOwned, ScalarOwned, YamlDataOwned};
 
@@ -151,6 +154,7 @@ fn convert(node: MarkedYamlOwned, path: &str, diagnostics: &mut Vec<Diagnostic>)
         ),
         YamlDataOwned::Mapping(entries) => {
             let mut out: Vec<(Key, Node)> = Vec::with_capacity(entries.len());
+            let mut merge: Option<(usize, Node)> = None;
             for (key, value) in entries {
                 let key_pos = pos_of(&key);
                 let name = match key.data {
@@ -167,7 +171,15 @@ fn convert(node: MarkedYamlOwned, path: &str, diagnostics: &mut Vec<Diagnostic>)
                     }
                 };
                 let child = convert(value, &join(path, &name), diagnostics);
+                if name == MERGE_KEY {
+                    // Merged where it stands, once every local key is known.
+                    merge = Some((out.len(), child));
+                    continue;
+                }
                 out.push((Key { name, pos: key_pos }, child));
+            }
+            if let Some((at, sources)) = merge {
+                merge_into(&mut out, at, sources, path, diagnostics);
             }
             Value::Map(out)
         }
@@ -186,7 +198,7 @@ fn convert(node: MarkedYamlOwned, path: &str, diagnostics: &mut Vec<Diagnostic>)
             diagnostics.push(Diagnostic::new(
                 path,
                 Some(pos),
-                "YAML aliases (*name) are not supported; use !ref to a definition instead",
+                "a YAML alias (*name) that names no anchor (&name) before it",
             ));
             Value::Null
         }
@@ -196,6 +208,60 @@ fn convert(node: MarkedYamlOwned, path: &str, diagnostics: &mut Vec<Diagnostic>)
         }
     };
     Node { value, pos }
+}
+
+/// YAML 1.1's merge key (<https://yaml.org/type/merge.html>): `<<: *defaults` inserts the
+/// entries of an anchored map, `<<: [*a, *b]` those of several. YAML 1.2 dropped it, yet the
+/// YAML loaders of JavaScript (js-yaml), Python and Java still read it by default, so files
+/// written for other tools use it to share endpoint settings.
+const MERGE_KEY: &str = "<<";
+
+/// Inserts the entries of the merged map(s) at `at`: a key of the map itself wins over a
+/// merged one, and among merged maps the earlier wins, as the merge key's definition says.
+/// Merged entries keep their own positions, so a diagnostic about one points at the anchor.
+fn merge_into(
+    out: &mut Vec<(Key, Node)>,
+    at: usize,
+    sources: Node,
+    path: &str,
+    diagnostics: &mut Vec<Diagnostic>,
+) {
+    let maps = match sources.value {
+        Value::Map(entries) => vec![entries],
+        Value::Seq(items) => {
+            let mut maps = Vec::with_capacity(items.len());
+            for item in items {
+                match item.value {
+                    Value::Map(entries) => maps.push(entries),
+                    _ => diagnostics.push(Diagnostic::new(
+                        join(path, MERGE_KEY),
+                        Some(item.pos),
+                        format!("`<<` merges maps; this list holds {}", item.describe()),
+                    )),
+                }
+            }
+            maps
+        }
+        _ => {
+            diagnostics.push(Diagnostic::new(
+                join(path, MERGE_KEY),
+                Some(sources.pos),
+                format!(
+                    "`<<` merges a map or a list of maps (`<<: *defaults`), not {}",
+                    sources.describe()
+                ),
+            ));
+            return;
+        }
+    };
+    // A set, not a scan per key: a hostile file may merge a map of thousands of keys.
+    let mut taken: HashSet<String> = out.iter().map(|(k, _)| k.name.clone()).collect();
+    let merged: Vec<(Key, Node)> = maps
+        .into_iter()
+        .flatten()
+        .filter(|(key, _)| taken.insert(key.name.clone()))
+        .collect();
+    out.splice(at..at, merged);
 }
 
 #[cfg(test)]
@@ -226,6 +292,83 @@ mod tests {
         assert!(errors[0].to_string().contains("line"), "{errors:?}");
         assert!(parse("").is_err());
         assert!(parse("a: 1\n---\nb: 2\n").is_err());
+    }
+
+    #[test]
+    fn aliases_repeat_what_their_anchor_holds() {
+        let node = parse("a: &x {b: 1}\nc: *x\n").expect("valid");
+        assert_eq!(
+            node.get("c").and_then(|c| c.get("b")).map(|b| &b.value),
+            Some(&Value::Int(1))
+        );
+    }
+
+    fn keys(node: &Node) -> Vec<(&str, &Value)> {
+        match &node.value {
+            Value::Map(entries) => entries
+                .iter()
+                .map(|(k, v)| (k.name.as_str(), &v.value))
+                .collect(),
+            other => panic!("not a map: {other:?}"),
+        }
+    }
+
+    /// The examples of <https://yaml.org/type/merge.html>: all four maps are equal.
+    #[test]
+    fn merge_keys_follow_the_yaml_definition() {
+        let file = "\
+anchors:
+  - &CENTER { x: 1, y: 2 }
+  - &LEFT { x: 0, y: 2 }
+  - &BIG { r: 10 }
+  - &SMALL { r: 1 }
+explicit: { x: 1, y: 2, r: 10, label: center/big }
+one: { <<: *CENTER, r: 10, label: center/big }
+several: { <<: [*CENTER, *BIG], label: center/big }
+override: { <<: [*BIG, *LEFT, *SMALL], x: 1, label: center/big }
+";
+        let node = parse(file).expect("valid");
+        let sorted = |name: &str| {
+            let mut entries = keys(node.get(name).expect(name));
+            entries.sort_by_key(|(k, _)| *k);
+            entries
+        };
+        for name in ["one", "several", "override"] {
+            assert_eq!(sorted(name), sorted("explicit"), "{name}");
+        }
+    }
+
+    #[test]
+    fn merged_keys_stand_where_the_merge_key_stands_and_keep_their_positions() {
+        let node = parse(
+            "base: &base\n  fc: 3\n  length: 1\nep:\n  address: 10\n  <<: *base\n  length: 2\n",
+        )
+        .expect("valid");
+        let ep = node.get("ep").expect("ep");
+        assert_eq!(
+            keys(ep),
+            [
+                ("address", &Value::Int(10)),
+                ("fc", &Value::Int(3)),
+                ("length", &Value::Int(2))
+            ]
+        );
+        assert_eq!(ep.get("fc").map(|fc| fc.pos.line), Some(2), "at the anchor");
+    }
+
+    #[test]
+    fn a_merge_of_anything_but_maps_is_a_diagnostic() {
+        for (file, expected) in [
+            ("a:\n  <<: 5\n", "`<<` merges a map or a list of maps"),
+            (
+                "b: &b [1]\na:\n  <<: [*b]\n",
+                "`<<` merges maps; this list holds a list",
+            ),
+        ] {
+            let errors = parse(file).expect_err(file);
+            assert!(errors[0].message.starts_with(expected), "{errors:?}");
+            assert_eq!(errors[0].path, "a.<<");
+        }
     }
 
     /// Guards against a stack overflow: a file with 3,000 nested block maps crashed the

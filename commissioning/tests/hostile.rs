@@ -68,3 +68,35 @@ fn a_ref_doubling_chain_stops_at_the_expansion_limit() {
         diagnostics[0]
     );
 }
+
+/// Scenario: "billion laughs": nine anchors, each a list of ten aliases of the one before,
+/// are 10^9 strings once expanded, from a file of 600 bytes. The parser's budget of aliased
+/// nodes stops it with a diagnostic at the alias that went over.
+#[test]
+fn an_alias_bomb_stops_at_the_parsers_budget() {
+    let mut file = String::from("metadata: {name: bomb}\ndefinitions:\n  l0: &l0 [lol]\n");
+    for i in 1..=9 {
+        let aliases = vec![format!("*l{}", i - 1); 10].join(", ");
+        file.push_str(&format!("  l{i}: &l{i} [{aliases}]\n"));
+    }
+    let diagnostics = validate(&file);
+    assert_eq!(diagnostics.len(), 1, "{diagnostics:?}");
+    let d = &diagnostics[0];
+    assert!(d.message.contains("alias expansion exceeded"), "{d}");
+    assert!(d.pos.is_some_and(|p| p.line > 3), "{d}");
+
+    // Merge keys expand through the same aliases, under the same budget.
+    let mut file = String::from("metadata: {name: bomb}\ndefinitions:\n  m0: &m0 {a: lol}\n");
+    for i in 1..=9 {
+        let entries: Vec<String> = (0..10).map(|k| format!("k{k}: *m{}", i - 1)).collect();
+        file.push_str(&format!("  m{i}: &m{i} {{{}}}\n", entries.join(", ")));
+    }
+    file.push_str("  merged: {<<: *m9, b: 1}\n");
+    let diagnostics = validate(&file);
+    assert_eq!(diagnostics.len(), 1, "{diagnostics:?}");
+    assert!(
+        diagnostics[0].message.contains("alias expansion exceeded"),
+        "{}",
+        diagnostics[0]
+    );
+}
