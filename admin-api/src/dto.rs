@@ -174,6 +174,10 @@ pub struct ServiceSummary {
     pub version: Option<String>,
     pub state: String,
     pub deviated: bool,
+    /// The resources not in the state the service wants (what makes it `deviated`).
+    pub deviations: Vec<String>,
+    /// Why the last operation failed (the service is `failed`), if it did.
+    pub last_error: Option<String>,
     pub target_state: String,
 }
 
@@ -189,7 +193,6 @@ pub struct ServiceDetail {
     pub parameters: Map<String, Json>,
     pub resources: Vec<ResourceDto>,
     pub depends_on: Vec<String>,
-    pub last_error: Option<String>,
     pub installed_at: i64,
     pub updated_at: i64,
     /// After a reconfigure: the resources that were restarted, added or removed.

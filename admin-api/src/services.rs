@@ -34,6 +34,8 @@ fn summary(installed: &Installed, report: &StatusReport) -> ServiceSummary {
         version: installed.service.metadata.version.clone(),
         state: installed.state.as_str().into(),
         deviated: report.deviated,
+        deviations: report.deviations.clone(),
+        last_error: report.last_error.clone(),
         target_state: installed.record.target_state.as_str().into(),
     }
 }
@@ -68,7 +70,6 @@ fn detail(state: &ApiState, installed: &Installed) -> ServiceDetail {
             .masked_parameters(&installed.record.parameters),
         resources: resources(&report),
         depends_on: installed.service.depends_on.iter().cloned().collect(),
-        last_error: installed.last_error.clone(),
         installed_at: installed.record.installed_at,
         updated_at: installed.record.updated_at,
         changed_resources: None,

@@ -461,6 +461,17 @@ async fn dependencies_between_services() {
         body["lastError"].as_str().unwrap().contains("lineplc"),
         "{body}"
     );
+    // The list says why too, so a console need not ask each failed service.
+    let (_, list) = api.call("GET", "/api/services", Some(&admin), None).await;
+    let listed = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == "linedashboard")
+        .unwrap();
+    assert_eq!(listed["state"], "failed");
+    assert_eq!(listed["lastError"], body["lastError"], "{listed}");
+    assert_eq!(listed["deviations"], json!([]), "{listed}");
     let (status, body) = api
         .call(
             "POST",

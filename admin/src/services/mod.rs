@@ -489,7 +489,10 @@ impl Admin {
             state: installed.state,
             deviated: enabled && !deviations.is_empty(),
             deviations,
-            last_error: installed.last_error.clone(),
+            last_error: installed
+                .last_error
+                .as_deref()
+                .map(|error| commissioning::secrets::mask(error, &secrets).into_owned()),
             resources,
         }
     }

@@ -1,27 +1,15 @@
 // The services: state, deviation and error per service, kept current by the retained status
 // messages the gateway publishes on `$SYS/ironbridge/services/<id>/status`.
 
-import { html, useEffect, useMemo, useState } from "../vendor/vendor.js";
-import { get } from "../lib/api.js";
+import { html, useMemo } from "../vendor/vendor.js";
 import { allows } from "../lib/access.js";
 import { useWatch } from "../lib/live.js";
 import { debounce, useResource } from "../lib/use-resource.js";
 import { Badge, ErrorBanner, Loading } from "../components/ui.js";
 
-/** Why a service is failed or deviated, from its status (the list itself carries no errors). */
-function Trouble({ id, state, stamp }) {
-  const [text, setText] = useState(null);
-  useEffect(() => {
-    let current = true;
-    get(`/api/services/${encodeURIComponent(id)}/status`)
-      .then((status) => {
-        const why = status.lastError ?? (status.deviations?.length ? `not as wanted: ${status.deviations.join(", ")}` : null);
-        if (current) setText(why);
-      })
-      .catch((e) => current && setText(e.message));
-    return () => { current = false; };
-  }, [id, state, stamp]);
-  return text ? html`<div class="trouble">${text}</div>` : null;
+/** Why a service is failed or deviated: its last error, or the resources not as wanted. */
+function trouble(service) {
+  return service.lastError ?? (service.deviations.length ? `not as wanted: ${service.deviations.join(", ")}` : null);
 }
 
 export function ServicesPage({ session }) {
@@ -46,7 +34,7 @@ export function ServicesPage({ session }) {
           <td>${s.version ?? "–"}</td>
           <td><${Badge} state=${s.state} />
             ${s.deviated && html` <${Badge} state="deviated" title="A resource is not in the state the service wants" />`}
-            ${(s.state === "failed" || s.deviated) && html`<${Trouble} id=${s.id} state=${s.state} stamp=${services.data} />`}</td>
+            ${(s.state === "failed" || s.deviated) && trouble(s) && html`<div class="trouble">${trouble(s)}</div>`}</td>
           <td>${s.targetState}</td>
         </tr>`)}
         ${services.data?.length === 0 && html`<tr><td colspan="5" class="muted">No services installed yet.</td></tr>`}
