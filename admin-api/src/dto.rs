@@ -215,8 +215,9 @@ pub struct ResourceDto {
     /// Counters. Of every connection, what it did since it started (`values`, `lastValueAt`,
     /// `endpointErrors`, `requests`, `requestsFailed`, `failedAttempts`, `sessionsLost`), and
     /// of an MQTT connection also its store-and-forward queue (`queuedMessages`, `queuedBytes`,
-    /// `droppedQueueFull`, `delivered`, `deliveredPerSecond`, ...); of a mapping the messages
-    /// through it (`received`, `published`, `dropped`).
+    /// `droppedQueueFull`, `delivered`, `deliveredPerSecond`, ...); of an endpoint its own
+    /// `values`, `lastValueAt` and `errors`; of a mapping (and an endpoint's rules) the
+    /// messages through it (`received`, `published`, `dropped`).
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
     pub metrics: Option<serde_json::Value>,

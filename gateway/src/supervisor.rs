@@ -411,6 +411,24 @@ fn connection_metrics(
     Some(metrics)
 }
 
+/// An endpoint's counters for the status route: its values, their last time and its errors,
+/// and with rules the messages through them.
+fn endpoint_metrics(
+    connection: &ConnectionHandle,
+    id: &str,
+    rules: Option<&RunningChains>,
+) -> Option<serde_json::Value> {
+    let mut metrics =
+        serde_json::to_value(connection.endpoint_traffic(id).unwrap_or_default()).ok()?;
+    if let (Some(all), Some(serde_json::Value::Object(chain))) = (
+        metrics.as_object_mut(),
+        rules.and_then(|r| serde_json::to_value(r.stats()).ok()),
+    ) {
+        all.extend(chain);
+    }
+    Some(metrics)
+}
+
 /// What `/metrics` shows of one resource.
 #[derive(Debug, Clone)]
 pub struct ResourceMetrics {
@@ -674,7 +692,7 @@ impl ResourceRuntime for Supervisor {
                         )
                     })
                 });
-                if current.state != ConnectionState::Connected {
+                let current = if current.state != ConnectionState::Connected {
                     let wanted = connection.target == ConnectionTargetState::Disconnected;
                     status(
                         ResourceState::WaitingForConnection,
@@ -685,6 +703,10 @@ impl ResourceRuntime for Supervisor {
                     status(ResourceState::Error, false, Some(error))
                 } else {
                     status(ResourceState::Running, true, rules_error)
+                };
+                ResourceStatus {
+                    metrics: endpoint_metrics(connection, id, rules.as_ref()),
+                    ..current
                 }
             }
         }

@@ -236,6 +236,9 @@ def test_install_shows_the_mistake_at_its_line_then_installs_the_fixed_file(page
     expect(plc.locator('[data-metric="values"] dt')).to_have_text("values")
     expect(plc.locator('[data-metric="values"] dd')).not_to_have_text("0", timeout=ARRIVES)
     expect(plc.locator('[data-metric="lastValueAt"]')).to_contain_text(re.compile(r"last value\s*\d+ s ago"))
+    # And each endpoint its own, so a tag that went quiet stands out.
+    temperature = page.locator('tr[data-resource="temperature"]')
+    expect(temperature.locator('[data-metric="values"] dd')).not_to_have_text("0", timeout=ARRIVES)
 
     # What was installed is what the editor showed, with the parameter from the form.
     detail = api(demo, "GET", "/api/services/consoleline", token=admin_token(demo))

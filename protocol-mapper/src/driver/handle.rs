@@ -9,7 +9,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::machine::{self, Command};
-use super::traffic::{Traffic, TrafficStats};
+use super::traffic::{EndpointStats, Traffic, TrafficStats};
 use super::{Driver, DriverError, EndpointSpec, Reporter};
 use crate::status::{ConnectionState, ConnectionStatus, connection_status_topic};
 
@@ -56,6 +56,11 @@ impl ConnectionHandle {
     /// What the connection has done since it started.
     pub fn traffic(&self) -> TrafficStats {
         self.traffic.stats()
+    }
+
+    /// What one endpoint did since it was added (`None` before its first value or error).
+    pub fn endpoint_traffic(&self, id: &str) -> Option<EndpointStats> {
+        self.traffic.endpoint(id)
     }
 
     /// The last error of an endpoint, if its last read, subscription or request failed.

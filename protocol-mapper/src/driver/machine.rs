@@ -283,6 +283,7 @@ impl<D: Driver> Machine<D> {
             self.report.stop_listening(&topic).await;
         }
         self.report.clear_error(id);
+        self.report.traffic.endpoint_removed(id);
     }
 
     /// Answers a `/req` or `/set` on the endpoint's `/res`: with the driver's result when

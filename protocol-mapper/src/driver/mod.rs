@@ -29,7 +29,7 @@ pub use endpoint::EndpointSpec;
 pub use handle::{ConnectionHandle, spawn};
 pub use poll::{Polled, PolledEndpoints};
 pub use reporter::Reporter;
-pub use traffic::TrafficStats;
+pub use traffic::{EndpointStats, TrafficStats};
 
 use crate::backoff::Backoff;
 

@@ -120,7 +120,7 @@ impl Reporter {
             );
             let _ = self.link.publish(message).await;
         }
-        self.traffic.value_published();
+        self.traffic.value_published(&endpoint.id);
         self.clear_error(&endpoint.id);
     }
 
@@ -140,7 +140,7 @@ impl Reporter {
 
     /// Records an endpoint's error, logging it once when it first appears or changes.
     pub fn endpoint_failed(&self, id: &str, error: String) {
-        self.traffic.endpoint_failed();
+        self.traffic.endpoint_failed(id);
         if self.errors.borrow().get(id) != Some(&error) {
             warn!(connection = %self.label, endpoint = %id, error = %error, "Endpoint failed");
             self.errors.send_modify(|errors| {

@@ -6,6 +6,8 @@
 //! `/metrics`; the counters start at zero when the connection (re)starts, like Prometheus
 //! counters of a restarted process.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use serde::Serialize;
@@ -20,6 +22,20 @@ pub struct Traffic {
     requests_failed: AtomicU64,
     failed_attempts: AtomicU64,
     sessions_lost: AtomicU64,
+    /// Per endpoint id, so an operator sees which tag went quiet. Only the connection's task
+    /// writes; the lock is never contended but by a status read.
+    endpoints: Mutex<HashMap<String, EndpointStats>>,
+}
+
+/// What one endpoint of a connection did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EndpointStats {
+    pub values: u64,
+    /// When the gateway published the last of them (Unix milliseconds).
+    pub last_value_at: Option<i64>,
+    /// Failed reads, subscriptions or values.
+    pub errors: u64,
 }
 
 /// The counters at one moment, as the status route and the console show them.
@@ -46,16 +62,43 @@ pub struct TrafficStats {
 }
 
 impl Traffic {
-    pub(super) fn value_published(&self) {
+    pub(super) fn value_published(&self, endpoint: &str) {
         self.values.fetch_add(1, Ordering::Relaxed);
         // The gateway's clock, not the value's timestamp: a PLC whose clock is off must not
         // make its data look stale or fresh.
-        self.last_value_at
-            .fetch_max(crate::envelope::now_millis(), Ordering::Relaxed);
+        let now = crate::envelope::now_millis();
+        self.last_value_at.fetch_max(now, Ordering::Relaxed);
+        self.update(endpoint, |stats| {
+            stats.values += 1;
+            stats.last_value_at = Some(now);
+        });
     }
 
-    pub(super) fn endpoint_failed(&self) {
+    pub(super) fn endpoint_failed(&self, endpoint: &str) {
         self.endpoint_errors.fetch_add(1, Ordering::Relaxed);
+        self.update(endpoint, |stats| stats.errors += 1);
+    }
+
+    /// Forgets a removed endpoint.
+    pub(super) fn endpoint_removed(&self, endpoint: &str) {
+        self.endpoints().remove(endpoint);
+    }
+
+    pub fn endpoint(&self, endpoint: &str) -> Option<EndpointStats> {
+        self.endpoints().get(endpoint).copied()
+    }
+
+    fn update(&self, endpoint: &str, change: impl FnOnce(&mut EndpointStats)) {
+        let mut endpoints = self.endpoints();
+        // Looked up before inserting: the id is copied once per endpoint, not once per value.
+        match endpoints.get_mut(endpoint) {
+            Some(stats) => change(stats),
+            None => change(endpoints.entry(endpoint.to_string()).or_default()),
+        }
+    }
+
+    fn endpoints(&self) -> std::sync::MutexGuard<'_, HashMap<String, EndpointStats>> {
+        self.endpoints.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     pub(super) fn request_answered(&self, succeeded: bool) {
@@ -105,12 +148,30 @@ mod tests {
     fn a_value_counts_and_is_timed_by_the_gateway_clock() {
         let traffic = Traffic::default();
         let before = crate::envelope::now_millis();
-        traffic.value_published();
-        traffic.value_published();
+        traffic.value_published("line::speed");
+        traffic.value_published("line::speed");
         let stats = traffic.stats();
         assert_eq!(stats.values, 2);
         let at = stats.last_value_at.expect("a time after a value");
         assert!(at >= before && at <= crate::envelope::now_millis(), "{at}");
+    }
+
+    #[test]
+    fn each_endpoint_counts_its_own_values_and_errors_until_removed() {
+        let traffic = Traffic::default();
+        traffic.value_published("line::speed");
+        traffic.value_published("line::speed");
+        traffic.endpoint_failed("line::feed");
+        let speed = traffic.endpoint("line::speed").expect("speed");
+        assert_eq!((speed.values, speed.errors), (2, 0));
+        assert!(speed.last_value_at.is_some());
+        let feed = traffic.endpoint("line::feed").expect("feed");
+        assert_eq!((feed.values, feed.last_value_at, feed.errors), (0, None, 1));
+        assert_eq!(traffic.stats().endpoint_errors, 1);
+
+        traffic.endpoint_removed("line::speed");
+        assert_eq!(traffic.endpoint("line::speed"), None);
+        assert_eq!(traffic.stats().values, 2, "the connection's totals stay");
     }
 
     #[test]

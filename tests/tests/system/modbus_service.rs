@@ -129,6 +129,15 @@ async fn a_modbus_service_publishes_writes_and_reports_its_connection() {
     assert_eq!(counters["requests"], 1, "{counters}");
     assert_eq!(counters["requestsFailed"], 0, "{counters}");
     assert_eq!(counters["sessionsLost"], 1, "{counters}");
+    // And each endpoint its own: the polled speed its values, the write endpoint none.
+    let endpoint = |id: &str| {
+        let resource = status.resources.iter().find(|r| r.id == id).unwrap();
+        resource.metrics.clone().unwrap()
+    };
+    let speed = endpoint("speed");
+    assert!(speed["values"].as_u64().unwrap() >= 2, "{speed}");
+    assert!(speed["lastValueAt"].as_i64().unwrap() > 0, "{speed}");
+    assert_eq!(endpoint("target")["values"], 0);
 
     // Disabling closes the connection: the device sees no more requests.
     admin
