@@ -11,6 +11,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::codec::{QoS, ReasonCode, SubscriptionOptions};
 use crate::context::Context;
 use crate::message::{Delivery, Message, SessionKey};
+use crate::metrics::Metrics;
 use crate::queue::{Next, QueueRx, Signals};
 use crate::router::{
     ConnectRequest, Event, Handback, SessionState, SubscribeRequest, UnsubscribeRequest,
@@ -82,7 +83,10 @@ impl LocalClient {
             .router
             .send(Event::Publish(vec![Arc::new(message)]))
             .await
-            .map_err(|_| LinkError::BrokerGone)
+            .map_err(|_| LinkError::BrokerGone)?;
+        // One relaxed add per message: the channel send above costs far more.
+        Metrics::add(&self.ctx.metrics.messages_internal, 1);
+        Ok(())
     }
 
     /// Subscribes; returns the granted QoS as a reason code.

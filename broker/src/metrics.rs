@@ -10,6 +10,9 @@ pub struct Metrics {
     pub connections_refused: AtomicU64,
     pub messages_received: AtomicU64,
     pub messages_sent: AtomicU64,
+    /// Messages the gateway's own components (device connections, mappings, forwarding)
+    /// published on the in-process link; `messages_received` counts network clients only.
+    pub messages_internal: AtomicU64,
     pub bytes_received: AtomicU64,
     pub bytes_sent: AtomicU64,
     /// Messages not delivered because a session's queue was full (slow or offline consumer) or the

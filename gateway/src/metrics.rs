@@ -132,6 +132,7 @@ struct BrokerCounters {
     connections_refused: u64,
     messages_received: u64,
     messages_sent: u64,
+    messages_internal: u64,
     bytes_received: u64,
     bytes_sent: u64,
     messages_dropped: u64,
@@ -152,6 +153,7 @@ impl BrokerCounters {
             connections_refused: get(&m.connections_refused),
             messages_received: get(&m.messages_received),
             messages_sent: get(&m.messages_sent),
+            messages_internal: get(&m.messages_internal),
             bytes_received: get(&m.bytes_received),
             bytes_sent: get(&m.bytes_sent),
             messages_dropped: get(&m.messages_dropped),
@@ -272,6 +274,11 @@ fn broker_families(x: &mut Exposition, b: &BrokerCounters) {
             "ironbridge_broker_messages_sent_total",
             "PUBLISH packets sent to subscribers",
             b.messages_sent,
+        ),
+        (
+            "ironbridge_broker_messages_internal_total",
+            "Messages the gateway's own components (device connections, mappings) published in-process",
+            b.messages_internal,
         ),
         (
             "ironbridge_broker_bytes_received_total",

@@ -16,6 +16,7 @@ impl Router {
             ("connections/total", &m.connections_total),
             ("messages/received", &m.messages_received),
             ("messages/sent", &m.messages_sent),
+            ("messages/internal", &m.messages_internal),
             ("messages/dropped", &m.messages_dropped),
             ("messages/denied", &m.publishes_denied),
             ("bytes/received", &m.bytes_received),

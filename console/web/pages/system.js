@@ -95,7 +95,8 @@ export function SystemPage() {
     <${ErrorBanner} error=${metrics.error} />
     <dl class="metrics wide">
       <${Counter} label="Connections" value=${m.ironbridge_broker_connections} />
-      <${Counter} label="Messages received" value=${m.ironbridge_broker_messages_received_total} rate=${r.ironbridge_broker_messages_received_total} />
+      <${Counter} label="Messages from clients" value=${m.ironbridge_broker_messages_received_total} rate=${r.ironbridge_broker_messages_received_total} />
+      <${Counter} label="Messages from devices and mappings" value=${m.ironbridge_broker_messages_internal_total} rate=${r.ironbridge_broker_messages_internal_total} />
       <${Counter} label="Messages sent" value=${m.ironbridge_broker_messages_sent_total} rate=${r.ironbridge_broker_messages_sent_total} />
       <${Counter} label="Bytes received" value=${m.ironbridge_broker_bytes_received_total} format=${bytes} />
       <${Counter} label="Bytes sent" value=${m.ironbridge_broker_bytes_sent_total} format=${bytes} />

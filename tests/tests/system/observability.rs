@@ -52,8 +52,13 @@ async fn metrics_and_health_cover_broker_api_connections_and_mappings() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     // A network client, as a dashboard would be (the components' in-process links are not
-    // network connections).
+    // network connections, and what they publish is counted apart).
     assert_eq!(sample(&metrics, "ironbridge_broker_connections"), Some(0.0));
+    assert_eq!(
+        sample(&metrics, "ironbridge_broker_messages_received_total"),
+        Some(0.0)
+    );
+    assert!(sample(&metrics, "ironbridge_broker_messages_internal_total") > Some(0.0));
     let addr = gw.mqtt_addr.unwrap();
     let mut options = rumqttc::MqttOptions::new("dashboard", addr.ip().to_string(), addr.port());
     options.set_credentials("admin", "observability-admin");
