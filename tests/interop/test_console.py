@@ -288,6 +288,12 @@ def test_explorer_shows_the_demo_values_live(page, demo):
     page.get_by_role("button", name="Expand all").click()
     expect(page.locator('.tree [data-topic="services/democnc/mill1/spindle/speed"]')).to_be_visible(timeout=ARRIVES)
     expect(page.locator('.tree [data-topic="services/demoplc"]')).to_have_count(0)
+    # A branch that arrives after "Expand all" is open too.
+    publish = page.locator("form.publish")
+    publish.get_by_label("Topic").fill("services/democnc/mill1/late/branch/value")
+    publish.get_by_label("Payload").fill("1")
+    publish.get_by_role("button", name="Publish").click()
+    expect(page.locator('.tree [data-topic="services/democnc/mill1/late/branch/value"]')).to_be_visible(timeout=ARRIVES)
 
     # Publish from the console; the message comes back through the broker.
     page.get_by_label("Subscribe to").fill("console/#")
@@ -494,7 +500,7 @@ def test_the_console_modules_agree_with_the_gateway(page, demo):
     result = page.evaluate(
         """async () => {
             const { covers } = await import('/console/lib/access.js');
-            const { TopicStore, numericValue, payloadValue } = await import('/console/lib/topic-store.js');
+            const { Expansion, TopicStore, numericValue, payloadValue } = await import('/console/lib/topic-store.js');
             const cases = [
                 ['#', 'a/b', true], ['#', '$SYS/broker/uptime', true], ['a/#', 'a', true],
                 ['a/#', 'a/b/c', true], ['a/#', 'b', false], ['a/+', 'a/b', true],
@@ -520,6 +526,12 @@ def test_the_console_modules_agree_with_the_gateway(page, demo):
                 line1: [line1.topics, line1.messages],
                 history: temp.history.map(([, v]) => v),
                 rows: store.rows(new Set(['plant'])).map((r) => `${r.depth}:${r.node.name}`),
+                // "Expand all" opens branches that arrive later too, except those closed since.
+                allButLine2: (() => {
+                    const expansion = Expansion.every().toggle('plant/line2');
+                    store.add('plant/line3/temp', bytes('20'), false, 7000);
+                    return store.rows(expansion).map((r) => `${r.depth}:${r.node.name}`);
+                })(),
                 numbers: ['42', ' -1.5 ', '{"value": 3}', '{"value": "x"}', 'on', ''].map(numericValue),
                 summaries: ['{"timestamp": 1, "value": 64.5}', '{"value": true}', '{"value": "on"}', '{"a": 1}', 'running']
                     .map((t) => payloadValue(t).summary),
@@ -531,6 +543,9 @@ def test_the_console_modules_agree_with_the_gateway(page, demo):
     assert result["line1"] == [2, 6]
     assert result["history"] == [2, 3, 4], "the history keeps the newest values"
     assert result["rows"] == ["0:plant", "1:line1", "1:line2"]
+    assert result["allButLine2"] == [
+        "0:plant", "1:line1", "2:state", "2:temp", "1:line2", "1:line3", "2:temp",
+    ]
     assert result["numbers"] == [42, -1.5, 3, None, None, None]
     # A row shows the value of the gateway's envelope, anything else as it came.
     assert result["summaries"] == ["64.5", "true", "on", '{"a": 1}', "running"]

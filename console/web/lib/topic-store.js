@@ -96,7 +96,10 @@ export class TopicStore {
     return node;
   }
 
-  /** The rows to show: every child of an expanded branch, depth first, levels sorted by name. */
+  /**
+   * The rows to show: every child of an expanded branch, depth first, levels sorted by name.
+   * `expanded` answers `has(path)`: a Set of paths, or an {@link Expansion}.
+   */
   rows(expanded) {
     const rows = [];
     const visit = (node, depth) => {
@@ -110,5 +113,36 @@ export class TopicStore {
     };
     visit(this.root, 0);
     return rows;
+  }
+}
+
+/**
+ * Which branches of the tree are open. "Expand all" must hold for branches that arrive after
+ * the click too, so it is a mode with exceptions rather than the set of paths that existed:
+ * with `all`, a branch is open unless the user closed it; without, only if they opened it.
+ */
+export class Expansion {
+  constructor(all, toggled) {
+    this.all = all;
+    this.toggled = toggled;
+  }
+
+  static none() {
+    return new Expansion(false, new Set());
+  }
+
+  static every() {
+    return new Expansion(true, new Set());
+  }
+
+  has(path) {
+    return this.all !== this.toggled.has(path);
+  }
+
+  /** A new expansion with `path` opened or closed. */
+  toggle(path) {
+    const toggled = new Set(this.toggled);
+    toggled.has(path) ? toggled.delete(path) : toggled.add(path);
+    return new Expansion(this.all, toggled);
   }
 }

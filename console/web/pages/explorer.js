@@ -7,7 +7,7 @@
 import { html, useEffect, useMemo, useRef, useState } from "../vendor/vendor.js";
 import { readableTopicFilters } from "../lib/access.js";
 import { live, useWatch } from "../lib/live.js";
-import { TopicStore } from "../lib/topic-store.js";
+import { Expansion, TopicStore } from "../lib/topic-store.js";
 import { age, count, prettyPayload, truncate } from "../lib/format.js";
 import { ErrorBanner, Notice, useFieldId } from "../components/ui.js";
 import { Sparkline } from "../components/sparkline.js";
@@ -211,7 +211,7 @@ export function ExplorerPage({ session }) {
   const defaults = useMemo(() => readableTopicFilters(session.permissions).join(", "), [session]);
   const [filterText, setFilterText] = useState(defaults || "#");
   const [filters, setFilters] = useState(parseFilters(filterText));
-  const [expanded, setExpanded] = useState(() => new Set());
+  const [expanded, setExpanded] = useState(Expansion.none);
   const [selected, setSelected] = useState(null);
   const [paused, setPaused] = useState(false);
   const [refused, setRefused] = useState([]);
@@ -242,24 +242,7 @@ export function ExplorerPage({ session }) {
     setSelected(null);
     setFilters(parseFilters(filterText));
   };
-  const toggle = (path) => {
-    const next = new Set(expanded);
-    next.has(path) ? next.delete(path) : next.add(path);
-    setExpanded(next);
-  };
-  const expandAll = () => {
-    const all = new Set();
-    const visit = (node) => {
-      for (const child of node.children.values()) {
-        if (child.children.size) {
-          all.add(child.path);
-          visit(child);
-        }
-      }
-    };
-    visit(store.root);
-    setExpanded(all);
-  };
+  const toggle = (path) => setExpanded((current) => current.toggle(path));
   const selectedEntry = selected ? store.entries.get(selected) : null;
   const now = Date.now();
   return html`<section class="explorer" aria-labelledby="explorer-title">
@@ -273,8 +256,8 @@ export function ExplorerPage({ session }) {
         placeholder="services/# or plant/+/temperature; several separated by commas" />
       <button type="submit">Apply</button>
       <button type="button" aria-pressed=${paused} onClick=${() => setPaused(!paused)}>${paused ? "Resume" : "Pause"}</button>
-      <button type="button" onClick=${expandAll}>Expand all</button>
-      <button type="button" onClick=${() => setExpanded(new Set())}>Collapse all</button>
+      <button type="button" onClick=${() => setExpanded(Expansion.every())}>Expand all</button>
+      <button type="button" onClick=${() => setExpanded(Expansion.none())}>Collapse all</button>
     </form>
     ${connection.error && connection.state !== "connected" && html`<${ErrorBanner} error=${connection.error} />`}
     ${refused.length > 0 && html`<${ErrorBanner} error=${`The broker refused ${refused.join(", ")}: this user may not read there.`} />`}
