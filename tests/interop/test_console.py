@@ -63,6 +63,21 @@ resources:
 """
 
 
+# Reads the pressure through consolespare's connection.
+DEPENDENT_FILE = """\
+metadata:
+  name: Console Dependent
+
+resources:
+  pressure:
+    type: Cybus::Endpoint
+    properties:
+      protocol: Modbus
+      connection: !ref consolespare::plc
+      subscribe: {fc: 3, address: 2, length: 1, interval: 1000}
+"""
+
+
 @pytest.fixture(scope="module")
 def demo():
     """The gateway with the demo's machines; anonymous MQTT off, as in production."""
@@ -381,10 +396,21 @@ def test_reconfigure_shows_which_resources_restart_and_delete_asks_first(page, d
     dialog.get_by_role("button", name="Apply").click()
     expect(page.get_by_role("status").filter(has_text="Reconfigured")).to_contain_text("restarted: temperature")
 
+    # A service that reads through this one's connection: the page names it, and the delete
+    # dialog says the gateway will refuse until it is gone.
+    api(demo, "POST", "/api/services", {"commissioningFile": DEPENDENT_FILE}, token)
+    page.reload()
+    expect(page.locator(".dependencies")).to_have_text("Used by consoledependent")
     page.get_by_role("button", name="Delete").click()
     dialog = page.get_by_role("dialog")
     expect(dialog).to_contain_text("cannot be undone")
+    expect(dialog.locator(".warning")).to_contain_text("consoledependent")
     dialog.get_by_role("button", name="Cancel").click()
+    page.locator(".dependencies a", has_text="consoledependent").click()
+    expect(page.locator(".dependencies")).to_have_text("Depends on consolespare")
+    api(demo, "DELETE", "/api/services/consoledependent", token=token)
+    page.goto(demo.base + "/#/services/consolespare")
+    expect(page.locator(".dependencies")).to_have_count(0)
     expect(page.get_by_role("heading", name=re.compile("Console Spare"))).to_be_visible()
     page.get_by_role("button", name="Delete").click()
     page.get_by_role("dialog").get_by_role("button", name="Delete").click()

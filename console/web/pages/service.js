@@ -50,6 +50,19 @@ function Resources({ resources }) {
   </table>`;
 }
 
+function serviceLinks(ids) {
+  return ids.map((id, i) => html`${i > 0 && ", "}<a href=${`#/services/${encodeURIComponent(id)}`}>${id}</a>`);
+}
+
+/** The services this one refers to with `!ref other::resource`, and those referring to it. */
+function Dependencies({ of: deps }) {
+  if (!deps || (deps.dependsOn.length === 0 && deps.dependedOnBy.length === 0)) return null;
+  return html`<p class="dependencies">
+    ${deps.dependsOn.length > 0 && html`<span>Depends on ${serviceLinks(deps.dependsOn)}</span>`}
+    ${deps.dependedOnBy.length > 0 && html`<span>Used by ${serviceLinks(deps.dependedOnBy)}</span>`}
+  </p>`;
+}
+
 function Reconfigure({ detail, onDone, onCancel }) {
   const [file, setFile] = useState(detail.commissioningFile);
   const [values, setValues] = useState(() =>
@@ -104,6 +117,7 @@ export function ServicePage({ id, session }) {
   const path = `/api/services/${encodeURIComponent(id)}`;
   const detail = useResource(path);
   const status = useResource(`${path}/status`, { every: METRICS_EVERY_MS });
+  const dependencies = useResource(`${path}/dependencies`);
   const refresh = useMemo(() => debounce(() => { status.reload(); detail.reload(); }, 250), [status.reload, detail.reload]);
   useWatch([`$SYS/ironbridge/services/${id}/#`], refresh);
   const [editing, setEditing] = useState(false);
@@ -150,6 +164,7 @@ export function ServicePage({ id, session }) {
       <span>Topics under <code>${service.mqttRoot}</code></span>
       <span>Updated ${dateTime(service.updatedAt)}</span>
     </div>
+    <${Dependencies} of=${dependencies.data} />
     ${service.description && html`<p>${service.description}</p>`}
     ${live.lastError && html`<${ErrorBanner} error=${`Last error: ${live.lastError}`} />`}
     ${live.deviations?.length > 0 && html`<${Notice}>Deviations: ${live.deviations.join("; ")}</${Notice}>`}
@@ -177,7 +192,9 @@ export function ServicePage({ id, session }) {
       <pre>${JSON.stringify(service.parameters, null, 2)}</pre>
     </details>`}
     ${confirmDelete && html`<${ConfirmDialog} title=${`Delete ${service.id}?`} danger confirmLabel="Delete"
-      message=${html`<p>The service is disabled and removed with its resources, users and roles. This cannot be undone.</p>`}
+      message=${html`<p>The service is disabled and removed with its resources, users and roles. This cannot be undone.</p>
+        ${dependencies.data?.dependedOnBy.length > 0 && html`<p class="warning">${dependencies.data.dependedOnBy.join(", ")}
+          refer to it: the gateway refuses to delete it until they are deleted or reconfigured.</p>`}`}
       onConfirm=${remove} onCancel=${() => setConfirmDelete(false)} />`}
   </section>`;
 }
