@@ -27,6 +27,11 @@ use crate::supervisor::{Place, Supervisor, publish_statuses};
 
 /// How often the resources' states are compared with what was last reported.
 const REPORT_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Counters change with every value, states seldom: a resource whose state is as reported is
+/// reported again for its counters only every this many report intervals, so an agent of a
+/// thousand endpoints does not send a thousand messages a second over its uplink.
+const METRICS_EVERY_REPORTS: u64 = 10;
 /// The control link's keep-alive: the broker publishes the agent's will within 1.5 times this.
 const KEEP_ALIVE: Duration = Duration::from_secs(5);
 
@@ -106,6 +111,7 @@ pub async fn run(options: AgentOptions, stop: CancellationToken) -> anyhow::Resu
         failed: HashMap::new(),
         reported: HashMap::new(),
         was_connected: false,
+        reports: 0,
     };
     agent.resume().await;
     info!(agent = %name, broker = %external.display_url(), "Agent started");
@@ -142,6 +148,8 @@ struct Agent {
     reported: HashMap<(String, String), Report>,
     /// Whether the control link was up at the last report.
     was_connected: bool,
+    /// Reports made, to send counters every [`METRICS_EVERY_REPORTS`].
+    reports: u64,
 }
 
 impl Agent {
@@ -308,18 +316,25 @@ impl Agent {
                 current.insert(key, report);
             }
         }
-        for ((service, resource), report) in &current {
-            let key = (service.clone(), resource.clone());
-            if self.reported.get(&key) != Some(report) {
-                let payload = serde_json::to_vec(report).unwrap_or_default();
-                let message = Message::new(
-                    resource_topic(&self.name, service, resource),
-                    payload,
-                    QoS::AtLeastOnce,
-                    true,
-                );
-                let _ = control.publish(message).await;
+        let with_metrics = self.reports % METRICS_EVERY_REPORTS == 0;
+        self.reports += 1;
+        for (key, report) in current.iter_mut() {
+            if !report.is_due(self.reported.get(key), with_metrics) {
+                // What the gateway has is what was sent, not these newer counters.
+                if let Some(last) = self.reported.get(key) {
+                    *report = last.clone();
+                }
+                continue;
             }
+            let (service, resource) = key;
+            let payload = serde_json::to_vec(report).unwrap_or_default();
+            let message = Message::new(
+                resource_topic(&self.name, service, resource),
+                payload,
+                QoS::AtLeastOnce,
+                true,
+            );
+            let _ = control.publish(message).await;
         }
         for (service, resource) in self.reported.keys() {
             if !current.contains_key(&(service.clone(), resource.clone())) {

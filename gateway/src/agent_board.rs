@@ -83,6 +83,20 @@ pub struct Report {
     pub metrics: Option<serde_json::Value>,
 }
 
+impl Report {
+    /// Whether an agent sends this report, `last` being what it sent before: a new state,
+    /// target state or message at once; changed counters only when `counters_due`.
+    pub fn is_due(&self, last: Option<&Report>, counters_due: bool) -> bool {
+        let Some(last) = last else {
+            return true;
+        };
+        let same_state = self.state == last.state
+            && self.in_target_state == last.in_target_state
+            && self.message == last.message;
+        !same_state || (counters_due && self.metrics != last.metrics)
+    }
+}
+
 impl From<&ResourceStatus> for Report {
     fn from(status: &ResourceStatus) -> Report {
         Report {
@@ -209,6 +223,25 @@ pub async fn watch(board: Arc<AgentBoard>, broker: Connector, stop: Cancellation
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_agent_reports_a_state_at_once_and_counters_when_they_are_due() {
+        let report = |state: &str, values: u64| Report {
+            state: state.into(),
+            in_target_state: true,
+            message: None,
+            metrics: Some(serde_json::json!({ "values": values })),
+        };
+        let sent = report("connected", 10);
+        assert!(report("connected", 10).is_due(None, false), "never sent");
+        assert!(report("reconnecting", 10).is_due(Some(&sent), false));
+        assert!(!report("connected", 11).is_due(Some(&sent), false));
+        assert!(report("connected", 11).is_due(Some(&sent), true));
+        assert!(
+            !report("connected", 10).is_due(Some(&sent), true),
+            "nothing new"
+        );
+    }
 
     #[test]
     fn a_resource_on_an_agent_waits_for_it_until_it_is_online_and_has_reported() {
