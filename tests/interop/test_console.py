@@ -82,18 +82,19 @@ resources:
 def demo():
     """The gateway with the demo's machines; anonymous MQTT off, as in production."""
     with tempfile.TemporaryDirectory() as data_dir:
-        modbus_port = free_port()
+        modbus_port, opcua_port = free_port(), free_port()
         gw = start_gateway(
             data_dir,
             anonymous=False,
             extra_env={
                 "IRONBRIDGE_DEMO_ENABLED": "true",
                 "IRONBRIDGE_DEMO_MODBUS_PORT": str(modbus_port),
-                "IRONBRIDGE_DEMO_OPCUA_PORT": "0",
+                "IRONBRIDGE_DEMO_OPCUA_PORT": str(opcua_port),
                 "IRONBRIDGE_DEMO_OPCUA_SERVER_PORT": str(free_port()),
             },
         )
         gw.demo_modbus_port = modbus_port
+        gw.demo_opcua_port = opcua_port
         gw.base = f"http://127.0.0.1:{gw.http}"
         try:
             yield gw
@@ -259,6 +260,28 @@ def test_install_shows_the_mistake_at_its_line_then_installs_the_fixed_file(page
     detail = api(demo, "GET", "/api/services/consoleline", token=admin_token(demo))
     assert "interval: 500" in detail["commissioningFile"]
     assert detail["parameters"] == {"plcPort": demo.demo_modbus_port}
+
+
+def test_discovering_an_opcua_server_puts_its_file_in_the_editor(page, demo):
+    log_in(page, demo)
+    page.goto(demo.base + "/#/services/install")
+    discovery = page.locator("details.discovery")
+    discovery.get_by_text("Discover the variables of an OPC UA server").click()
+    # A URL the gateway refuses: its reason, in its words.
+    discovery.get_by_label("Server URL").fill("http://127.0.0.1:4840")
+    discovery.get_by_role("button", name="Browse").click()
+    expect(discovery.get_by_role("alert")).to_contain_text("is not an opc.tcp:// URL")
+
+    # The demo CNC's server: the gateway browses it and writes the file, which validates.
+    discovery.get_by_label("Server URL").fill(f"opc.tcp://127.0.0.1:{demo.demo_opcua_port}")
+    discovery.get_by_role("button", name="Browse").click()
+    expect(discovery.get_by_role("status")).to_contain_text(re.compile(r"Found [1-9][\d,]* variables"), timeout=ARRIVES)
+    expect(discovery.get_by_role("alert")).to_have_count(0)
+    expect(page.locator(".cm-content")).to_contain_text("Cybus::Endpoint")
+    expect(page.locator(".cm-content")).to_contain_text("nodeId: 'ns=2;s=Machine.Spindle.Speed'")
+    expect(page.locator(".editor-toolbar .validation")).to_have_text(re.compile(r"^\s*valid"), timeout=ARRIVES)
+    # The server's address became the file's parameters, with what was browsed as defaults.
+    expect(page.get_by_label("opcuaPort (integer)")).to_have_attribute("placeholder", str(demo.demo_opcua_port))
 
 
 def test_explorer_shows_the_demo_values_live(page, demo):

@@ -16,7 +16,7 @@ const VALIDATE_AFTER_MS = 400;
  * answer. `serviceId` validates as that service (a reconfiguration), so its own topics and
  * accounts are not taken as another's.
  */
-export function ServiceFileForm({ file, setFile, values, setValues, serviceId, onValidated, extraDiagnostics }) {
+export function ServiceFileForm({ file, setFile, values, setValues, serviceId, onValidated, extraDiagnostics, loaded = 0 }) {
   const [validation, setValidation] = useState({ diagnostics: [], parameters: [] });
   const [error, setError] = useState(null);
   const [dragging, setDragging] = useState(false);
@@ -76,7 +76,7 @@ export function ServiceFileForm({ file, setFile, values, setValues, serviceId, o
           ${warnings ? `, ${warnings} warning${warnings > 1 ? "s" : ""}` : ""}
         </span>
       </div>
-      <${YamlEditor} value=${file} revision=${revision} onChange=${setFile} diagnostics=${diagnostics} />
+      <${YamlEditor} value=${file} revision=${revision + loaded} onChange=${setFile} diagnostics=${diagnostics} />
     </div>
     <${ErrorBanner} error=${error} />
     <${ParameterForm} specs=${specs} values=${values}

@@ -1,13 +1,19 @@
-// Installing a service: a file dropped, opened or pasted, its parameters, validated live; the
-// install goes through `POST /api/services` and then shows the new service.
+// Installing a service: a file dropped, opened, pasted or discovered from an OPC UA server, its
+// parameters, validated live; the install goes through `POST /api/services` and then shows the
+// new service.
 
 import { html, useState } from "../vendor/vendor.js";
 import { post } from "../lib/api.js";
+import { allows } from "../lib/access.js";
+import { OpcuaDiscovery } from "../components/opcua-discovery.js";
 import { ServiceFileForm, parameterValues } from "../components/service-file-form.js";
 import { ErrorBanner, useFieldId } from "../components/ui.js";
 
-export function InstallPage() {
+export function InstallPage({ session }) {
   const [file, setFile] = useState("");
+  // Bumped when a discovered file replaces what the editor holds.
+  const [loaded, setLoaded] = useState(0);
+  const mayDiscover = allows(session.permissions, "http", "write", "/api/discover/opcua");
   const [values, setValues] = useState({});
   const [validation, setValidation] = useState(null);
   const [serviceId, setServiceId] = useState("");
@@ -43,9 +49,10 @@ export function InstallPage() {
       <h1 id="install-title">Install a service</h1>
       <a href="#/services">Back to services</a>
     </div>
+    ${mayDiscover && html`<${OpcuaDiscovery} onFound=${(yaml) => { setFile(yaml); setLoaded((n) => n + 1); }} />`}
     <form onSubmit=${install}>
       <${ServiceFileForm} file=${file} setFile=${setFile} values=${values} setValues=${setValues}
-        onValidated=${setValidation} />
+        onValidated=${setValidation} loaded=${loaded} />
       <div class="form-row">
         <div class="field">
           <label for=${idField}>Service id <span class="muted">(optional)</span></label>
