@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::time::Instant;
 
-use commissioning::model::Permission;
+use commissioning::model::{AccessContext, AccessOperation, Permission};
 
 use crate::access::{self, DirectoryUser, is_builtin_role};
 use crate::auth::password::{self, MIN_PASSWORD_LENGTH};
@@ -222,6 +222,20 @@ impl Admin {
         // MQTT sessions opened with this token as the password end now.
         self.recheck_sessions();
         Ok(())
+    }
+
+    /// Whether user `name` may publish on `topic`, by their mqtt permissions: what another
+    /// protocol's client (an OPC UA client writing a variable) needs to have its write
+    /// published there in that user's name.
+    pub fn may_publish(&self, name: &str, topic: &str) -> bool {
+        self.directory.load().users.get(name).is_some_and(|user| {
+            access::allows(
+                &user.permissions,
+                AccessContext::Mqtt,
+                AccessOperation::Write,
+                topic,
+            )
+        })
     }
 
     /// Whether a token seen valid before still is: not expired and not revoked since.

@@ -18,7 +18,7 @@ use broker::bus::{Connector, Link};
 use broker::{Message, QoS};
 use commissioning::model::{OpcuaNode, OpcuaServer, OpcuaServerNodeType};
 use protocol_mapper::opcua::server::{
-    ClientWrite, GatewayServer, PasswordCheck, ServerSettings, VariableSpec,
+    ClientWrite, GatewayServer, ServerSettings, UserAccess, VariableSpec,
 };
 use serde_json::{Value as Json, json};
 use tokio::sync::mpsc;
@@ -34,10 +34,15 @@ enum Bridge {
 }
 
 /// The server, when one runs, and its nodes.
+/// Node id to the topic its clients' writes are published on.
+type Receiving = Arc<Mutex<HashMap<String, String>>>;
+
 #[derive(Default)]
 pub struct OpcuaServers {
     data_dir: PathBuf,
-    users: OnceLock<Arc<dyn PasswordCheck>>,
+    users: OnceLock<Arc<dyn UserAccess>>,
+    /// Shared with the users' check: a write is allowed by the topic it goes to.
+    receiving: Receiving,
     state: tokio::sync::Mutex<Option<Running>>,
 }
 
@@ -48,8 +53,6 @@ struct Running {
     bridge: JoinHandle<()>,
     /// Node resource to its node id and, for a variable the server provides, its topic.
     nodes: HashMap<Key, (String, Option<String>)>,
-    /// Node id to the topic its client writes go to.
-    receiving: Arc<Mutex<HashMap<String, String>>>,
 }
 
 impl OpcuaServers {
@@ -60,9 +63,13 @@ impl OpcuaServers {
         }
     }
 
-    /// Who may open a session with a user name: the gateway's users, checked by `admin`.
+    /// Who may open a session with a user name, and write which variable: the gateway's users
+    /// and their permissions, checked by `admin`.
     pub fn check_users_with(&self, admin: Weak<Admin>) {
-        let _ = self.users.set(Arc::new(AdminUsers(admin)));
+        let _ = self.users.set(Arc::new(AdminUsers {
+            admin,
+            receiving: self.receiving.clone(),
+        }));
     }
 
     /// Where the server keeps its certificate and the clients' (`trusted/`, `rejected/`).
@@ -107,13 +114,12 @@ impl OpcuaServers {
             .await
             .map_err(|e| format!("cannot reach the broker: {e}"))?;
         let (commands, requests) = mpsc::unbounded_channel();
-        let receiving = Arc::new(Mutex::new(HashMap::new()));
         let bridge = tokio::spawn(bridge(
             link,
             server.clone(),
             requests,
             writes,
-            receiving.clone(),
+            self.receiving.clone(),
         ));
         let url = format!(
             "opc.tcp://{}:{}{}",
@@ -127,7 +133,6 @@ impl OpcuaServers {
             commands,
             bridge,
             nodes: HashMap::new(),
-            receiving,
         });
         Ok(format!("serves {url}"))
     }
@@ -184,8 +189,7 @@ impl OpcuaServers {
                     initial: node.initial_value.clone(),
                 })?;
                 if operation.receives() {
-                    running
-                        .receiving
+                    self.receiving
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())
                         .insert(id.clone(), topic.clone());
@@ -216,6 +220,10 @@ impl OpcuaServers {
                 running.bridge.abort();
                 running.server.stop().await;
             }
+            self.receiving
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clear();
             return;
         }
         if let Some((id, fed)) = running.nodes.remove(&key) {
@@ -225,8 +233,7 @@ impl OpcuaServers {
                     node: id.clone(),
                 });
             }
-            running
-                .receiving
+            self.receiving
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .remove(&id);
@@ -313,13 +320,36 @@ fn value_of(payload: &[u8]) -> (Json, Option<i64>) {
     }
 }
 
-/// User names and passwords checked as the REST API and the broker check them.
-struct AdminUsers(Weak<Admin>);
+/// User names and passwords checked as the REST API and the broker check them; a client's
+/// write is published in its user's name, so it needs that user's mqtt write permission on the
+/// variable's topic.
+struct AdminUsers {
+    admin: Weak<Admin>,
+    receiving: Receiving,
+}
 
-impl PasswordCheck for AdminUsers {
+impl UserAccess for AdminUsers {
+    fn may_write(&self, user: Option<&str>, node: &str) -> bool {
+        // Anonymous sessions exist only where the server's `allowAnonymous` lets them in, as
+        // anonymous MQTT clients publish wherever the broker's `allow_anonymous` lets them.
+        let Some(user) = user else {
+            return true;
+        };
+        let topic = self
+            .receiving
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(node)
+            .cloned();
+        match (topic, self.admin.upgrade()) {
+            (Some(topic), Some(admin)) => admin.may_publish(user, &topic),
+            _ => false,
+        }
+    }
+
     fn check<'a>(&'a self, username: &'a str, password: &'a str) -> BoxFuture<'a, bool> {
         Box::pin(async move {
-            let Some(admin) = self.0.upgrade() else {
+            let Some(admin) = self.admin.upgrade() else {
                 return false;
             };
             admin

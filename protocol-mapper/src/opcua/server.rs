@@ -51,10 +51,20 @@ const SUBSCRIPTION_TICK_MS: u64 = 20;
 /// Endpoint and user-token ids: one for every user name the gateway checks.
 const USER_TOKEN: &str = "ironbridge-users";
 
-/// Decides whether a user name and password may open a session.
-pub trait PasswordCheck: Send + Sync + 'static {
+/// Who may do what on the server: the gateway's users and their permissions.
+pub trait UserAccess: Send + Sync + 'static {
+    /// Whether a user name and password may open a session.
     fn check<'a>(&'a self, username: &'a str, password: &'a str) -> BoxFuture<'a, bool>;
+
+    /// Whether a session's user (`None`: anonymous) may write the variable `node` (its id as
+    /// [`VariableSpec::node`] gave it). Asked on every write, and when a client reads the
+    /// variable's `UserAccessLevel`; `false` answers the write with `BadUserAccessDenied`.
+    fn may_write(&self, user: Option<&str>, node: &str) -> bool;
 }
+
+/// Writable variables by node id, to the id [`VariableSpec::node`] gave them: what
+/// [`UserAccess::may_write`] is asked about.
+type Writable = Arc<Mutex<HashMap<NodeId, String>>>;
 
 pub struct ServerSettings {
     /// Where to listen, e.g. `0.0.0.0:4841`.
@@ -98,6 +108,7 @@ pub struct GatewayServer {
     manager: Arc<SimpleNodeManager>,
     /// The scalar type of each variable, for converting values set from JSON.
     types: Mutex<HashMap<NodeId, VariantScalarTypeId>>,
+    writable: Writable,
     writes: mpsc::Sender<ClientWrite>,
     task: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
@@ -106,7 +117,7 @@ impl GatewayServer {
     /// Binds the port and starts serving; client writes arrive on the receiver.
     pub async fn start(
         settings: ServerSettings,
-        users: Arc<dyn PasswordCheck>,
+        users: Arc<dyn UserAccess>,
     ) -> Result<(GatewayServer, mpsc::Receiver<ClientWrite>), String> {
         let listener = TcpListener::bind(settings.listen)
             .await
@@ -114,6 +125,7 @@ impl GatewayServer {
         let addr = listener
             .local_addr()
             .map_err(|e| format!("no local address: {e}"))?;
+        let writable = Writable::default();
         let mut tokens = vec![USER_TOKEN];
         if settings.allow_anonymous {
             tokens.push(ANONYMOUS_USER_TOKEN_ID);
@@ -148,6 +160,7 @@ impl GatewayServer {
             .with_authenticator(Arc::new(Users {
                 check: users,
                 allow_anonymous: settings.allow_anonymous,
+                writable: writable.clone(),
             }))
             .with_node_manager(simple_node_manager(
                 NamespaceMetadata {
@@ -202,6 +215,7 @@ impl GatewayServer {
                 handle,
                 manager,
                 types: Mutex::default(),
+                writable,
                 writes,
                 task: Mutex::new(Some(task)),
             },
@@ -281,6 +295,10 @@ impl GatewayServer {
             .unwrap_or_else(|e| e.into_inner())
             .insert(id.clone(), scalar);
         if spec.writable {
+            self.writable
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(id.clone(), spec.node.clone());
             let writes = self.writes.clone();
             let name = spec.node.clone();
             self.manager
@@ -338,6 +356,10 @@ impl GatewayServer {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&id);
+        self.writable
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id);
         self.manager.address_space().write().delete(&id, true);
     }
 
@@ -354,8 +376,9 @@ impl GatewayServer {
 /// Anonymous access where allowed; user names and passwords through the gateway's check, and
 /// only on endpoints with message security (a password never crosses the network in clear).
 struct Users {
-    check: Arc<dyn PasswordCheck>,
+    check: Arc<dyn UserAccess>,
     allow_anonymous: bool,
+    writable: Writable,
 }
 
 #[async_trait]
@@ -385,6 +408,33 @@ impl AuthManager for Users {
             ));
         }
         Ok(UserToken(username.to_string()))
+    }
+
+    /// A writable variable is writable for this session's user only if the gateway says so;
+    /// async-opcua refuses a write without `CURRENT_WRITE` before it reaches the callback.
+    fn effective_user_access_level(
+        &self,
+        token: &UserToken,
+        user_access_level: AccessLevel,
+        node_id: &NodeId,
+    ) -> AccessLevel {
+        if !user_access_level.contains(AccessLevel::CURRENT_WRITE) {
+            return user_access_level;
+        }
+        let node = self
+            .writable
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(node_id)
+            .cloned();
+        let Some(node) = node else {
+            return user_access_level;
+        };
+        let user = (!token.is_anonymous()).then_some(token.0.as_str());
+        match self.check.may_write(user, &node) {
+            true => user_access_level,
+            false => user_access_level - AccessLevel::CURRENT_WRITE,
+        }
     }
 
     fn user_token_policies(&self, endpoint: &ServerEndpoint) -> Vec<UserTokenPolicy> {

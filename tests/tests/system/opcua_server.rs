@@ -9,7 +9,8 @@ use std::time::Duration;
 use admin::services::{Authority, ServiceInput, ServiceState};
 use broker::{Message, QoS};
 use commissioning::model::{
-    Address, ConnectionTargetState, OpcuaAddress, OpcuaConnection, OpcuaOptions, Operation,
+    AccessContext, AccessOperation, Address, ConnectionTargetState, OpcuaAddress, OpcuaConnection,
+    OpcuaOptions, Operation, Permission,
 };
 use gateway::Gateway;
 use protocol_mapper::driver::EndpointSpec;
@@ -339,6 +340,7 @@ async fn the_example_serves_trusted_clients_of_gateway_users() {
             max_delay: 100,
         }),
     });
+    let mut viewer_spec = spec.clone();
     let client = protocol_mapper::opcua::connection::start(
         "client",
         "ua",
@@ -439,6 +441,70 @@ async fn the_example_serves_trusted_clients_of_gateway_users() {
         .unwrap();
     let command = next_on(&mut watcher, "plant/line1/setpoint/set").await;
     assert_eq!(command["value"], json!(70.5), "{command}");
+
+    // A client's write is published in its user's name: a user who may read the plant's
+    // topics but not write them is refused, and nothing reaches the machine. The same
+    // certificate, already trusted, with another user.
+    gw.admin()
+        .create_user(
+            "viewer",
+            "viewer-password-1",
+            Vec::new(),
+            vec![Permission {
+                resource: "#".into(),
+                operation: AccessOperation::Read,
+                context: AccessContext::Mqtt,
+            }],
+            None,
+        )
+        .await
+        .unwrap();
+    viewer_spec.username = Some("viewer".into());
+    viewer_spec.password = Some("viewer-password-1".into());
+    let viewer = protocol_mapper::opcua::connection::start(
+        "client",
+        "viewer",
+        viewer_spec,
+        ConnectionTargetState::Connected,
+        dir.path().join("client"),
+        broker.connect_local("test/viewer").await.unwrap(),
+    );
+    viewer
+        .add_endpoint(endpoint(
+            "viewersetpoint",
+            Operation::Write,
+            "ns=2;s=Line1.TemperatureSetpoint",
+        ))
+        .await
+        .unwrap();
+    for _ in 0..100 {
+        if viewer.status().state == protocol_mapper::status::ConnectionState::Connected {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    publisher
+        .publish(Message::new(
+            "services/client/viewersetpoint/set",
+            json!({"id": 2, "value": 99.5}).to_string(),
+            QoS::AtLeastOnce,
+            false,
+        ))
+        .await
+        .unwrap();
+    let answer = next_on(&mut watcher, "services/client/viewersetpoint/res").await;
+    let refusal = answer["error"]["message"].as_str().unwrap_or_default();
+    assert!(refusal.contains("BadUserAccessDenied"), "{answer}");
+    let leaked = tokio::time::timeout(
+        Duration::from_millis(300),
+        next_on(&mut watcher, "plant/line1/setpoint/set"),
+    )
+    .await;
+    assert!(
+        leaked.is_err(),
+        "the refused write was published: {leaked:?}"
+    );
+    viewer.stop().await;
     client.stop().await;
     gw.shutdown().await;
 }
