@@ -40,7 +40,7 @@ impl AuthHook for UserAuth {
                 // Mutual TLS: the transport verified the certificate against the client CA, so
                 // its common name identifies the user without a password.
                 if let Some(cn) = &credentials.certificate_name {
-                    return self.principal(cn).ok_or(ReasonCode::NOT_AUTHORIZED);
+                    return self.principal(cn, None).ok_or(ReasonCode::NOT_AUTHORIZED);
                 }
                 return match self.allow_anonymous {
                     true => Ok(Principal::Anonymous),
@@ -62,14 +62,14 @@ impl AuthHook for UserAuth {
                 };
                 self.end_sessions_at(token.expires_at);
                 return self
-                    .principal_with_token(name, token)
+                    .principal(name, Some(token))
                     .ok_or(ReasonCode::BAD_USERNAME_OR_PASSWORD);
             }
             let address = credentials.peer.map(|p| p.ip());
             match self.admin.check_password(name, password, address).await {
                 // Deleted between the password check and here: as if it never existed.
                 Ok(()) => self
-                    .principal(name)
+                    .principal(name, None)
                     .ok_or(ReasonCode::BAD_USERNAME_OR_PASSWORD),
                 Err(AdminError::Throttled(_)) => Err(ReasonCode::SERVER_BUSY),
                 Err(_) => Err(ReasonCode::BAD_USERNAME_OR_PASSWORD),
@@ -122,27 +122,16 @@ fn looks_like_token(password: &[u8]) -> bool {
 }
 
 impl UserAuth {
-    /// The principal of user `name` as the directory has it now.
-    fn principal(&self, name: &str) -> Option<Principal> {
+    /// The principal of user `name` as the directory has it now, logged in with an API token
+    /// instead of a password or certificate when `token` is given.
+    fn principal(&self, name: &str, token: Option<ExpiringCredential>) -> Option<Principal> {
         let directory = self.admin.directory.load();
         let user = directory.users.get(name)?;
-        Some(Principal::user(
-            name,
-            user.uid.clone(),
-            user.token_generation,
-        ))
-    }
-
-    /// The principal of user `name`, logged in with an API token instead of the password.
-    fn principal_with_token(&self, name: &str, token: ExpiringCredential) -> Option<Principal> {
-        let directory = self.admin.directory.load();
-        let user = directory.users.get(name)?;
-        Some(Principal::user_with_expiring_credential(
-            name,
-            user.uid.clone(),
-            user.token_generation,
-            token,
-        ))
+        let (id, generation) = (user.uid.clone(), user.token_generation);
+        Some(match token {
+            None => Principal::user(name, id, generation),
+            Some(token) => Principal::user_with_expiring_credential(name, id, generation, token),
+        })
     }
 
     /// Makes every connection check its credentials again just after `expires_at`, when
