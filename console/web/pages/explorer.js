@@ -31,7 +31,8 @@ function useThrottledRender(store, active) {
     pending.current = true;
     setTimeout(() => {
       pending.current = false;
-      setVersion(store.version);
+      // Scheduled before a pause, due after it: the view stays as it was paused.
+      if (activeRef.current) setVersion(store.version);
     }, RENDER_EVERY_MS);
   };
   // Ages move on even when nothing arrives.
@@ -70,7 +71,7 @@ function TreeRow({ row, expanded, selected, onToggle, onSelect, now }) {
   </button>`;
 }
 
-function Tree({ store, expanded, selected, onToggle, onSelect }) {
+function Tree({ store, expanded, selected, onToggle, onSelect, now }) {
   const viewport = useRef(null);
   const [scrollTop, setScrollTop] = useState(0);
   const [height, setHeight] = useState(600);
@@ -82,7 +83,6 @@ function Tree({ store, expanded, selected, onToggle, onSelect }) {
   const rows = store.rows(expanded);
   const first = Math.max(0, Math.floor(scrollTop / ROW_HEIGHT) - 5);
   const last = Math.min(rows.length, Math.ceil((scrollTop + height) / ROW_HEIGHT) + 5);
-  const now = Date.now();
   return html`<div class="tree" ref=${viewport} role="tree" aria-label="Topics"
       onScroll=${(e) => setScrollTop(e.currentTarget.scrollTop)}>
     <div style=${`height:${rows.length * ROW_HEIGHT}px;position:relative`}>
@@ -244,7 +244,12 @@ export function ExplorerPage({ session }) {
   };
   const toggle = (path) => setExpanded((current) => current.toggle(path));
   const selectedEntry = selected ? store.entries.get(selected) : null;
-  const now = Date.now();
+  // Ages are drawn against the moment of the pause while paused, so a render for another
+  // reason (the connection's state, a click) does not move them.
+  const pausedAt = useRef(null);
+  if (!paused) pausedAt.current = null;
+  else pausedAt.current ??= Date.now();
+  const now = pausedAt.current ?? Date.now();
   return html`<section class="explorer" aria-labelledby="explorer-title">
     <div class="title-row">
       <h1 id="explorer-title">Explorer</h1>
@@ -263,7 +268,7 @@ export function ExplorerPage({ session }) {
     ${refused.length > 0 && html`<${ErrorBanner} error=${`The broker refused ${refused.join(", ")}: this user may not read there.`} />`}
     ${paused && html`<${Notice}>Paused: the view is frozen; messages keep arriving and show on resume.</${Notice}>`}
     <div class="explorer-body">
-      <${Tree} store=${store} expanded=${expanded} selected=${selected} onToggle=${toggle} onSelect=${setSelected} />
+      <${Tree} store=${store} expanded=${expanded} selected=${selected} onToggle=${toggle} onSelect=${setSelected} now=${now} />
       <aside class="explorer-side">
         <${TopicDetail} entry=${selectedEntry} now=${now} />
         <${WriteForm} initialTopic=${selected} />
