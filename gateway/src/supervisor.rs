@@ -395,16 +395,24 @@ impl Supervisor {
     }
 }
 
-/// A connection's counters for the status route: what it did (every protocol), and for MQTT
-/// connections the store-and-forward queue, in one object.
+/// A connection's counters for the status route: what it did, and for an MQTT connection its
+/// sessions and the store-and-forward queue instead (it has no endpoints, so no values or
+/// requests of its own: its data is what it forwards and receives).
 fn connection_metrics(
     handle: &ConnectionHandle,
     remote: Option<&RemoteBroker>,
 ) -> Option<serde_json::Value> {
-    let mut metrics = serde_json::to_value(handle.traffic()).ok()?;
-    if let (Some(all), Some(serde_json::Value::Object(forwarding))) = (
+    let traffic = handle.traffic();
+    let Some(remote) = remote else {
+        return serde_json::to_value(traffic).ok();
+    };
+    let mut metrics = serde_json::json!({
+        "failedAttempts": traffic.failed_attempts,
+        "sessionsLost": traffic.sessions_lost,
+    });
+    if let (Some(all), Ok(serde_json::Value::Object(forwarding))) = (
         metrics.as_object_mut(),
-        remote.and_then(|r| serde_json::to_value(r.stats()).ok()),
+        serde_json::to_value(remote.stats()),
     ) {
         all.extend(forwarding);
     }

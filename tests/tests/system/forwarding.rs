@@ -215,6 +215,9 @@ async fn the_cloud_forwarder_example_logs_in_forwards_and_brings_commands_back()
     assert_eq!(cloud_status.state, ResourceState::Connected);
     let metrics = cloud_status.metrics.as_ref().unwrap();
     assert_eq!(metrics["droppedQueueFull"], json!(0), "{metrics}");
+    // Its sessions are counted, but not values or requests: it has no endpoints.
+    assert_eq!(metrics["sessionsLost"], json!(0), "{metrics}");
+    assert!(metrics.get("values").is_none(), "{metrics}");
     // The same counters for Prometheus. Read until the queue shows empty there too: the
     // command's echo may be queued again between the status above and this read.
     let labels = r#"{service="cloudforwarder",resource="cloud"}"#;
