@@ -269,15 +269,17 @@ mod tests {
     async fn a_session_opened_with_a_token_ends_when_the_token_expires() {
         let dir = tempfile::tempdir().unwrap();
         let admin = admin_with_alice(dir.path()).await;
-        // The API issues tokens for an hour at least; one that expires in a second is signed
-        // here with the gateway's key.
+        // The API issues tokens for an hour at least; one that expires in seconds is signed
+        // here with the gateway's key. Three of them: expiry is in whole seconds, and the
+        // token must still be valid after the password check below, whatever the fraction
+        // of the second the test starts at.
         let now = now_secs();
         let alice = admin.directory.load().users.get("alice").cloned().unwrap();
         let token = admin
             .signer
             .sign(&Claims {
                 sub: "alice".into(),
-                exp: now + 1,
+                exp: now + 3,
                 iat: now,
                 jti: "short-lived".into(),
                 generation: alice.token_generation,
@@ -294,7 +296,7 @@ mod tests {
 
         // Nothing in the directory changes when a token expires: the hook wakes the
         // connections itself, and then the token's session is no longer current.
-        tokio::time::timeout(Duration::from_secs(5), changes.changed())
+        tokio::time::timeout(Duration::from_secs(10), changes.changed())
             .await
             .expect("connections asked to check again after the expiry")
             .unwrap();

@@ -477,12 +477,18 @@ async fn the_example_serves_trusted_clients_of_gateway_users() {
         ))
         .await
         .unwrap();
-    for _ in 0..100 {
+    for _ in 0..200 {
         if viewer.status().state == protocol_mapper::status::ConnectionState::Connected {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    assert_eq!(
+        viewer.status().state,
+        protocol_mapper::status::ConnectionState::Connected,
+        "the viewer logs in: {:?}",
+        viewer.status()
+    );
     publisher
         .publish(Message::new(
             "services/client/viewersetpoint/set",
