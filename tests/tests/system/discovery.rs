@@ -10,7 +10,7 @@ use gateway::discovery::{OpcuaRequest, opcua};
 use protocol_mapper::opcua::simulator::{OpcuaSimulator, SimulatorConfig, Variant};
 use serde_json::json;
 
-use crate::common::{next_on, settings};
+use crate::common::{next_on, settings, watch};
 
 #[tokio::test]
 async fn a_discovered_file_installs_and_delivers_the_servers_values() {
@@ -51,16 +51,7 @@ async fn a_discovered_file_installs_and_delivers_the_servers_values() {
     let gw = Gateway::start(settings(dir.path(), "discovery-test"))
         .await
         .unwrap();
-    let mut watcher = gw
-        .broker()
-        .unwrap()
-        .connect_local("test/watcher")
-        .await
-        .unwrap();
-    watcher
-        .subscribe("acme/berlin/line1/#", QoS::AtLeastOnce)
-        .await
-        .unwrap();
+    let mut watcher = watch(&gw, &["acme/berlin/line1/#"]).await;
     let mut service = gw
         .broker()
         .unwrap()

@@ -8,7 +8,7 @@ use broker::{Message, QoS};
 use gateway::Gateway;
 use serde_json::{Value, json};
 
-use crate::common::{example, next_on, settings};
+use crate::common::{example, next_on, settings, watch};
 
 /// One HTTP/1.0 request: the status, the headers (lower-cased names) and the body.
 async fn call(
@@ -112,16 +112,7 @@ async fn machines_post_and_get_through_http_nodes_with_their_permissions() {
     let gw = Gateway::start(settings(dir.path(), "http-node-admin"))
         .await
         .unwrap();
-    let mut watcher = gw
-        .broker()
-        .unwrap()
-        .connect_local("test/watcher")
-        .await
-        .unwrap();
-    watcher
-        .subscribe("services/pressintake/#", QoS::AtLeastOnce)
-        .await
-        .unwrap();
+    let mut watcher = watch(&gw, &["services/pressintake/#"]).await;
     let id = install(
         &gw,
         example("http-intake.yml"),

@@ -9,7 +9,7 @@ use gateway::Gateway;
 use protocol_mapper::modbus::simulator::Simulator;
 use serde_json::{Map, Value, json};
 
-use crate::common::{example, first_matching, next_on, settings};
+use crate::common::{example, first_matching, next_on, settings, watch};
 
 async fn install(gw: &Gateway, file: &str, parameters: Value) -> String {
     let installed = gw
@@ -27,22 +27,6 @@ async fn install(gw: &Gateway, file: &str, parameters: Value) -> String {
         .unwrap();
     assert_eq!(installed.state, ServiceState::Enabled);
     installed.service.id
-}
-
-async fn watch(gw: &Gateway, filters: &[&str]) -> LocalClient {
-    // Each watcher its own client id: a second session with the same id would take the first over.
-    static WATCHERS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    let n = WATCHERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let mut watcher = gw
-        .broker()
-        .unwrap()
-        .connect_local(&format!("test/watcher-{n}"))
-        .await
-        .unwrap();
-    for filter in filters {
-        watcher.subscribe(filter, QoS::AtLeastOnce).await.unwrap();
-    }
-    watcher
 }
 
 /// Everything that arrives within `window`, as (topic, JSON).

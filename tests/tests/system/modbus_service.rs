@@ -10,7 +10,7 @@ use gateway::Gateway;
 use protocol_mapper::modbus::simulator::Simulator;
 use serde_json::json;
 
-use crate::common::{next_on, settings};
+use crate::common::{next_on, settings, watch};
 
 const FILE: &str = r#"
 metadata: {name: Press Line}
@@ -52,20 +52,14 @@ async fn a_modbus_service_publishes_writes_and_reports_its_connection() {
     let gw = Gateway::start(settings(dir.path(), "modbus-service-test"))
         .await
         .unwrap();
-    let mut watcher = gw
-        .broker()
-        .unwrap()
-        .connect_local("test/watcher")
-        .await
-        .unwrap();
-    watcher
-        .subscribe("services/pressline/#", QoS::AtLeastOnce)
-        .await
-        .unwrap();
-    watcher
-        .subscribe("$SYS/ironbridge/services/pressline/#", QoS::AtLeastOnce)
-        .await
-        .unwrap();
+    let mut watcher = watch(
+        &gw,
+        &[
+            "services/pressline/#",
+            "$SYS/ironbridge/services/pressline/#",
+        ],
+    )
+    .await;
 
     let admin = gw.admin();
     let parameters = json!({"port": device.addr.port()})

@@ -17,7 +17,7 @@ use protocol_mapper::driver::EndpointSpec;
 use protocol_mapper::opcua::discover::{Options, discover};
 use serde_json::{Map, Value, json};
 
-use crate::common::{example, free_port, next_on, settings};
+use crate::common::{example, free_port, next_on, settings, watch};
 
 fn server_file(port: u16) -> String {
     format!(
@@ -107,6 +107,26 @@ fn input(file: &str) -> ServiceInput {
     }
 }
 
+/// An endpoint of the test's OPC UA client on `node`, its data on `services/client/<id>`.
+fn client_endpoint(id: &str, operation: Operation, node: &str, sampling_ms: u64) -> EndpointSpec {
+    EndpointSpec {
+        id: id.into(),
+        topic: format!("services/client/{id}"),
+        operation,
+        address: Address::Opcua(OpcuaAddress {
+            node_id: Some(node.into()),
+            browse_path: None,
+            browse_path_prefix: None,
+            node_type: None,
+            sampling_interval: Some(sampling_ms),
+            publish_interval: Some(50),
+        }),
+        qos: QoS::AtMostOnce,
+        retain: false,
+        rules: None,
+    }
+}
+
 async fn browse(port: u16, dir: &std::path::Path) -> Vec<(String, String, bool)> {
     let found = discover(
         &Options {
@@ -157,15 +177,7 @@ async fn services_publish_plant_data_as_an_opc_ua_address_space() {
 
     // Read, subscribe and write through an OPC UA connection of the gateway itself.
     let broker = gw.broker().unwrap();
-    let mut watcher = broker.connect_local("test/watcher").await.unwrap();
-    watcher
-        .subscribe("services/client/#", QoS::AtLeastOnce)
-        .await
-        .unwrap();
-    watcher
-        .subscribe("services/lineserver/setpoint", QoS::AtLeastOnce)
-        .await
-        .unwrap();
+    let mut watcher = watch(&gw, &["services/client/#", "services/lineserver/setpoint"]).await;
     let link = broker.connect_local("test/client").await.unwrap();
     let client = protocol_mapper::opcua::connection::start(
         "client",
@@ -175,22 +187,7 @@ async fn services_publish_plant_data_as_an_opc_ua_address_space() {
         dir.path().join("client"),
         link,
     );
-    let endpoint = |id: &str, operation, node: &str| EndpointSpec {
-        id: id.into(),
-        topic: format!("services/client/{id}"),
-        operation,
-        address: Address::Opcua(OpcuaAddress {
-            node_id: Some(node.into()),
-            browse_path: None,
-            browse_path_prefix: None,
-            node_type: None,
-            sampling_interval: Some(20),
-            publish_interval: Some(50),
-        }),
-        qos: QoS::AtMostOnce,
-        retain: false,
-        rules: None,
-    };
+    let endpoint = |id: &str, operation, node: &str| client_endpoint(id, operation, node, 20);
     client
         .add_endpoint(endpoint(
             "speed",
@@ -323,10 +320,7 @@ async fn the_example_serves_trusted_clients_of_gateway_users() {
     assert_eq!(installed.state, ServiceState::Enabled, "{installed:?}");
 
     let broker = gw.broker().unwrap();
-    let mut watcher = broker.connect_local("test/watcher").await.unwrap();
-    for filter in ["services/client/#", "plant/line1/setpoint/set"] {
-        watcher.subscribe(filter, QoS::AtLeastOnce).await.unwrap();
-    }
+    let mut watcher = watch(&gw, &["services/client/#", "plant/line1/setpoint/set"]).await;
     let mut spec = client_spec(port);
     spec.resource_path = Some("/UA/CybusOpcuaServer".into());
     spec.username = Some("admin".into());
@@ -349,22 +343,7 @@ async fn the_example_serves_trusted_clients_of_gateway_users() {
         dir.path().join("client"),
         broker.connect_local("test/client").await.unwrap(),
     );
-    let endpoint = |id: &str, operation, node: &str| EndpointSpec {
-        id: id.into(),
-        topic: format!("services/client/{id}"),
-        operation,
-        address: Address::Opcua(OpcuaAddress {
-            node_id: Some(node.into()),
-            browse_path: None,
-            browse_path_prefix: None,
-            node_type: None,
-            sampling_interval: Some(0),
-            publish_interval: Some(50),
-        }),
-        qos: QoS::AtMostOnce,
-        retain: false,
-        rules: None,
-    };
+    let endpoint = |id: &str, operation, node: &str| client_endpoint(id, operation, node, 0);
     client
         .add_endpoint(endpoint(
             "temperature",

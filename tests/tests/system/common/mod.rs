@@ -53,6 +53,26 @@ pub fn settings(dir: &Path, admin_password: &str) -> Settings {
     s
 }
 
+/// An in-process client of `gw`'s broker subscribed to `filters`, each with a client id of its
+/// own (a second session with the same id would take the first over).
+pub async fn watch(gw: &gateway::Gateway, filters: &[&str]) -> LocalClient {
+    static WATCHERS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = WATCHERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mut watcher = gw
+        .broker()
+        .unwrap()
+        .connect_local(&format!("test/watcher-{n}"))
+        .await
+        .unwrap();
+    for filter in filters {
+        watcher
+            .subscribe(filter, broker::QoS::AtLeastOnce)
+            .await
+            .unwrap();
+    }
+    watcher
+}
+
 /// The next message on `topic`, as JSON, within 5 s.
 pub async fn next_on(client: &mut LocalClient, topic: &str) -> Value {
     first_matching(client, topic, |_| true).await
