@@ -107,6 +107,11 @@ fn input(file: &str) -> ServiceInput {
     }
 }
 
+/// A QoS 1 message of JSON, as a device or a mapping would publish it.
+fn json_message(topic: &str, payload: Value) -> Message {
+    Message::new(topic, payload.to_string(), QoS::AtLeastOnce, false)
+}
+
 /// An endpoint of the test's OPC UA client on `node`, its data on `services/client/<id>`.
 fn client_endpoint(id: &str, operation: Operation, node: &str, sampling_ms: u64) -> EndpointSpec {
     EndpointSpec {
@@ -219,9 +224,6 @@ async fn services_publish_plant_data_as_an_opc_ua_address_space() {
 
     // A value on the node's topic reaches the subscribed client, with its timestamp.
     let publisher = broker.connect_local("test/publisher").await.unwrap();
-    let publish = |topic: &'static str, payload: Value| {
-        Message::new(topic, payload.to_string(), QoS::AtLeastOnce, false)
-    };
     // (A recent time: the server samples by source timestamp, and moves a value stamped within
     // the sampling interval of the one before to the next sampling instant.)
     let stamped = std::time::SystemTime::now()
@@ -230,7 +232,7 @@ async fn services_publish_plant_data_as_an_opc_ua_address_space() {
         .as_millis() as i64
         - 5;
     publisher
-        .publish(publish(
+        .publish(json_message(
             "services/lineserver/speed",
             json!({"timestamp": stamped, "value": 1234.5}),
         ))
@@ -240,12 +242,18 @@ async fn services_publish_plant_data_as_an_opc_ua_address_space() {
     assert_eq!(changed["value"], json!(1234.5));
     assert_eq!(changed["timestamp"], json!(stamped));
     publisher
-        .publish(publish("services/lineserver/offsets", json!([0.5, 1.5])))
+        .publish(json_message(
+            "services/lineserver/offsets",
+            json!([0.5, 1.5]),
+        ))
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
     publisher
-        .publish(publish("services/client/offsets/req", json!({"id": 1})))
+        .publish(json_message(
+            "services/client/offsets/req",
+            json!({"id": 1}),
+        ))
         .await
         .unwrap();
     assert_eq!(
@@ -255,7 +263,7 @@ async fn services_publish_plant_data_as_an_opc_ua_address_space() {
 
     // A client's write is published on the node's topic as the node's Int32.
     publisher
-        .publish(publish(
+        .publish(json_message(
             "services/client/setpoint/set",
             json!({"id": 2, "value": 75}),
         ))
@@ -387,11 +395,9 @@ async fn the_example_serves_trusted_clients_of_gateway_users() {
     let mut value = json!(null);
     for _ in 0..100 {
         publisher
-            .publish(Message::new(
+            .publish(json_message(
                 "plant/line1/temperature",
-                json!({"value": 64.5}).to_string(),
-                QoS::AtLeastOnce,
-                false,
+                json!({"value": 64.5}),
             ))
             .await
             .unwrap();
@@ -410,11 +416,9 @@ async fn the_example_serves_trusted_clients_of_gateway_users() {
     assert_eq!(value, json!(64.5));
     // ... and the operator's write reaches the machine's `/set`.
     publisher
-        .publish(Message::new(
+        .publish(json_message(
             "services/client/setpoint/set",
-            json!({"id": 1, "value": 70.5}).to_string(),
-            QoS::AtLeastOnce,
-            false,
+            json!({"id": 1, "value": 70.5}),
         ))
         .await
         .unwrap();
@@ -469,11 +473,9 @@ async fn the_example_serves_trusted_clients_of_gateway_users() {
         viewer.status()
     );
     publisher
-        .publish(Message::new(
+        .publish(json_message(
             "services/client/viewersetpoint/set",
-            json!({"id": 2, "value": 99.5}).to_string(),
-            QoS::AtLeastOnce,
-            false,
+            json!({"id": 2, "value": 99.5}),
         ))
         .await
         .unwrap();
